@@ -1,0 +1,16 @@
+//! dup: duplicity-compatible backups as small binaries over one record stream.
+//!
+//! Everything shared lives here; each binary in `cmds/` is argument parsing
+//! plus a loop over records. Nothing in the library prints to stdout.
+
+pub mod cli;
+pub mod error;
+pub mod index;
+pub mod record;
+
+pub use error::{Error, Kind, Result};
+pub mod dupfmt;
+pub mod rsync;
+pub mod scan;
+pub mod select;
+pub mod table;

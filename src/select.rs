@@ -1,0 +1,1 @@
+//! duplicity selection rules.
