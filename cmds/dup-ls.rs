@@ -38,7 +38,8 @@ fn render(json: bool) -> Result<Status> {
     if json {
         let kind = input.stream_kind();
         let producer = input.producer().to_string();
-        let mut w = record::Writer::new(out, Encoding::Json, kind, &producer)?;
+        let source = input.source().map(<[u8]>::to_vec);
+        let mut w = record::Writer::with_source(out, Encoding::Json, kind, &producer, source.as_deref())?;
         while let Some(rec) = input.next()? {
             w.write(&rec)?;
         }
@@ -50,6 +51,7 @@ fn render(json: bool) -> Result<Status> {
         stream: input.stream_kind(),
         version: record::VERSION,
         producer: input.producer().to_string(),
+        source: input.source().map(|s| record::PathBytes(s.to_vec())),
     };
     let put = |out: &mut BufWriter<io::Stdout>, s: String| -> Result<()> {
         writeln!(out, "{s}").map_err(|e| Error::io("writing to standard output", e))
@@ -60,19 +62,14 @@ fn render(json: bool) -> Result<Status> {
         count += 1;
         let content = if rec.has_content() {
             let mut c = input.content();
-            let n = io::copy(&mut c, &mut io::sink())
-                .map_err(|e| record::content_error("content", e))?;
+            let n = io::copy(&mut c, &mut io::sink()).map_err(|e| record::content_error("content", e))?;
             Some(n)
         } else {
             None
         };
         put(&mut out, dup::table::line(&rec, content))?;
     }
-    put(
-        &mut out,
-        format!("# end, {count} records (chunks not counted)"),
-    )?;
-    out.flush()
-        .map_err(|e| Error::io("writing to standard output", e))?;
+    put(&mut out, format!("# end, {count} records (chunks not counted)"))?;
+    out.flush().map_err(|e| Error::io("writing to standard output", e))?;
     Ok(Status::Ok)
 }

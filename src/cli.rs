@@ -48,10 +48,7 @@ pub fn args<T: argh::FromArgs>(name: &str) -> T {
         .into_iter()
         .map(|a| match a.into_string() {
             Ok(s) => s,
-            Err(os) => format!(
-                "{NON_UTF8_MARK}{}",
-                crate::record::bytes_escape(&os.into_vec(), true)
-            ),
+            Err(os) => format!("{NON_UTF8_MARK}{}", crate::record::bytes_escape(&os.into_vec(), true)),
         })
         .collect();
     let refs: Vec<&str> = strs.iter().map(String::as_str).collect();
@@ -75,14 +72,7 @@ pub fn args<T: argh::FromArgs>(name: &str) -> T {
 pub fn main(name: &str, run: impl FnOnce() -> Result<Status>) -> ! {
     let prefix = name.to_string();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format(move |f, rec| {
-            writeln!(
-                f,
-                "{prefix}: {}: {}",
-                rec.level().as_str().to_lowercase(),
-                rec.args()
-            )
-        })
+        .format(move |f, rec| writeln!(f, "{prefix}: {}: {}", rec.level().as_str().to_lowercase(), rec.args()))
         .init();
     let code = match run() {
         Ok(Status::Ok) => 0,
@@ -107,11 +97,7 @@ pub fn report(name: &str, e: &Error) -> i32 {
 }
 
 /// Standard output as a record stream (JSON with `json` or on a terminal).
-pub fn stdout_records(
-    json: bool,
-    stream: StreamKind,
-    producer: &str,
-) -> Result<Writer<BufWriter<io::Stdout>>> {
+pub fn stdout_records(json: bool, stream: StreamKind, producer: &str) -> Result<Writer<BufWriter<io::Stdout>>> {
     let enc = Encoding::for_stdout(json);
     Writer::new(
         BufWriter::with_capacity(256 * 1024, io::stdout()),
@@ -123,8 +109,5 @@ pub fn stdout_records(
 
 /// Standard input as a record stream.
 pub fn stdin_records() -> Result<crate::record::Reader<io::BufReader<io::Stdin>>> {
-    crate::record::Reader::new(
-        io::BufReader::with_capacity(256 * 1024, io::stdin()),
-        "standard input",
-    )
+    crate::record::Reader::new(io::BufReader::with_capacity(256 * 1024, io::stdin()), "standard input")
 }

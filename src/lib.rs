@@ -3,6 +3,7 @@
 //! Everything shared lives here; each binary in `cmds/` is argument parsing
 //! plus a loop over records. Nothing in the library prints to stdout.
 
+pub mod cache;
 pub mod cli;
 pub mod error;
 pub mod index;
@@ -13,4 +14,5 @@ pub mod dupfmt;
 pub mod rsync;
 pub mod scan;
 pub mod select;
+pub mod storage;
 pub mod table;

@@ -148,11 +148,14 @@ pub enum FileRole {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
-    /// Opens every stream.
+    /// Opens every stream. `source` is the local directory the records
+    /// describe, as given by the user (it becomes the manifest's `Localdir`).
     Header {
         stream: StreamKind,
         version: u32,
         producer: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<PathBytes>,
     },
     /// A local tree item (dup-scan), or a file present at a time (dup-ls --files).
     Entry(Entry),
@@ -241,16 +244,29 @@ pub struct Writer<W: Write> {
 
 impl<W: Write> Writer<W> {
     pub fn new(out: W, enc: Encoding, stream: StreamKind, producer: &str) -> Result<Self> {
+        Self::with_source(out, enc, stream, producer, None)
+    }
+
+    /// Like [`Writer::new`], naming the local directory the stream describes.
+    pub fn with_source(
+        out: W,
+        enc: Encoding,
+        stream: StreamKind,
+        producer: &str,
+        source: Option<&[u8]>,
+    ) -> Result<Self> {
         let mut w = Writer {
             out,
             enc,
             count: 0,
             buf: Vec::with_capacity(CHUNK_SIZE + 64),
         };
+        let source = source.map(|s| PathBytes(s.to_vec()));
         w.write(&Record::Header {
             stream,
             version: VERSION,
             producer: producer.to_string(),
+            source,
         })?;
         Ok(w)
     }
@@ -261,9 +277,8 @@ impl<W: Write> Writer<W> {
             Encoding::Cbor => ciborium::into_writer(rec, &mut self.buf)
                 .map_err(|e| Error::other(format!("encoding a {} record: {e}", rec.kind_name())))?,
             Encoding::Json => {
-                serde_json::to_writer(&mut self.buf, rec).map_err(|e| {
-                    Error::other(format!("encoding a {} record: {e}", rec.kind_name()))
-                })?;
+                serde_json::to_writer(&mut self.buf, rec)
+                    .map_err(|e| Error::other(format!("encoding a {} record: {e}", rec.kind_name())))?;
                 self.buf.push(b'\n');
             }
         }
@@ -302,9 +317,7 @@ impl<W: Write> Writer<W> {
     }
 
     pub fn flush(&mut self) -> Result<()> {
-        self.out
-            .flush()
-            .map_err(|e| Error::io("writing to standard output", e))
+        self.out.flush().map_err(|e| Error::io("writing to standard output", e))
     }
 }
 
@@ -384,7 +397,7 @@ pub struct Reader<R: BufRead> {
     enc: Encoding,
     /// Number of the next record (the header is record 1).
     number: u64,
-    header: Option<(StreamKind, u32, String)>,
+    header: Option<(StreamKind, u32, String, Option<PathBytes>)>,
     ended: bool,
     line: Vec<u8>,
     name: String,
@@ -410,10 +423,10 @@ impl<R: BufRead> Reader<R> {
         let first = src.fill_buf().map_err(|e| Error::io(name, e))?;
         let enc = match first.first() {
             None => {
-                return Err(Error::stream(format!(
-                    "{name}: empty input, expected a dup record stream"
-                ))
-                .hint("feed the output of a dup-* command"));
+                return Err(
+                    Error::stream(format!("{name}: empty input, expected a dup record stream"))
+                        .hint("feed the output of a dup-* command"),
+                );
             }
             Some(b'{') => Encoding::Json,
             Some(0xa0..=0xbf) => Encoding::Cbor,
@@ -442,6 +455,7 @@ impl<R: BufRead> Reader<R> {
                 stream,
                 version,
                 producer,
+                source,
             }) => {
                 if version > VERSION {
                     return Err(Error::stream(format!(
@@ -449,18 +463,13 @@ impl<R: BufRead> Reader<R> {
                     ))
                     .hint("use the same dup version on both ends of the pipe"));
                 }
-                r.header = Some((stream, version, producer));
+                r.header = Some((stream, version, producer, source));
             }
             Some(other) => {
-                return Err(r.error_at(
-                    1,
-                    format!("expected a header record, found {}", other.kind_name()),
-                ));
+                return Err(r.error_at(1, format!("expected a header record, found {}", other.kind_name())));
             }
             None => {
-                return Err(
-                    r.error_at(1, "expected a header record, found the end of input".into())
-                );
+                return Err(r.error_at(1, "expected a header record, found the end of input".into()));
             }
         }
         Ok(r)
@@ -471,14 +480,16 @@ impl<R: BufRead> Reader<R> {
     }
 
     pub fn stream_kind(&self) -> StreamKind {
-        self.header
-            .as_ref()
-            .map(|h| h.0)
-            .unwrap_or(StreamKind::Entries)
+        self.header.as_ref().map(|h| h.0).unwrap_or(StreamKind::Entries)
     }
 
     pub fn producer(&self) -> &str {
         self.header.as_ref().map(|h| h.2.as_str()).unwrap_or("")
+    }
+
+    /// The local directory the stream describes, if its producer named one.
+    pub fn source(&self) -> Option<&[u8]> {
+        self.header.as_ref().and_then(|h| h.3.as_deref())
     }
 
     /// Fails unless the stream is of one of the given kinds.
@@ -522,9 +533,7 @@ impl<R: BufRead> Reader<R> {
                 self.ended = true;
                 Ok(None)
             }
-            Some(Record::Header { .. }) => {
-                Err(self.error_at(self.number - 1, "a second header record".into()))
-            }
+            Some(Record::Header { .. }) => Err(self.error_at(self.number - 1, "a second header record".into())),
             Some(r) => Ok(Some(r)),
             None => Err(self.error_at(
                 self.number,
@@ -536,10 +545,9 @@ impl<R: BufRead> Reader<R> {
     /// Next record, which must not be a chunk (content must have been consumed).
     pub fn next_item(&mut self) -> Result<Option<Record>> {
         match self.next()? {
-            Some(Record::Chunk { .. }) => Err(self.error_at(
-                self.number - 1,
-                "a chunk record where none was expected".into(),
-            )),
+            Some(Record::Chunk { .. }) => {
+                Err(self.error_at(self.number - 1, "a chunk record where none was expected".into()))
+            }
             r => Ok(r),
         }
     }
@@ -615,9 +623,7 @@ impl<R: BufRead> Reader<R> {
 fn cbor_message(e: ciborium::de::Error<io::Error>) -> String {
     use ciborium::de::Error as E;
     match e {
-        E::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            "input ends inside a record (truncated stream)".into()
-        }
+        E::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => "input ends inside a record (truncated stream)".into(),
         E::Io(e) => e.to_string(),
         E::Syntax(off) => format!("malformed CBOR {off} bytes into the record"),
         E::Semantic(_, msg) => format!("not a valid record: {msg}"),

@@ -110,6 +110,7 @@ pub fn line(rec: &Record, content: Option<u64>) -> String {
             stream,
             version,
             producer,
+            source,
         } => {
             let s = match stream {
                 StreamKind::Entries => "entries",
@@ -118,21 +119,18 @@ pub fn line(rec: &Record, content: Option<u64>) -> String {
                 StreamKind::Files => "files",
                 StreamKind::Listing => "listing",
             };
-            format!("# {s} stream, version {version}, from {producer}")
+            match source {
+                Some(src) => format!("# {s} stream, version {version}, from {producer}, source {src}"),
+                None => format!("# {s} stream, version {version}, from {producer}"),
+            }
         }
         Record::Entry(e) => entry_line("entry", e, content),
         Record::Snapshot(e) => entry_line("snapshot", e, content),
         Record::Diff(e) => entry_line("diff", e, content),
         Record::Signature(e) => entry_line("signature", e, content),
         Record::Deleted { path } => format!("{:<9} {path}", "deleted"),
-        Record::Warning {
-            path: Some(p),
-            message,
-        } => format!("{:<9} {p}: {message}", "warning"),
-        Record::Warning {
-            path: None,
-            message,
-        } => format!("{:<9} {message}", "warning"),
+        Record::Warning { path: Some(p), message } => format!("{:<9} {p}: {message}", "warning"),
+        Record::Warning { path: None, message } => format!("{:<9} {message}", "warning"),
         Record::Chunk { data, last } => format!(
             "{:<9} {} bytes{}",
             "chunk",

@@ -5,9 +5,7 @@
 use std::io::{Cursor, Write};
 use std::process::{Command, Stdio};
 
-use dup::record::{
-    Bytes, Encoding, Entry, FileRole, FileType, PathBytes, Reader, Record, StreamKind, Writer,
-};
+use dup::record::{Bytes, Encoding, Entry, FileRole, FileType, PathBytes, Reader, Record, StreamKind, Writer};
 use proptest::prelude::*;
 
 fn arb_path() -> impl Strategy<Value = PathBytes> {
@@ -37,16 +35,7 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
         (any::<u64>(), any::<u64>(), any::<u64>()),
     )
         .prop_map(
-            |(
-                path,
-                ftype,
-                (mode, uid, gid),
-                (uname, gname),
-                (mtime, size),
-                target,
-                dev,
-                (d, ino, nlink),
-            )| Entry {
+            |(path, ftype, (mode, uid, gid), (uname, gname), (mtime, size), target, dev, (d, ino, nlink))| Entry {
                 path,
                 ftype,
                 mode,
@@ -73,14 +62,9 @@ fn arb_record() -> impl Strategy<Value = Record> {
         arb_entry().prop_map(Record::Diff),
         arb_entry().prop_map(Record::Signature),
         arb_path().prop_map(|path| Record::Deleted { path }),
-        (prop::option::of(arb_path()), ".{0,30}")
-            .prop_map(|(path, message)| Record::Warning { path, message }),
-        (prop::collection::vec(any::<u8>(), 0..300), any::<bool>()).prop_map(|(d, last)| {
-            Record::Chunk {
-                data: Bytes(d),
-                last,
-            }
-        }),
+        (prop::option::of(arb_path()), ".{0,30}").prop_map(|(path, message)| Record::Warning { path, message }),
+        (prop::collection::vec(any::<u8>(), 0..300), any::<bool>())
+            .prop_map(|(d, last)| { Record::Chunk { data: Bytes(d), last } }),
         ("[a-z.0-9]{1,30}", any::<bool>()).prop_map(|(name, delete)| Record::File {
             name,
             role: FileRole::Volume,
@@ -138,10 +122,7 @@ fn non_utf8_path_json_form() {
     let e = Entry::new(b"caf\xe9\\x.txt".to_vec(), FileType::File);
     let buf = encode(&[Record::Entry(e.clone())], Encoding::Json);
     let text = String::from_utf8(buf.clone()).unwrap();
-    assert!(
-        text.contains(r#""path":{"escaped":"caf\\xe9\\\\x.txt"}"#),
-        "{text}"
-    );
+    assert!(text.contains(r#""path":{"escaped":"caf\\xe9\\\\x.txt"}"#), "{text}");
     assert_eq!(decode(&buf).unwrap(), vec![Record::Entry(e)]);
 }
 
@@ -149,11 +130,8 @@ fn non_utf8_path_json_form() {
 fn content_chunks_are_bounded() {
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let mut w = Writer::new(Vec::new(), Encoding::Cbor, StreamKind::Changes, "test").unwrap();
-    w.write(&Record::Snapshot(Entry::new(
-        b"big".to_vec(),
-        FileType::File,
-    )))
-    .unwrap();
+    w.write(&Record::Snapshot(Entry::new(b"big".to_vec(), FileType::File)))
+        .unwrap();
     w.write_content(&data[..]).unwrap();
     let buf = w.finish().unwrap();
     let recs = decode(&buf).unwrap();
@@ -239,7 +217,8 @@ fn dup_ls_renders_both_encodings() {
 #[test]
 fn dup_ls_rejects_bad_input_with_position() {
     let good = encode(&sample(), Encoding::Cbor);
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+    let cases: Vec<(&str, Vec<u8>, &str)> =
+        vec![
         ("random bytes", (0..200u32).map(|i| (i * 7 + 3) as u8).collect(), "not a dup record stream"),
         ("truncated CBOR", good[..good.len() - 9].to_vec(), "record"),
         ("CBOR without end", encode(&sample(), Encoding::Cbor)[..good.len() - 2].to_vec(), "record"),
@@ -254,15 +233,9 @@ fn dup_ls_rejects_bad_input_with_position() {
     ];
     for (what, input, needle) in cases {
         let (code, _out, err) = dup_ls(&input, &[]);
-        assert!(
-            code != 0 && code != 101,
-            "{what}: exit {code}, stderr {err}"
-        );
+        assert!(code != 0 && code != 101, "{what}: exit {code}, stderr {err}");
         assert!(err.starts_with("dup-ls: "), "{what}: {err}");
-        assert!(
-            err.contains(needle),
-            "{what}: expected '{needle}' in: {err}"
-        );
+        assert!(err.contains(needle), "{what}: expected '{needle}' in: {err}");
         assert!(!err.contains("panicked"), "{what}: {err}");
     }
 }
@@ -292,10 +265,5 @@ fn closed_stdout_is_not_an_error() {
     drop(stdout);
     let out = ls.wait_with_output().unwrap();
     feeder.join().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -93,9 +93,7 @@ pub fn unescape(s: &str) -> Result<Vec<u8>, String> {
             }
             Some(b'x') => {
                 let hex = s.get(i + 2..i + 4).ok_or("truncated \\x escape")?;
-                out.push(
-                    u8::from_str_radix(hex, 16).map_err(|_| format!("bad \\x escape '{hex}'"))?,
-                );
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad \\x escape '{hex}'"))?);
                 i += 4;
             }
             _ => return Err("a backslash must be followed by '\\' or 'xNN'".into()),
@@ -147,8 +145,7 @@ impl<'de> Visitor<'de> for BytesVisitor {
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
         if self.text_is_base64 {
-            B64.decode(v)
-                .map_err(|e| E::custom(format!("bad base64: {e}")))
+            B64.decode(v).map_err(|e| E::custom(format!("bad base64: {e}")))
         } else {
             Ok(v.as_bytes().to_vec())
         }
@@ -184,18 +181,12 @@ impl<'de> Visitor<'de> for BytesVisitor {
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(BytesVisitor {
-            text_is_base64: true,
-        })
-        .map(Bytes)
+        d.deserialize_any(BytesVisitor { text_is_base64: true }).map(Bytes)
     }
 }
 
 impl<'de> Deserialize<'de> for PathBytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(BytesVisitor {
-            text_is_base64: false,
-        })
-        .map(PathBytes)
+        d.deserialize_any(BytesVisitor { text_is_base64: false }).map(PathBytes)
     }
 }

@@ -1,0 +1,174 @@
+//! The local metadata cache, in duplicity's layout (FORMAT-duplicity.md
+//! §1.8): `<archive-dir>/<name>/` holding plain manifests and
+//! `.sigtar.gz` signatures, so `--archive-dir ~/.cache/duplicity` shares
+//! duplicity's own cache.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+
+use crate::error::{Context, Error, Kind, Result};
+
+/// The cache directory of one archive.
+pub struct Cache {
+    dir: PathBuf,
+}
+
+/// Default archive dir: `$XDG_CACHE_HOME/dup`, else `~/.cache/dup`.
+pub fn default_archive_dir() -> PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("dup"),
+        _ => {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+            PathBuf::from(home).join(".cache").join("dup")
+        }
+    }
+}
+
+/// duplicity's backup name for a URL: the MD5 of the URL exactly as given.
+pub fn backup_name(url: &str) -> String {
+    let d = Md5::digest(url.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Held while a process changes the archive; released on drop.
+pub struct Lock {
+    _file: File,
+}
+
+impl Cache {
+    /// Opens (creating) the cache of the archive at `url`.
+    pub fn open(archive_dir: Option<&Path>, name: Option<&str>, url: &str) -> Result<Cache> {
+        let base = archive_dir.map(Path::to_path_buf).unwrap_or_else(default_archive_dir);
+        let name = name.map(str::to_string).unwrap_or_else(|| backup_name(url));
+        let dir = base.join(name);
+        fs::create_dir_all(&dir).context(format!("creating the cache directory {}", dir.display()))?;
+        Ok(Cache { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Takes `lockfile` (an fcntl lock, as duplicity takes it); fails with
+    /// [`Kind::Locked`] when another process holds it.
+    pub fn lock(&self) -> Result<Lock> {
+        let path = self.path("lockfile");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .context(format!("opening {}", path.display()))?;
+        // SAFETY: fcntl on an fd we own, with a zeroed flock struct.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as _;
+        fl.l_whence = libc::SEEK_SET as _;
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) } != 0 {
+            let e = io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
+                return Err(Error::new(
+                    Kind::Locked,
+                    format!("another process holds the lock {}", path.display()),
+                )
+                .hint("wait for the other dup or duplicity run to finish"));
+            }
+            return Err(Error::io(format!("locking {}", path.display()), e));
+        }
+        Ok(Lock { _file: file })
+    }
+
+    /// Names of the files in the cache (not the lock).
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir).context(format!("listing {}", self.dir.display()))? {
+            let e = e.context(format!("listing {}", self.dir.display()))?;
+            if let Ok(name) = e.file_name().into_string()
+                && name != "lockfile"
+                && !name.starts_with(crate::storage::TEMP_PREFIX)
+            {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Writes a file atomically (temporary name, fsync, rename).
+    pub fn write(&self, name: &str, mut data: impl Read) -> Result<u64> {
+        let tmp = self.path(&format!("{}{name}.{}", crate::storage::TEMP_PREFIX, std::process::id()));
+        let dest = self.path(name);
+        let result = (|| -> Result<u64> {
+            let mut f = File::create(&tmp).context(format!("creating {}", tmp.display()))?;
+            let n = io::copy(&mut data, &mut f).map_err(|e| crate::record::content_error(tmp.display(), e))?;
+            f.flush()
+                .and_then(|_| f.sync_all())
+                .context(format!("writing {}", tmp.display()))?;
+            fs::rename(&tmp, &dest).context(format!("renaming {} into place", dest.display()))?;
+            Ok(n)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Opens a cached file.
+    pub fn open_file(&self, name: &str) -> Result<File> {
+        let p = self.path(name);
+        File::open(&p).context(format!("opening {}", p.display()))
+    }
+
+    /// Removes a cached file (absent is fine).
+    pub fn remove(&self, name: &str) -> Result<()> {
+        match fs::remove_file(self.path(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(Error::io(format!("removing {name} from the cache"), e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_is_md5_of_url() {
+        // printf %s "file:///some/dir" | md5sum
+        assert_eq!(backup_name("file:///some/dir"), "c3eb606a2f808eb2ca510d94c2c7889f");
+    }
+
+    #[test]
+    fn lock_is_seen_by_other_processes_and_write_is_atomic() {
+        let base = std::env::temp_dir().join(format!("dup-cache-test-{}", std::process::id()));
+        let c = Cache::open(Some(&base), Some("n"), "file:///x").unwrap();
+        c.write("a.manifest", &b"hello"[..]).unwrap();
+        assert_eq!(c.list().unwrap(), vec!["a.manifest".to_string()]);
+        let try_lock = || {
+            // duplicity locks with fcntl.lockf (through fasteners).
+            let script = "import fcntl,sys; f=open(sys.argv[1],'a'); fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB)";
+            std::process::Command::new("python3")
+                .args(["-c", script])
+                .arg(c.path("lockfile"))
+                .output()
+        };
+        let held = c.lock().unwrap();
+        if let Ok(out) = try_lock() {
+            assert!(!out.status.success(), "another process took the lock we hold");
+            drop(held);
+            assert!(try_lock().unwrap().status.success());
+        }
+        c.remove("a.manifest").unwrap();
+        c.remove("a.manifest").unwrap();
+        let _ = fs::remove_dir_all(base);
+    }
+}
