@@ -36,10 +36,7 @@ fn render(json: bool) -> Result<Status> {
     let mut input = cli::stdin_records()?;
     let out = BufWriter::new(io::stdout());
     if json {
-        let kind = input.stream_kind();
-        let producer = input.producer().to_string();
-        let source = input.source().map(<[u8]>::to_vec);
-        let mut w = record::Writer::with_source(out, Encoding::Json, kind, &producer, source.as_deref())?;
+        let mut w = record::Writer::with_head(out, Encoding::Json, input.head().clone())?;
         while let Some(rec) = input.next()? {
             w.write(&rec)?;
         }
@@ -47,11 +44,13 @@ fn render(json: bool) -> Result<Status> {
         return Ok(Status::Ok);
     }
     let mut out = out;
+    let h = input.head().clone();
     let head = Record::Header {
-        stream: input.stream_kind(),
+        stream: h.stream,
         version: record::VERSION,
-        producer: input.producer().to_string(),
-        source: input.source().map(|s| record::PathBytes(s.to_vec())),
+        producer: h.producer,
+        source: h.source,
+        basis_time: h.basis_time,
     };
     let put = |out: &mut BufWriter<io::Stdout>, s: String| -> Result<()> {
         writeln!(out, "{s}").map_err(|e| Error::io("writing to standard output", e))

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cli;
 pub mod error;
 pub mod index;
+pub mod progress;
 pub mod record;
 
 pub use error::{Error, Kind, Result};

@@ -156,6 +156,10 @@ pub enum Record {
         producer: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source: Option<PathBytes>,
+        /// End time of the archive state the stream is relative to (set by
+        /// dup-sig, carried by dup-delta): the T1 of the next incremental.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        basis_time: Option<i64>,
     },
     /// A local tree item (dup-scan), or a file present at a time (dup-ls --files).
     Entry(Entry),
@@ -171,8 +175,12 @@ pub enum Record {
     Diff(Entry),
     /// A regular file's librsync signature, which follows as chunks.
     Signature(Entry),
-    /// The path no longer exists.
-    Deleted { path: PathBytes },
+    /// The path no longer exists; `type` is what it was, when known.
+    Deleted {
+        path: PathBytes,
+        #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+        ftype: Option<FileType>,
+    },
     /// A piece of the bytes of the record before it.
     Chunk { data: Bytes, last: bool },
     /// An archive file (volume, signature tar, manifest) to store; its bytes
@@ -215,6 +223,15 @@ impl Record {
     }
 }
 
+/// The fields of a stream's header (the version is always [`VERSION`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamHead {
+    pub stream: StreamKind,
+    pub producer: String,
+    pub source: Option<PathBytes>,
+    pub basis_time: Option<i64>,
+}
+
 /// How records are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -255,18 +272,29 @@ impl<W: Write> Writer<W> {
         producer: &str,
         source: Option<&[u8]>,
     ) -> Result<Self> {
+        let head = StreamHead {
+            stream,
+            producer: producer.to_string(),
+            source: source.map(|s| PathBytes(s.to_vec())),
+            basis_time: None,
+        };
+        Self::with_head(out, enc, head)
+    }
+
+    /// Opens a stream with every header field given.
+    pub fn with_head(out: W, enc: Encoding, head: StreamHead) -> Result<Self> {
         let mut w = Writer {
             out,
             enc,
             count: 0,
             buf: Vec::with_capacity(CHUNK_SIZE + 64),
         };
-        let source = source.map(|s| PathBytes(s.to_vec()));
         w.write(&Record::Header {
-            stream,
+            stream: head.stream,
             version: VERSION,
-            producer: producer.to_string(),
-            source,
+            producer: head.producer,
+            source: head.source,
+            basis_time: head.basis_time,
         })?;
         Ok(w)
     }
@@ -397,7 +425,7 @@ pub struct Reader<R: BufRead> {
     enc: Encoding,
     /// Number of the next record (the header is record 1).
     number: u64,
-    header: Option<(StreamKind, u32, String, Option<PathBytes>)>,
+    head: StreamHead,
     ended: bool,
     line: Vec<u8>,
     name: String,
@@ -445,7 +473,13 @@ impl<R: BufRead> Reader<R> {
             },
             enc,
             number: 1,
-            header: None,
+            // Replaced by the header read below.
+            head: StreamHead {
+                stream: StreamKind::Entries,
+                producer: String::new(),
+                source: None,
+                basis_time: None,
+            },
             ended: false,
             line: Vec::new(),
             name: name.to_string(),
@@ -456,6 +490,7 @@ impl<R: BufRead> Reader<R> {
                 version,
                 producer,
                 source,
+                basis_time,
             }) => {
                 if version > VERSION {
                     return Err(Error::stream(format!(
@@ -463,7 +498,12 @@ impl<R: BufRead> Reader<R> {
                     ))
                     .hint("use the same dup version on both ends of the pipe"));
                 }
-                r.header = Some((stream, version, producer, source));
+                r.head = StreamHead {
+                    stream,
+                    producer,
+                    source,
+                    basis_time,
+                };
             }
             Some(other) => {
                 return Err(r.error_at(1, format!("expected a header record, found {}", other.kind_name())));
@@ -475,21 +515,26 @@ impl<R: BufRead> Reader<R> {
         Ok(r)
     }
 
+    /// The stream's header (read by [`Reader::new`]).
+    pub fn head(&self) -> &StreamHead {
+        &self.head
+    }
+
     pub fn encoding(&self) -> Encoding {
         self.enc
     }
 
     pub fn stream_kind(&self) -> StreamKind {
-        self.header.as_ref().map(|h| h.0).unwrap_or(StreamKind::Entries)
+        self.head().stream
     }
 
     pub fn producer(&self) -> &str {
-        self.header.as_ref().map(|h| h.2.as_str()).unwrap_or("")
+        &self.head().producer
     }
 
     /// The local directory the stream describes, if its producer named one.
     pub fn source(&self) -> Option<&[u8]> {
-        self.header.as_ref().and_then(|h| h.3.as_deref())
+        self.head().source.as_deref()
     }
 
     /// Fails unless the stream is of one of the given kinds.

@@ -111,6 +111,7 @@ pub fn line(rec: &Record, content: Option<u64>) -> String {
             version,
             producer,
             source,
+            ..
         } => {
             let s = match stream {
                 StreamKind::Entries => "entries",
@@ -128,7 +129,7 @@ pub fn line(rec: &Record, content: Option<u64>) -> String {
         Record::Snapshot(e) => entry_line("snapshot", e, content),
         Record::Diff(e) => entry_line("diff", e, content),
         Record::Signature(e) => entry_line("signature", e, content),
-        Record::Deleted { path } => format!("{:<9} {path}", "deleted"),
+        Record::Deleted { path, .. } => format!("{:<9} {path}", "deleted"),
         Record::Warning { path: Some(p), message } => format!("{:<9} {p}: {message}", "warning"),
         Record::Warning { path: None, message } => format!("{:<9} {message}", "warning"),
         Record::Chunk { data, last } => format!(

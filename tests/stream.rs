@@ -61,7 +61,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
         arb_entry().prop_map(Record::Snapshot),
         arb_entry().prop_map(Record::Diff),
         arb_entry().prop_map(Record::Signature),
-        arb_path().prop_map(|path| Record::Deleted { path }),
+        (arb_path(), prop::option::of(arb_type())).prop_map(|(path, ftype)| Record::Deleted { path, ftype }),
         (prop::option::of(arb_path()), ".{0,30}").prop_map(|(path, message)| Record::Warning { path, message }),
         (prop::collection::vec(any::<u8>(), 0..300), any::<bool>())
             .prop_map(|(d, last)| { Record::Chunk { data: Bytes(d), last } }),
@@ -195,6 +195,7 @@ fn sample() -> Vec<Record> {
         },
         Record::Deleted {
             path: PathBytes(b"gone".to_vec()),
+            ftype: Some(FileType::File),
         },
     ]
 }
@@ -246,6 +247,7 @@ fn closed_stdout_is_not_an_error() {
     for i in 0..20000 {
         recs.push(Record::Deleted {
             path: PathBytes(format!("file-{i}").into_bytes()),
+            ftype: None,
         });
     }
     let input = encode(&recs, Encoding::Cbor);
