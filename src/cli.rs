@@ -96,15 +96,14 @@ pub fn report(name: &str, e: &Error) -> i32 {
     e.exit_code()
 }
 
+/// Buffered standard output.
+pub fn stdout() -> BufWriter<io::Stdout> {
+    BufWriter::with_capacity(256 * 1024, io::stdout())
+}
+
 /// Standard output as a record stream (JSON with `json` or on a terminal).
 pub fn stdout_records(json: bool, stream: StreamKind, producer: &str) -> Result<Writer<BufWriter<io::Stdout>>> {
-    let enc = Encoding::for_stdout(json);
-    Writer::new(
-        BufWriter::with_capacity(256 * 1024, io::stdout()),
-        enc,
-        stream,
-        producer,
-    )
+    Writer::new(stdout(), Encoding::for_stdout(json), stream, producer)
 }
 
 /// Standard input as a record stream.
