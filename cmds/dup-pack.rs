@@ -1,24 +1,72 @@
-//! dup-pack: Cut a change stream into difftar volumes, the signature tar and the manifest.
+//! dup-pack: cut a change stream into difftar volumes, the signature tar and the manifest.
 
 use argh::FromArgs;
-use dup::cli;
-use dup::error::Error;
+use dup::cli::{self, Status};
+use dup::dupfmt::names::Naming;
+use dup::dupfmt::time;
+use dup::error::{Error, Result};
+use dup::record::StreamKind;
+use dup::{pack, progress};
 
-/// Cut a change stream into difftar volumes, the signature tar and the manifest.
+/// Read a change stream (from dup-delta) on standard input and write
+/// duplicity's archive files as file records: the difftar volumes as each is
+/// full, then the signature tar, then the manifest. A stream whose header
+/// names a basis time becomes an incremental set from that time, otherwise a
+/// full set.
 #[derive(FromArgs)]
 struct Args {
+    /// volume size in MiB (default 200)
+    #[argh(option, default = "200")]
+    volsize: u64,
+    /// store volumes and signatures without gzip
+    #[argh(switch)]
+    no_compression: bool,
+    /// time of this backup, in duplicity's time syntax (default: now)
+    #[argh(option)]
+    time: Option<String>,
+    /// host name written in the manifest (default: this machine's)
+    #[argh(option)]
+    hostname: Option<String>,
     /// write JSON Lines instead of CBOR
     #[argh(switch)]
     json: bool,
-    /// arguments (see the man page)
-    #[argh(positional)]
-    rest: Vec<String>,
+    /// report progress (a bar on a terminal, JSON events on stderr otherwise)
+    #[argh(switch)]
+    progress: bool,
+    /// write progress events as JSON Lines to this file descriptor
+    #[argh(option)]
+    log_fd: Option<i32>,
 }
 
 fn main() {
     let args: Args = cli::args("dup-pack");
-    let _ = (args.json, args.rest);
-    cli::main("dup-pack", || {
-        Err(Error::other("not implemented yet").hint("see the project's open issues"))
-    })
+    cli::main("dup-pack", || run(&args))
+}
+
+fn run(args: &Args) -> Result<Status> {
+    if args.volsize == 0 {
+        return Err(Error::usage("--volsize must be at least 1 (MiB)"));
+    }
+    let progress = progress::for_cli(args.progress, args.log_fd)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let t = match &args.time {
+        Some(s) => time::parse_time(s, now)?,
+        None => now,
+    };
+    let opts = pack::Options {
+        volsize: args.volsize.saturating_mul(1 << 20),
+        compress: !args.no_compression,
+        time: t,
+        naming: Naming::default(),
+        hostname: args.hostname.clone().unwrap_or_else(pack::hostname),
+        localdir: None,
+    };
+    let mut input = cli::stdin_records()?;
+    let out = cli::stdout_records(args.json, StreamKind::Files, "dup-pack")?;
+    let (_, stats) = pack::run(&mut input, out, &opts, progress.as_ref())?;
+    log::info!("{} volumes, {} bytes", stats.volumes, stats.volume_bytes);
+    Ok(Status::Ok)
 }

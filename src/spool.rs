@@ -22,7 +22,11 @@ impl Default for Spool {
 
 impl Spool {
     pub fn new() -> Spool {
-        Spool { mem: Vec::new(), file: None, len: 0 }
+        Spool {
+            mem: Vec::new(),
+            file: None,
+            len: 0,
+        }
     }
 
     pub fn len(&self) -> u64 {
@@ -31,6 +35,17 @@ impl Spool {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Everything written so far, from the start; can be called again.
+    pub fn reader(&mut self) -> io::Result<Box<dyn Read + '_>> {
+        match &mut self.file {
+            Some(f) => {
+                f.seek(SeekFrom::Start(0))?;
+                Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f.try_clone()?)))
+            }
+            None => Ok(Box::new(&self.mem[..])),
+        }
     }
 
     /// Everything written, from the start.
@@ -50,15 +65,28 @@ impl Spool {
 pub fn temp_file() -> io::Result<File> {
     let dir = std::env::temp_dir();
     for attempt in 0..100u32 {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let p = dir.join(format!(".dup-spool.{}.{nanos}.{attempt}", std::process::id()));
-        match std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&p) {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&p)
+        {
             Ok(f) => {
                 std::fs::remove_file(&p)?;
                 return Ok(f);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io::Error::new(e.kind(), format!("creating a temporary file in {}: {e}", dir.display()))),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("creating a temporary file in {}: {e}", dir.display()),
+                ));
+            }
         }
     }
     Err(io::Error::other("could not create a temporary file"))
@@ -113,6 +141,11 @@ mod tests {
             assert_eq!(s.len(), n as u64);
             let spilled = s.file.is_some();
             assert_eq!(spilled, n > MEMORY_LIMIT);
+            for _ in 0..2 {
+                let mut back = Vec::new();
+                s.reader().unwrap().read_to_end(&mut back).unwrap();
+                assert_eq!(back, data);
+            }
             let mut back = Vec::new();
             s.into_reader().unwrap().read_to_end(&mut back).unwrap();
             assert_eq!(back, data);

@@ -1,0 +1,99 @@
+//! dup-sync: make the local metadata cache agree with the backend
+//! (FORMAT-duplicity.md §1.8). The remote is authoritative: manifests and
+//! signatures it has and the cache lacks are copied in (manifests plain,
+//! signatures as `.sigtar.gz`); cache files it no longer has are removed.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+use flate2::Compression;
+use flate2::read::{GzEncoder, MultiGzDecoder};
+
+use crate::cache::Cache;
+use crate::dupfmt::names::{FileName, Naming, Suffix};
+use crate::error::{Error, Result};
+use crate::progress::{Event, Progress};
+use crate::put::cache_name;
+use crate::storage::Storage;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub copied: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// A metadata file's key: its name without suffix or partial marker.
+fn key(naming: &Naming, f: &FileName) -> String {
+    naming.format(&FileName {
+        suffix: Suffix::None,
+        partial: false,
+        ..*f
+    })
+}
+
+/// Brings `cache` into agreement with `storage`.
+pub fn run(storage: &Storage, cache: &Cache, naming: &Naming, progress: &dyn Progress) -> Result<Stats> {
+    let mut remote: BTreeMap<String, (String, FileName)> = BTreeMap::new();
+    for (name, _) in storage.list()? {
+        if let Some(f) = naming.parse(&name)
+            && (f.is_manifest() || f.is_signature())
+            && !f.partial
+        {
+            remote.insert(key(naming, &f), (name, f));
+        }
+    }
+    let mut stats = Stats::default();
+    let mut local_keys = BTreeMap::new();
+    for name in cache.list()? {
+        let Some(f) = naming.parse(&name) else { continue };
+        let k = key(naming, &f);
+        let expected = cache_name(naming, &f);
+        if !remote.contains_key(&k) || f.partial || expected.as_deref() != Some(name.as_str()) {
+            cache.remove(&name)?;
+            stats.removed.push(name);
+        } else {
+            local_keys.insert(k, name);
+        }
+    }
+    for (k, (name, f)) in &remote {
+        if local_keys.contains_key(k) {
+            continue;
+        }
+        let Some(cn) = cache_name(naming, f) else { continue };
+        if f.encrypted() {
+            return Err(Error::usage(format!(
+                "{name}: encrypted archives are not supported by this build yet"
+            )));
+        }
+        let r = storage.reader(name)?;
+        let n = if f.is_signature() {
+            // The cache always holds gzip; re-compress whatever the remote form.
+            let plain: Box<dyn Read> = if f.compressed() {
+                Box::new(MultiGzDecoder::new(r))
+            } else {
+                Box::new(r)
+            };
+            cache.write(&cn, GzEncoder::new(Checked(plain, name), Compression::new(6)))?
+        } else {
+            cache.write(&cn, r)?
+        };
+        progress.event(Event::File {
+            name: name.clone(),
+            bytes: n,
+            action: "cached".into(),
+        });
+        stats.copied.push(name.clone());
+    }
+    Ok(stats)
+}
+
+/// Turns a decompression error into one that names the file.
+struct Checked<'a, R>(R, &'a str);
+
+impl<R: Read> Read for Checked<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::other(Error::corrupt(format!("{}: {e}", self.1))))
+    }
+}
