@@ -1,24 +1,106 @@
-//! dup-sig: Emit the signature state of an archive at a time, or of local files.
+//! dup-sig: the signature state of an archive at a time, or of local files.
+
+use std::io;
 
 use argh::FromArgs;
-use dup::cli;
-use dup::error::Error;
+use dup::archive::Archive;
+use dup::cli::{self, OsArg, Status};
+use dup::dupfmt::time;
+use dup::error::{Error, Result};
+use dup::record::{Encoding, Record, StreamHead, StreamKind, Writer};
+use dup::sigstate::SigState;
+use dup::{delta, progress};
 
-/// Emit the signature state of an archive at a time, or of local files.
+/// Write a signature stream: with --archive, the combined signature state of
+/// that archive at a time (the full signature and the chain's new signatures,
+/// newest entry per path), read from the local cache that dup-sync keeps;
+/// without it, the signatures of the local files named by an entry stream
+/// (from dup-scan) on standard input. The stream is the basis dup-delta
+/// compares against.
 #[derive(FromArgs)]
 struct Args {
+    /// archive URL (file:///path)
+    #[argh(option)]
+    archive: Option<String>,
+    /// the time to take the state at, in duplicity's time syntax (default: the chain's end)
+    #[argh(option)]
+    time: Option<String>,
+    /// directory of the local metadata caches (default $XDG_CACHE_HOME/dup)
+    #[argh(option)]
+    archive_dir: Option<OsArg>,
+    /// name of this archive's cache (default: the MD5 of the URL, as duplicity)
+    #[argh(option)]
+    name: Option<String>,
     /// write JSON Lines instead of CBOR
     #[argh(switch)]
     json: bool,
-    /// arguments (see the man page)
-    #[argh(positional)]
-    rest: Vec<String>,
 }
 
 fn main() {
     let args: Args = cli::args("dup-sig");
-    let _ = (args.json, args.rest);
-    cli::main("dup-sig", || {
-        Err(Error::other("not implemented yet").hint("see the project's open issues"))
+    cli::main("dup-sig", || match &args.archive {
+        Some(url) => archive(&args, url),
+        None => local(&args),
     })
+}
+
+fn archive(args: &Args, url: &str) -> Result<Status> {
+    let a = Archive::open(
+        url,
+        args.archive_dir.as_ref().map(|d| d.as_path()),
+        args.name.as_deref(),
+    )?;
+    let coll = a.collection()?;
+    let t = args
+        .time
+        .as_deref()
+        .map(|s| time::parse_time(s, time::now()))
+        .transpose()?;
+    let mut state = SigState::at(&coll, t, &a.cache, Some(&a.storage), &a.naming)?;
+    let head = StreamHead {
+        stream: StreamKind::Signatures,
+        producer: "dup-sig".into(),
+        source: None,
+        basis_time: Some(state.end_time),
+    };
+    let mut out = Writer::with_head(cli::stdout(), Encoding::for_stdout(args.json), head)?;
+    while let Some(e) = state.next()? {
+        match state.data() {
+            Some(mut data) if e.ftype == dup::record::FileType::File => {
+                out.write(&Record::Signature(e))?;
+                out.write_content(&mut data)?;
+            }
+            _ => out.write(&Record::Snapshot(e))?,
+        }
+    }
+    out.finish()?;
+    Ok(Status::Ok)
+}
+
+/// Signatures of local files: dup-delta against an empty basis, keeping
+/// only the signatures.
+fn local(args: &Args) -> Result<Status> {
+    if args.time.is_some() {
+        return Err(Error::usage("--time applies to --archive only"));
+    }
+    let mut input = cli::stdin_records()?;
+    let head = StreamHead {
+        stream: StreamKind::Signatures,
+        producer: "dup-sig".into(),
+        source: input.source().map(|s| dup::record::PathBytes(s.to_vec())),
+        basis_time: None,
+    };
+    let out = Writer::with_head(cli::stdout(), Encoding::for_stdout(args.json), head)?;
+    let opts = delta::Options {
+        signatures_only: true,
+        ..Default::default()
+    };
+    let (_, stats) = delta::run::<_, io::Empty, _>(&mut input, None, out, &opts, &progress::Silent)?;
+    if stats.warnings > 0 {
+        return Ok(Status::Partial(format!(
+            "{} items could not be read and were left out",
+            stats.warnings
+        )));
+    }
+    Ok(Status::Ok)
 }

@@ -28,6 +28,9 @@ pub struct Options {
     pub source: Option<PathBuf>,
     /// duplicity's `--max-blocksize`.
     pub max_block: u32,
+    /// Emit only the signature state (no content, no deltas): dup-sig of
+    /// local files.
+    pub signatures_only: bool,
 }
 
 impl Default for Options {
@@ -35,6 +38,7 @@ impl Default for Options {
         Options {
             source: None,
             max_block: rsync::DEFAULT_MAX_BLOCK,
+            signatures_only: false,
         }
     }
 }
@@ -133,6 +137,7 @@ struct Run<'p, W: Write> {
     out: Writer<W>,
     source: Option<PathBuf>,
     max_block: u32,
+    signatures_only: bool,
     stats: Stats,
     progress: &'p dyn Progress,
 }
@@ -158,6 +163,7 @@ pub fn run<R: BufRead, B: BufRead, W: Write>(
         out,
         source,
         max_block: opts.max_block,
+        signatures_only: opts.signatures_only,
         stats: Stats::default(),
         progress,
     };
@@ -312,11 +318,16 @@ impl<W: Write> Run<'_, W> {
         match stream {
             Some(r) => {
                 let sw = SigWriter::new(&mut sig, rsync::block_len(e.size, self.max_block));
-                self.out.write(&Record::Snapshot(e.clone()))?;
                 let mut tee = TeeReader::new(r.content(), sw);
-                let mut cw = self.out.content();
-                let n = io::copy(&mut tee, &mut cw).map_err(|x| content_error(e.path.to_string(), x))?;
-                cw.finish()?;
+                let n = if self.signatures_only {
+                    io::copy(&mut tee, &mut io::sink()).map_err(|x| content_error(e.path.to_string(), x))?
+                } else {
+                    self.out.write(&Record::Snapshot(e.clone()))?;
+                    let mut cw = self.out.content();
+                    let n = io::copy(&mut tee, &mut cw).map_err(|x| content_error(e.path.to_string(), x))?;
+                    cw.finish()?;
+                    n
+                };
                 let (_, sw) = tee.into_inner();
                 sw.finish().map_err(|x| Error::io("writing a signature", x))?;
                 e.size = n;
@@ -330,11 +341,16 @@ impl<W: Write> Run<'_, W> {
                 };
                 let size = f.metadata().map(|m| m.len()).unwrap_or(e.size);
                 let sw = SigWriter::new(&mut sig, rsync::block_len(size, self.max_block));
-                self.out.write(&Record::Snapshot(e.clone()))?;
                 let mut tee = TeeReader::new(f, sw);
-                let mut cw = self.out.content();
-                let copied = io::copy(&mut tee, &mut cw);
-                cw.finish()?;
+                let copied = if self.signatures_only {
+                    io::copy(&mut tee, &mut io::sink())
+                } else {
+                    self.out.write(&Record::Snapshot(e.clone()))?;
+                    let mut cw = self.out.content();
+                    let copied = io::copy(&mut tee, &mut cw);
+                    cw.finish()?;
+                    copied
+                };
                 let (_, sw) = tee.into_inner();
                 sw.finish().map_err(|x| Error::io("writing a signature", x))?;
                 let n = match copied {

@@ -1,0 +1,186 @@
+//! The combined signature state of an archive at a time (FORMAT-duplicity.md
+//! §4.4): the full signature tar and the chain's new-signature tars merged by
+//! path, the newest entry winning and `deleted/` removing the path. It is the
+//! basis of an incremental (dup-sig) and the file list at a time (dup-ls).
+
+use std::io::Read;
+
+use flate2::read::MultiGzDecoder;
+
+use crate::cache::Cache;
+use crate::dupfmt::collection::{Collection, SigChain};
+use crate::dupfmt::names::Naming;
+use crate::dupfmt::tar::{EntryType, Item, parse_entry_name};
+use crate::dupfmt::tarstream::{EntryData, TarStream};
+use crate::error::{Error, Kind, Result};
+use crate::index;
+use crate::record::{Entry, FileType};
+use crate::storage::Storage;
+
+/// One signature tar being merged.
+struct Source {
+    stream: TarStream,
+    head: Option<(EntryType, Entry)>,
+}
+
+impl Source {
+    fn advance(&mut self) -> Result<()> {
+        self.head = match self.stream.next_item()? {
+            None => None,
+            Some(item) => Some(decode(&item)?),
+        };
+        Ok(())
+    }
+}
+
+fn decode(item: &Item) -> Result<(EntryType, Entry)> {
+    let name = parse_entry_name(&item.name)?;
+    let mut e = item.meta.to_entry(&name.index, item.size)?;
+    match name.kind {
+        EntryType::Signature | EntryType::Snapshot | EntryType::Deleted => {}
+        other => {
+            return Err(Error::new(
+                Kind::Corrupt,
+                format!(
+                    "{} entry {} in a signature file",
+                    other.prefix(),
+                    crate::record::PathBytes(item.name.clone())
+                ),
+            ));
+        }
+    }
+    if name.kind == EntryType::Signature {
+        // A signature tar records the signature's length, not the file's size.
+        e.ftype = FileType::File;
+        e.size = 0;
+    }
+    Ok((name.kind, e))
+}
+
+/// The merged state; yields items in duplicity's order.
+pub struct SigState {
+    sources: Vec<Source>,
+    /// The source whose data belongs to the last item returned.
+    current: Option<usize>,
+    /// End time of the newest set merged (the T1 of the next incremental).
+    pub end_time: i64,
+}
+
+/// A signature tar as a decompressed byte stream, from the cache when the
+/// chain is local, else from the backend.
+fn open_file(cache: &Cache, storage: Option<&Storage>, naming: &Naming, local: bool, name: &str) -> Result<TarStream> {
+    let f = naming
+        .parse(name)
+        .ok_or_else(|| Error::corrupt(format!("{name}: not a signature file name")))?;
+    if f.encrypted() {
+        return Err(Error::usage(format!(
+            "{name}: encrypted archives are not supported by this build yet"
+        )));
+    }
+    let raw: Box<dyn Read + Send> = if local {
+        Box::new(cache.open_file(name)?)
+    } else {
+        let s = storage.ok_or_else(|| Error::other(format!("{name} is not in the cache; run dup-sync")))?;
+        Box::new(s.reader(name)?)
+    };
+    let plain: Box<dyn Read + Send> = if f.compressed() {
+        Box::new(MultiGzDecoder::new(raw))
+    } else {
+        raw
+    };
+    Ok(TarStream::new(plain, name))
+}
+
+impl SigState {
+    /// Opens the state of `chain` at `t` (None: its end).
+    pub fn open(
+        chain: &SigChain,
+        t: Option<i64>,
+        cache: &Cache,
+        storage: Option<&Storage>,
+        naming: &Naming,
+    ) -> Result<SigState> {
+        let mut sources = Vec::new();
+        let mut end_time = chain.full.end_time;
+        for s in std::iter::once(&chain.full).chain(chain.incs.iter().filter(|s| t.is_none_or(|t| s.end_time <= t))) {
+            let mut src = Source {
+                stream: open_file(cache, storage, naming, chain.local, &s.name)?,
+                head: None,
+            };
+            src.advance()?;
+            sources.push(src);
+            end_time = s.end_time;
+        }
+        Ok(SigState {
+            sources,
+            current: None,
+            end_time,
+        })
+    }
+
+    /// Opens the state of the archive at `t` (None: now) from a collection.
+    pub fn at(
+        coll: &Collection,
+        t: Option<i64>,
+        cache: &Cache,
+        storage: Option<&Storage>,
+        naming: &Naming,
+    ) -> Result<SigState> {
+        let (chain, warning) = coll.sig_chain_at(t.unwrap_or(i64::MAX))?;
+        if let Some(w) = warning {
+            log::warn!("{w}");
+        }
+        Self::open(chain, t, cache, storage, naming)
+    }
+
+    /// The next item present at the time; a `File` item has signature data
+    /// ([`SigState::data`]).
+    pub fn next(&mut self) -> Result<Option<Entry>> {
+        loop {
+            if let Some(i) = self.current.take() {
+                self.sources[i].advance()?;
+            }
+            // The smallest path among the heads; the newest source holding it wins.
+            let mut best: Option<usize> = None;
+            for (i, s) in self.sources.iter().enumerate() {
+                let Some((_, e)) = &s.head else { continue };
+                best = match best {
+                    Some(b) => {
+                        let be = &self.sources[b].head.as_ref().expect("best has a head").1;
+                        if index::cmp(&e.path, &be.path).is_le() {
+                            Some(i)
+                        } else {
+                            Some(b)
+                        }
+                    }
+                    None => Some(i),
+                };
+            }
+            let Some(win) = best else { return Ok(None) };
+            let path = self.sources[win]
+                .head
+                .as_ref()
+                .expect("winner has a head")
+                .1
+                .path
+                .clone();
+            for i in 0..self.sources.len() {
+                if i != win && self.sources[i].head.as_ref().is_some_and(|(_, e)| e.path == path) {
+                    self.sources[i].advance()?;
+                }
+            }
+            let (kind, entry) = self.sources[win].head.clone().expect("winner has a head");
+            self.current = Some(win);
+            if kind == EntryType::Deleted {
+                continue;
+            }
+            return Ok(Some(entry));
+        }
+    }
+
+    /// The signature data of the last regular file returned by `next`.
+    pub fn data(&mut self) -> Option<EntryData<'_>> {
+        let i = self.current?;
+        Some(self.sources[i].stream.data())
+    }
+}
