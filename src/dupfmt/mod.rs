@@ -1,1 +1,21 @@
-//! duplicity 0.8 archive formats: file names, manifests, tar volumes, times.
+//! duplicity 0.8 archive formats (see FORMAT-duplicity.md):
+//!
+//! * [`names`]: remote file names (volumes, manifests, signatures; long,
+//!   short, prefixed), parsed and formatted;
+//! * [`time`]: times in names and duplicity's `--time` syntax;
+//! * [`collection`]: from directory listings to sets, chains and signature
+//!   chains, and the chain for a time;
+//! * [`manifest`]: manifests, read and written byte-exact;
+//! * [`tar`]: a streaming tar writer byte-identical to CPython's pax
+//!   headers, entry-name conventions, and reading helpers;
+//! * [`tarstream`]: tar entries read ahead by a thread, for merging streams.
+
+pub mod collection;
+pub mod manifest;
+pub mod names;
+pub mod tar;
+pub mod tarstream;
+pub mod time;
+
+#[cfg(test)]
+mod fixture_tests;

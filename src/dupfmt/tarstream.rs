@@ -1,0 +1,238 @@
+//! An owned, forward-only view of a tar stream, for merging several at once
+//! (signature chains, restore chains): a reader thread parses the tar with
+//! [`super::tar::for_each_entry`] and hands entries and their data over a
+//! bounded channel, so memory stays at a few 64 KiB pieces per stream.
+
+use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use super::tar::{Item, for_each_entry};
+use crate::error::{Error, Kind, Result};
+
+const PIECE: usize = 64 * 1024;
+
+enum Msg {
+    Item(Item),
+    Data(Vec<u8>),
+    EndData,
+    Failed(Error),
+}
+
+/// Entries of one tar stream, read ahead by a thread.
+pub struct TarStream {
+    rx: Receiver<Msg>,
+    thread: Option<JoinHandle<()>>,
+    /// Data of the current entry not yet consumed.
+    in_data: bool,
+    buf: Vec<u8>,
+    pos: usize,
+    name: String,
+}
+
+impl TarStream {
+    /// Starts reading `r` (a decompressed tar); `name` labels errors.
+    pub fn new(r: impl Read + Send + 'static, name: &str) -> TarStream {
+        let (tx, rx) = sync_channel(4);
+        let label = name.to_string();
+        let thread = std::thread::Builder::new()
+            .name("dup-tar".into())
+            .spawn(move || feed(r, tx, &label))
+            .ok();
+        TarStream {
+            rx,
+            thread,
+            in_data: false,
+            buf: Vec::new(),
+            pos: 0,
+            name: name.to_string(),
+        }
+    }
+
+    /// The next entry's header; the data of the previous one is skipped.
+    /// `None` at the end of the archive.
+    pub fn next_item(&mut self) -> Result<Option<Item>> {
+        if self.in_data {
+            io::copy(&mut self.data(), &mut io::sink()).map_err(|e| stream_error(&self.name, e))?;
+        }
+        match self.rx.recv() {
+            Ok(Msg::Item(i)) => {
+                self.in_data = true;
+                self.buf.clear();
+                self.pos = 0;
+                Ok(Some(i))
+            }
+            Ok(Msg::Failed(e)) => Err(e),
+            Ok(Msg::Data(_)) | Ok(Msg::EndData) => Err(Error::new(
+                Kind::Corrupt,
+                format!("{}: tar reader out of step", self.name),
+            )),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The current entry's data.
+    pub fn data(&mut self) -> EntryData<'_> {
+        EntryData { s: self }
+    }
+}
+
+impl Drop for TarStream {
+    fn drop(&mut self) {
+        // Dropping the receiver makes the feeder's next send fail, so it ends.
+        let (_, rx) = sync_channel(0);
+        drop(std::mem::replace(&mut self.rx, rx));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one entry's data (see [`TarStream::data`]).
+pub struct EntryData<'a> {
+    s: &'a mut TarStream,
+}
+
+impl Read for EntryData<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let s = &mut *self.s;
+        while s.pos == s.buf.len() {
+            if !s.in_data {
+                return Ok(0);
+            }
+            match s.rx.recv() {
+                Ok(Msg::Data(d)) => {
+                    s.buf = d;
+                    s.pos = 0;
+                }
+                Ok(Msg::EndData) => {
+                    s.in_data = false;
+                    return Ok(0);
+                }
+                Ok(Msg::Failed(e)) => {
+                    s.in_data = false;
+                    return Err(io::Error::other(e));
+                }
+                Ok(Msg::Item(_)) | Err(_) => {
+                    s.in_data = false;
+                    return Err(io::Error::other(Error::new(
+                        Kind::Corrupt,
+                        format!("{}: tar entry data ended early", s.name),
+                    )));
+                }
+            }
+        }
+        let n = out.len().min(s.buf.len() - s.pos);
+        out[..n].copy_from_slice(&s.buf[s.pos..s.pos + n]);
+        s.pos += n;
+        Ok(n)
+    }
+}
+
+fn stream_error(name: &str, e: io::Error) -> Error {
+    match e.into_inner().map(|i| i.downcast::<Error>()) {
+        Some(Ok(err)) => *err,
+        Some(Err(other)) => Error::new(Kind::Corrupt, format!("{name}: {other}")),
+        None => Error::new(Kind::Corrupt, format!("{name}: reading tar data")),
+    }
+}
+
+/// Thread body: parse, send; stop quietly when the receiver is gone.
+fn feed(r: impl Read, tx: SyncSender<Msg>, name: &str) {
+    let gone = || Error::other("receiver gone");
+    let result = for_each_entry(r, |item, data| {
+        tx.send(Msg::Item(item)).map_err(|_| gone())?;
+        loop {
+            let mut piece = vec![0u8; PIECE];
+            let mut got = 0;
+            while got < PIECE {
+                match data.read(&mut piece[got..]) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::new(Kind::Corrupt, format!("{name}: {e}"))),
+                }
+            }
+            if got == 0 {
+                break;
+            }
+            piece.truncate(got);
+            tx.send(Msg::Data(piece)).map_err(|_| gone())?;
+            if got < PIECE {
+                break;
+            }
+        }
+        tx.send(Msg::EndData).map_err(|_| gone())
+    });
+    if let Err(e) = result
+        && e.message != "receiver gone"
+    {
+        let e = if e.message.starts_with(name) {
+            e
+        } else {
+            e.context(name)
+        };
+        let _ = tx.send(Msg::Failed(e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dupfmt::tar::{Meta, Writer};
+
+    fn sample(n: usize) -> Vec<u8> {
+        let mut w = Writer::new(Vec::new());
+        for i in 0..n {
+            let data: Vec<u8> = (0..(i * 40_000)).map(|x| (x % 251) as u8).collect();
+            w.append(format!("snapshot/f{i}").as_bytes(), &Meta::deleted(), &data)
+                .unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn reads_items_and_data_and_skips() {
+        let tar = sample(4);
+        let mut s = TarStream::new(io::Cursor::new(tar.clone()), "t");
+        let a = s.next_item().unwrap().unwrap();
+        assert_eq!(a.name, b"snapshot/f0");
+        let b = s.next_item().unwrap().unwrap();
+        assert_eq!(b.size, 40_000);
+        let mut d = Vec::new();
+        s.data().read_to_end(&mut d).unwrap();
+        assert_eq!(d.len(), 40_000);
+        assert_eq!(s.next_item().unwrap().unwrap().name, b"snapshot/f2"); // data not read: skipped
+        assert_eq!(s.next_item().unwrap().unwrap().size, 120_000);
+        assert!(s.next_item().unwrap().is_none());
+        // Dropped half-way: the thread ends.
+        let mut s = TarStream::new(io::Cursor::new(tar), "t");
+        s.next_item().unwrap();
+        drop(s);
+    }
+
+    #[test]
+    fn truncated_is_corrupt() {
+        let tar = sample(3);
+        let mut s = TarStream::new(io::Cursor::new(tar[..1500 + 40_000].to_vec()), "vol9");
+        let mut err = None;
+        for _ in 0..4 {
+            match s.next_item() {
+                Ok(Some(_)) => {
+                    if let Err(e) = s.data().read_to_end(&mut Vec::new()) {
+                        err = Some(stream_error("vol9", e));
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = err.expect("a truncated tar is an error");
+        assert_eq!(e.kind, Kind::Corrupt);
+        assert!(e.message.contains("vol9"), "{}", e.message);
+    }
+}
