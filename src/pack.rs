@@ -3,9 +3,10 @@
 //! them as `file` records: each volume as soon as it is full, then the
 //! signature tar, then the manifest.
 
+use std::collections::VecDeque;
 use std::io::{self, BufRead, Read, Write};
+use std::sync::mpsc::{Receiver, sync_channel};
 
-use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
 use sha1::{Digest, Sha1};
 
@@ -72,9 +73,88 @@ impl Write for Sink {
     }
 }
 
+/// Uncompressed bytes per gzip member: each block is compressed on its own
+/// (in parallel) and the members are concatenated, which gzip readers,
+/// duplicity included, read as one stream.
+const GZ_BLOCK: usize = 1 << 20;
+
+/// The volume (or signature tar) encoder: plain, or gzip in parallel blocks.
 enum Enc {
     Plain(Sink),
-    Gzip(GzEncoder<Sink>),
+    Gzip(ParGz),
+}
+
+struct ParGz {
+    sink: Sink,
+    pending: Vec<u8>,
+    /// Blocks being compressed, oldest first: (uncompressed length, result).
+    inflight: VecDeque<(usize, Receiver<io::Result<Vec<u8>>>)>,
+    mtime: u32,
+    members: u64,
+    bytes_in: u64,
+}
+
+fn gzip_member(data: &[u8], mtime: u32) -> io::Result<Vec<u8>> {
+    // As CPython's gzip: no name, the given time, OS 255, level 6.
+    let mut g = GzBuilder::new()
+        .mtime(mtime)
+        .operating_system(255)
+        .write(Vec::with_capacity(data.len() / 2 + 64), Compression::new(6));
+    g.write_all(data)?;
+    g.finish()
+}
+
+impl ParGz {
+    fn max_inflight() -> usize {
+        2 * rayon::current_num_threads().max(1)
+    }
+
+    fn submit(&mut self) -> io::Result<()> {
+        let block = std::mem::replace(&mut self.pending, Vec::with_capacity(GZ_BLOCK));
+        let (tx, rx) = sync_channel(1);
+        let mtime = self.mtime;
+        let n = block.len();
+        rayon::spawn(move || {
+            let _ = tx.send(gzip_member(&block, mtime));
+        });
+        self.inflight.push_back((n, rx));
+        while self.inflight.len() > Self::max_inflight() {
+            self.collect_oldest()?;
+        }
+        Ok(())
+    }
+
+    fn collect_oldest(&mut self) -> io::Result<()> {
+        if let Some((n, rx)) = self.inflight.pop_front() {
+            let member = rx.recv().map_err(|_| io::Error::other("a compression job failed"))??;
+            self.sink.write_all(&member)?;
+            self.members += 1;
+            self.bytes_in += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Stored bytes so far plus an estimate for what is still being compressed.
+    fn stored(&self) -> u64 {
+        let done = self.sink.spool.len();
+        let waiting: usize = self.pending.len() + self.inflight.iter().map(|(n, _)| n).sum::<usize>();
+        let ratio = if self.bytes_in > 0 {
+            done as f64 / self.bytes_in as f64
+        } else {
+            1.0
+        };
+        done + (waiting as f64 * ratio) as u64
+    }
+
+    fn finish(mut self) -> io::Result<Sink> {
+        if !self.pending.is_empty() || self.members + self.inflight.len() as u64 == 0 {
+            self.submit()?;
+        }
+        while !self.inflight.is_empty() {
+            self.collect_oldest()?;
+        }
+        Ok(self.sink)
+    }
 }
 
 impl Enc {
@@ -83,28 +163,28 @@ impl Enc {
             spool: Spool::new(),
             sha1: Sha1::new(),
         };
-        if compress {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as u32)
-                .unwrap_or(0);
-            // As CPython's gzip: no name, the current time, OS 255, level 6.
-            Enc::Gzip(
-                GzBuilder::new()
-                    .mtime(now)
-                    .operating_system(255)
-                    .write(sink, Compression::new(6)),
-            )
-        } else {
-            Enc::Plain(sink)
+        if !compress {
+            return Enc::Plain(sink);
         }
+        let mtime = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0);
+        Enc::Gzip(ParGz {
+            sink,
+            pending: Vec::with_capacity(GZ_BLOCK),
+            inflight: VecDeque::new(),
+            mtime,
+            members: 0,
+            bytes_in: 0,
+        })
     }
 
-    /// Bytes stored so far (compressed bytes handed out by the encoder).
+    /// Bytes stored so far (estimated for blocks still being compressed).
     fn stored(&self) -> u64 {
         match self {
             Enc::Plain(s) => s.spool.len(),
-            Enc::Gzip(g) => g.get_ref().spool.len(),
+            Enc::Gzip(g) => g.stored(),
         }
     }
 
@@ -120,7 +200,14 @@ impl Write for Enc {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Enc::Plain(s) => s.write(buf),
-            Enc::Gzip(g) => g.write(buf),
+            Enc::Gzip(g) => {
+                let n = buf.len().min(GZ_BLOCK - g.pending.len());
+                g.pending.extend_from_slice(&buf[..n]);
+                if g.pending.len() == GZ_BLOCK {
+                    g.submit()?;
+                }
+                Ok(n)
+            }
         }
     }
     fn flush(&mut self) -> io::Result<()> {

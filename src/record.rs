@@ -561,6 +561,8 @@ impl<R: BufRead> Reader<R> {
 
     /// Next record; `None` after the `end` record. Input that stops before
     /// `end` is an error.
+    // A fallible iterator: Iterator's `next` cannot return errors.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Record>> {
         if self.ended {
             return Ok(None);

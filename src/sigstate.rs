@@ -135,6 +135,8 @@ impl SigState {
 
     /// The next item present at the time; a `File` item has signature data
     /// ([`SigState::data`]).
+    // A fallible iterator: Iterator's `next` cannot return errors.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Entry>> {
         loop {
             if let Some(i) = self.current.take() {
