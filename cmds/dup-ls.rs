@@ -1,20 +1,41 @@
-//! dup-ls: show a record stream as a table, or (with a URL) list an archive.
+//! dup-ls: list an archive's sets or the files at a time; or show a record stream.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 
 use argh::FromArgs;
-use dup::cli::{self, Status};
+use dup::archive::Archive;
+use dup::cli::{self, OsArg, Status};
+use dup::dupfmt::time;
 use dup::error::{Error, Result};
-use dup::record::{self, Encoding, Record};
+use dup::record::{self, Encoding, Record, StreamHead, StreamKind};
+use dup::sigstate::SigState;
 
-/// List backup chains and sets at URL, or the files present at a time. With
-/// no URL, read any dup record stream on standard input and show it: a table
-/// for people, JSON Lines with --json.
+/// List the backup sets of the archive at URL (collection status), or with
+/// --files the files present at a time, read from the signatures alone (no
+/// volume is downloaded). With no URL, read any dup record stream on standard
+/// input and show it. Output: a table on a terminal or with --table, JSON
+/// Lines with --json, CBOR records otherwise (with a URL); a stream read on
+/// standard input is shown as a table unless --json.
 #[derive(FromArgs)]
 struct Args {
-    /// write JSON Lines instead of a table
+    /// write JSON Lines
     #[argh(switch)]
     json: bool,
+    /// write a table for people even when standard output is not a terminal
+    #[argh(switch)]
+    table: bool,
+    /// list the files present at --time instead of the sets
+    #[argh(switch)]
+    files: bool,
+    /// with --files: the time, in duplicity's time syntax (default: now)
+    #[argh(option)]
+    time: Option<String>,
+    /// directory of the local metadata caches (default $XDG_CACHE_HOME/dup)
+    #[argh(option)]
+    archive_dir: Option<OsArg>,
+    /// name of this archive's cache (default: the MD5 of the URL, as duplicity)
+    #[argh(option)]
+    name: Option<String>,
     /// archive URL (file:///path ...); omit to read a stream from standard input
     #[argh(positional)]
     url: Option<String>,
@@ -24,38 +45,106 @@ fn main() {
     let args: Args = cli::args("dup-ls");
     cli::main("dup-ls", || match &args.url {
         None => render(args.json),
-        Some(url) => Err(
-            Error::other(format!("listing the archive {url} is not implemented yet"))
-                .hint("this build renders record streams only: dup-scan SRC | dup-ls"),
-        ),
+        Some(url) => list(&args, url),
     })
+}
+
+fn put(out: &mut impl Write, line: &[u8]) -> Result<()> {
+    out.write_all(line)
+        .and_then(|_| out.write_all(b"\n"))
+        .map_err(|e| Error::io("writing to standard output", e))
+}
+
+fn list(args: &Args, url: &str) -> Result<Status> {
+    if args.time.is_some() && !args.files {
+        return Err(Error::usage("--time applies to --files"));
+    }
+    let a = Archive::open(
+        url,
+        args.archive_dir.as_ref().map(|d| d.as_path()),
+        args.name.as_deref(),
+    )?;
+    let coll = a.collection()?;
+    for w in &coll.warnings {
+        log::warn!("{w}");
+    }
+    let table = !args.json && (args.table || io::stdout().is_terminal());
+    let mut out = cli::stdout();
+    if args.files {
+        let t = args
+            .time
+            .as_deref()
+            .map(|s| time::parse_time(s, time::now()))
+            .transpose()?;
+        let mut state = SigState::at(&coll, t, &a.cache, Some(&a.storage), &a.naming)?;
+        if table {
+            while let Some(e) = state.next()? {
+                let mut line = time::pretty(e.mtime).into_bytes();
+                line.push(b' ');
+                line.extend_from_slice(&e.path);
+                put(&mut out, &line)?;
+            }
+            out.flush().map_err(|e| Error::io("writing to standard output", e))?;
+            return Ok(Status::Ok);
+        }
+        let mut w = cli::stdout_records(args.json, StreamKind::Listing, "dup-ls")?;
+        while let Some(e) = state.next()? {
+            w.write(&Record::Entry(e))?;
+        }
+        w.finish()?;
+        return Ok(Status::Ok);
+    }
+    let sets = dup::status::sets(&coll);
+    if sets.is_empty() {
+        return Err(Error::new(
+            dup::Kind::NoBackup,
+            format!("no backup sets found at {url}"),
+        ));
+    }
+    if table {
+        for s in &sets {
+            put(&mut out, dup::table::set_line(s).as_bytes())?;
+        }
+        for n in coll.local_orphaned_sigs.iter().chain(&coll.remote_orphaned_sigs) {
+            put(&mut out, format!("orphaned signature file: {n}").as_bytes())?;
+        }
+        out.flush().map_err(|e| Error::io("writing to standard output", e))?;
+        return Ok(Status::Ok);
+    }
+    let mut w = cli::stdout_records(args.json, StreamKind::Listing, "dup-ls")?;
+    for s in sets {
+        w.write(&Record::Set(s))?;
+    }
+    w.finish()?;
+    Ok(Status::Ok)
 }
 
 /// Renders standard input: records as a table, or re-encoded as JSON Lines.
 fn render(json: bool) -> Result<Status> {
     let mut input = cli::stdin_records()?;
-    let out = BufWriter::new(io::stdout());
     if json {
-        let mut w = record::Writer::with_head(out, Encoding::Json, input.head().clone())?;
+        let mut w = record::Writer::with_head(cli::stdout(), Encoding::Json, input.head().clone())?;
         while let Some(rec) = input.next()? {
             w.write(&rec)?;
         }
         w.finish()?;
         return Ok(Status::Ok);
     }
-    let mut out = out;
-    let h = input.head().clone();
+    let mut out = BufWriter::new(io::stdout());
+    let StreamHead {
+        stream,
+        producer,
+        source,
+        basis_time,
+    } = input.head().clone();
     let head = Record::Header {
-        stream: h.stream,
+        stream,
         version: record::VERSION,
-        producer: h.producer,
-        source: h.source,
-        basis_time: h.basis_time,
+        producer,
+        source,
+        basis_time,
     };
-    let put = |out: &mut BufWriter<io::Stdout>, s: String| -> Result<()> {
-        writeln!(out, "{s}").map_err(|e| Error::io("writing to standard output", e))
-    };
-    put(&mut out, dup::table::line(&head, None))?;
+    put(&mut out, dup::table::line(&head, None).as_bytes())?;
     let mut count = 1;
     while let Some(rec) = input.next_item()? {
         count += 1;
@@ -66,9 +155,12 @@ fn render(json: bool) -> Result<Status> {
         } else {
             None
         };
-        put(&mut out, dup::table::line(&rec, content))?;
+        put(&mut out, dup::table::line(&rec, content).as_bytes())?;
     }
-    put(&mut out, format!("# end, {count} records (chunks not counted)"))?;
+    put(
+        &mut out,
+        format!("# end, {count} records (chunks not counted)").as_bytes(),
+    )?;
     out.flush().map_err(|e| Error::io("writing to standard output", e))?;
     Ok(Status::Ok)
 }

@@ -3,17 +3,25 @@
 //! Everything shared lives here; each binary in `cmds/` is argument parsing
 //! plus a loop over records. Nothing in the library prints to stdout.
 
+pub mod archive;
 pub mod cache;
 pub mod cli;
 pub mod error;
 pub mod index;
+pub mod pack;
 pub mod progress;
+pub mod put;
 pub mod record;
 
 pub use error::{Error, Kind, Result};
+pub mod delta;
 pub mod dupfmt;
 pub mod rsync;
 pub mod scan;
 pub mod select;
+pub mod sigstate;
+pub mod spool;
+pub mod status;
 pub mod storage;
+pub mod sync;
 pub mod table;

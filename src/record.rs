@@ -144,6 +144,51 @@ pub enum FileRole {
     Manifest,
 }
 
+/// Whether a set is a full or an incremental.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetType {
+    Full,
+    Inc,
+}
+
+/// Where a set stands in its archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetStatus {
+    /// In the newest chain with matching signatures: the one backups extend.
+    Primary,
+    /// In an older chain.
+    Secondary,
+    /// Complete, but no chain takes it.
+    Orphaned,
+    /// No manifest: an unfinished backup.
+    Incomplete,
+}
+
+/// A backup set as listed by dup-ls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetInfo {
+    #[serde(rename = "type")]
+    pub set_type: SetType,
+    /// Start time (the previous set's end for an incremental; the set's time for a full).
+    pub start: i64,
+    /// The set's time.
+    pub end: i64,
+    pub volumes: u64,
+    pub status: SetStatus,
+    /// Number of the chain (1 = oldest) for sets in a chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<u64>,
+    #[serde(default)]
+    pub encrypted: bool,
+    #[serde(default)]
+    pub compressed: bool,
+    /// The set's files on the backend.
+    #[serde(default)]
+    pub files: Vec<String>,
+}
+
 /// One record. The JSON form is `{"kind": "...", ...fields}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -192,6 +237,8 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         delete: bool,
     },
+    /// A backup set of an archive (dup-ls URL).
+    Set(SetInfo),
     /// Closes every stream; `records` counts the records before it, header included.
     End { records: u64 },
 }
@@ -208,6 +255,7 @@ impl Record {
             Record::Deleted { .. } => "deleted",
             Record::Chunk { .. } => "chunk",
             Record::File { .. } => "file",
+            Record::Set(_) => "set",
             Record::End { .. } => "end",
         }
     }

@@ -1,7 +1,7 @@
 //! The human view of a record stream: one line per record, content shown as
 //! its length rather than its bytes.
 
-use crate::record::{Entry, FileRole, FileType, Record, StreamKind};
+use crate::record::{Entry, FileRole, FileType, Record, SetInfo, SetStatus, SetType, StreamKind};
 
 /// `ls -l`-style type and permission string.
 pub fn mode_string(ftype: FileType, mode: u32) -> String {
@@ -102,6 +102,27 @@ fn entry_line(kind: &str, e: &Entry, content: Option<u64>) -> String {
     line
 }
 
+/// A set as a line: status, type, time, volumes.
+pub fn set_line(s: &SetInfo) -> String {
+    let t = match s.set_type {
+        SetType::Full => "full",
+        SetType::Inc => "inc",
+    };
+    let status = match s.status {
+        SetStatus::Primary => "primary",
+        SetStatus::Secondary => "secondary",
+        SetStatus::Orphaned => "orphaned",
+        SetStatus::Incomplete => "incomplete",
+    };
+    let chain = s.chain.map(|c| format!("chain {c}")).unwrap_or_default();
+    format!(
+        "{:<9} {status:<10} {chain:<8} {t:<4} {}  {:>5} volumes",
+        "set",
+        crate::dupfmt::time::pretty(s.end),
+        s.volumes
+    )
+}
+
 /// One line for a record; `content` is the length of the chunks that
 /// followed it, if any.
 pub fn line(rec: &Record, content: Option<u64>) -> String {
@@ -150,6 +171,7 @@ pub fn line(rec: &Record, content: Option<u64>) -> String {
                 None => format!("{:<9} {what} {role:<9} {name}", "file"),
             }
         }
+        Record::Set(s) => set_line(s),
         Record::End { records } => format!("# end, {records} records"),
     }
 }
