@@ -6,16 +6,14 @@
 pub mod archive;
 pub mod cache;
 pub mod cli;
+pub mod delta;
+pub mod dupfmt;
 pub mod error;
 pub mod index;
 pub mod pack;
 pub mod progress;
 pub mod put;
 pub mod record;
-
-pub use error::{Error, Kind, Result};
-pub mod delta;
-pub mod dupfmt;
 pub mod rsync;
 pub mod scan;
 pub mod select;
@@ -25,3 +23,5 @@ pub mod status;
 pub mod storage;
 pub mod sync;
 pub mod table;
+
+pub use error::{Error, Kind, Result};
