@@ -57,22 +57,8 @@ fn archive(args: &Args, url: &str) -> Result<Status> {
         .map(|s| time::parse_time(s, time::now()))
         .transpose()?;
     let mut state = SigState::at(&coll, t, &a.cache, Some(&a.storage), &a.naming)?;
-    let head = StreamHead {
-        stream: StreamKind::Signatures,
-        producer: "dup-sig".into(),
-        source: None,
-        basis_time: Some(state.end_time),
-    };
-    let mut out = Writer::with_head(cli::stdout(), Encoding::for_stdout(args.json), head)?;
-    while let Some(e) = state.next()? {
-        match state.data() {
-            Some(mut data) if e.ftype == dup::record::FileType::File => {
-                out.write(&Record::Signature(e))?;
-                out.write_content(&mut data)?;
-            }
-            _ => out.write(&Record::Snapshot(e))?,
-        }
-    }
+    let mut out = Writer::with_head(cli::stdout(), Encoding::for_stdout(args.json), state.head())?;
+    state.write_stream(&mut out)?;
     out.finish()?;
     Ok(Status::Ok)
 }

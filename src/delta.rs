@@ -216,7 +216,9 @@ pub fn run<R: BufRead, B: BufRead, W: Write>(
         if unchanged(&old, &entry) {
             run.stats.unchanged += 1;
             basis.skip()?;
-            if let Some(r) = content {
+            if let Some(r) = content
+                && entry.ftype == FileType::File
+            {
                 r.content().drain()?;
             }
             continue;
@@ -308,9 +310,8 @@ impl<W: Write> Run<'_, W> {
     /// The item stored whole; for a regular file, then its signature.
     fn snapshot<R: BufRead>(&mut self, mut e: Entry, stream: Option<&mut Reader<R>>) -> Result<()> {
         if e.ftype != FileType::File {
-            if let Some(r) = stream {
-                r.content().drain()?;
-            }
+            // Only regular files carry content (Record::has_content).
+            let _ = stream;
             self.stats.new += 1;
             return self.out.write(&Record::Snapshot(e));
         }

@@ -11,6 +11,7 @@ pub mod dupfmt;
 pub mod error;
 pub mod index;
 pub mod pack;
+pub mod pipe;
 pub mod progress;
 pub mod put;
 pub mod record;

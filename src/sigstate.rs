@@ -180,6 +180,32 @@ impl SigState {
         }
     }
 
+    /// Writes the whole state as a signature stream: `signature` records
+    /// with their data for regular files, `snapshot` records otherwise.
+    pub fn write_stream<W: std::io::Write>(&mut self, out: &mut crate::record::Writer<W>) -> Result<()> {
+        use crate::record::Record;
+        while let Some(e) = self.next()? {
+            match self.data() {
+                Some(mut data) if e.ftype == FileType::File => {
+                    out.write(&Record::Signature(e))?;
+                    out.write_content(&mut data)?;
+                }
+                _ => out.write(&Record::Snapshot(e))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The header of the stream [`SigState::write_stream`] writes.
+    pub fn head(&self) -> crate::record::StreamHead {
+        crate::record::StreamHead {
+            stream: crate::record::StreamKind::Signatures,
+            producer: "dup-sig".into(),
+            source: None,
+            basis_time: Some(self.end_time),
+        }
+    }
+
     /// The signature data of the last regular file returned by `next`.
     pub fn data(&mut self) -> Option<EntryData<'_>> {
         let i = self.current?;
