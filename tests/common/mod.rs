@@ -1,0 +1,292 @@
+//! Shared by the integration tests: the binaries, real duplicity, a source
+//! tree with the hard cases, and an exact comparison of two trees.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The directory holding the built dup binaries.
+pub fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_dup-scan"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The project's scripts directory.
+pub fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
+}
+
+/// True when `cmd` is on PATH; otherwise prints why the caller skips.
+pub fn have(cmd: &str, test: &str) -> bool {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("{test}: skipped, {cmd} is not installed (scripts/test installs it)");
+    }
+    ok
+}
+
+/// Runs a shell command line (bash, pipefail) with the dup binaries first on PATH.
+pub fn sh(cwd: &Path, script: &str) -> Output {
+    let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -o pipefail; {script}"))
+        .current_dir(cwd)
+        .env("PATH", path)
+        .env("LANG", "C.UTF-8")
+        .env("DUP_BIN", bin_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash runs")
+}
+
+/// Like [`sh`], failing the test unless the command succeeds.
+pub fn sh_ok(cwd: &Path, script: &str) -> Output {
+    let out = sh(cwd, script);
+    assert!(
+        out.status.success(),
+        "`{script}` failed ({:?}):\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `s` as a single-quoted shell word.
+pub fn q(s: impl AsRef<OsStr>) -> String {
+    let b = s.as_ref().as_bytes();
+    let text = String::from_utf8_lossy(b);
+    assert!(std::str::from_utf8(b).is_ok(), "shell words in tests are UTF-8");
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A deterministic pseudo-random byte stream (xorshift).
+pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+pub fn set_mtime(p: &Path, secs: i64) {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let t = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: 0,
+    };
+    let times = [t, t];
+    // SAFETY: valid C string and array of two timespecs.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    assert_eq!(r, 0, "utimensat {}", p.display());
+}
+
+pub fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+}
+
+fn write(p: &Path, data: &[u8], mode: u32) {
+    fs::write(p, data).unwrap();
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A tree with the hard cases: non-UTF-8 and awkward names, sibling order
+/// traps, a 3 MiB file (several volumes at --volsize 1), files of exactly
+/// 64 and 128 KiB, empty files and dirs, symlinks (one dangling), a fifo,
+/// hard links, modes, old mtimes.
+pub fn hard_tree(root: &Path) {
+    fs::create_dir_all(root).unwrap();
+    let j = |p: &[u8]| root.join(OsStr::from_bytes(p));
+    write(&j(b"a.txt"), b"hello world\n", 0o640);
+    write(&j(b"big.bin"), &random_bytes(1, 3 << 20), 0o644);
+    write(&j(b"exact64k.bin"), &random_bytes(2, 65536), 0o644);
+    write(&j(b"exact128k.bin"), &random_bytes(3, 131072), 0o600);
+    write(&j(b"medium.bin"), &random_bytes(4, 100_000), 0o644);
+    write(&j(b"empty"), b"", 0o644);
+    write(&j(b"caf\xe9.txt"), b"latin-1 name\n", 0o644);
+    write(&j("ünïcödé.txt".as_bytes()), b"utf-8 name\n", 0o644);
+    write(&j(b"quote\"s and 'apos'"), b"q\n", 0o644);
+    write(&j(b"back\\slash"), b"b\n", 0o644);
+    fs::create_dir(j(b"dir1")).unwrap();
+    write(&j(b"dir1/file with space.txt"), b"space\n", 0o644);
+    fs::create_dir(j(b"dir1/nested")).unwrap();
+    write(&j(b"dir1/nested/deep.txt"), b"deep\n", 0o644);
+    fs::set_permissions(j(b"dir1"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::create_dir(j(b"emptydir")).unwrap();
+    // Siblings whose order differs between path strings and components.
+    fs::create_dir(j(b"a")).unwrap();
+    write(&j(b"a/b"), b"ab\n", 0o644);
+    write(&j(b"a.b"), b"a.b\n", 0o644);
+    write(&j(b"a-b"), b"a-b\n", 0o644);
+    write(&j(b"a b"), b"a b\n", 0o644);
+    let long_dir = "d".repeat(60);
+    fs::create_dir(root.join(&long_dir)).unwrap();
+    write(
+        &root.join(&long_dir).join(format!("{}.txt", "f".repeat(70))),
+        b"long path\n",
+        0o644,
+    );
+    symlink("a.txt", j(b"link")).unwrap();
+    symlink("/nonexistent/target", j(b"dangling")).unwrap();
+    mkfifo(&j(b"fifo"));
+    write(&j(b"hard1"), b"hard link\n", 0o644);
+    fs::hard_link(j(b"hard1"), j(b"hard2")).unwrap();
+    // Old mtimes everywhere but on the root (restores set it anyway).
+    set_all_mtimes(root, 1_704_164_645);
+}
+
+/// Sets every item's mtime below `root` (symlinks included) to `t`.
+pub fn set_all_mtimes(root: &Path, t: i64) {
+    let mut items = Vec::new();
+    walk(root, root, &mut items);
+    for (rel, _) in items.iter().rev() {
+        if !rel.is_empty() {
+            set_mtime(&root.join(OsStr::from_bytes(rel)), t);
+        }
+    }
+}
+
+/// What is compared of one tree item.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Item {
+    File { mode: u32, mtime: i64, content: Vec<u8> },
+    Dir { mode: u32, mtime: i64 },
+    Symlink { target: Vec<u8> },
+    Fifo { mode: u32, mtime: i64 },
+    Other(u32),
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(Vec<u8>, Item)>) {
+    let rel = dir.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+    let m = fs::symlink_metadata(dir).unwrap();
+    out.push((
+        rel,
+        Item::Dir {
+            mode: m.mode() & 0o7777,
+            mtime: m.mtime(),
+        },
+    ));
+    let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    for n in names {
+        let p = dir.join(&n);
+        let m = fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let ft = m.file_type();
+        if ft.is_dir() {
+            walk(root, &p, out);
+            continue;
+        }
+        let item = if ft.is_symlink() {
+            Item::Symlink {
+                target: fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec(),
+            }
+        } else if ft.is_file() {
+            Item::File {
+                mode: m.mode() & 0o7777,
+                mtime: m.mtime(),
+                content: fs::read(&p).unwrap(),
+            }
+        } else if m.mode() & libc::S_IFMT == libc::S_IFIFO {
+            Item::Fifo {
+                mode: m.mode() & 0o7777,
+                mtime: m.mtime(),
+            }
+        } else {
+            Item::Other(m.mode())
+        };
+        out.push((rel, item));
+    }
+}
+
+/// Every item of a tree, in a fixed order.
+pub fn snapshot(root: &Path) -> Vec<(Vec<u8>, Item)> {
+    let mut v = Vec::new();
+    walk(root, root, &mut v);
+    v
+}
+
+/// Fails unless the trees hold the same items: names, types, content,
+/// permission bits, mtimes (not of the roots, not of symlinks), link targets.
+pub fn assert_same_tree(want: &Path, got: &Path) {
+    let mut a = snapshot(want);
+    let mut b = snapshot(got);
+    // The roots' mtimes are not compared: a restore target is made by the test.
+    for v in [&mut a, &mut b] {
+        if let Some((_, Item::Dir { mtime, .. })) = v.first_mut() {
+            *mtime = 0;
+        }
+    }
+    let names = |v: &Vec<(Vec<u8>, Item)>| {
+        v.iter()
+            .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&a),
+        names(&b),
+        "different names in {} and {}",
+        want.display(),
+        got.display()
+    );
+    for ((n, x), (_, y)) in a.iter().zip(&b) {
+        assert!(
+            x == y,
+            "{}: {:?} != {:?}",
+            String::from_utf8_lossy(n),
+            short(x),
+            short(y)
+        );
+    }
+}
+
+fn short(i: &Item) -> String {
+    match i {
+        Item::File { mode, mtime, content } => format!("file mode {mode:o} mtime {mtime} {} bytes", content.len()),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Backs up `src` to `url` with the dup pipeline (a full, or an incremental
+/// with `inc`); `pack` adds dup-pack options.
+pub fn dup_backup(cwd: &Path, src: &Path, url: &str, cache: &Path, inc: bool, pack: &str) {
+    let c = format!("--archive-dir {}", q(cache));
+    let basis = if inc {
+        format!("--basis <(dup-sig {c} --archive {})", q(url))
+    } else {
+        String::new()
+    };
+    sh_ok(
+        cwd,
+        &format!(
+            "dup-scan {} | dup-delta {basis} | dup-pack {pack} | dup-put {c} {}",
+            q(src),
+            q(url)
+        ),
+    );
+}
+
+/// Runs real duplicity with its cache in `cache`; fails the test on error.
+pub fn duplicity(cwd: &Path, cache: &Path, args: &str) -> Output {
+    sh_ok(
+        cwd,
+        &format!("duplicity --no-encryption --archive-dir {} {args}", q(cache)),
+    )
+}
