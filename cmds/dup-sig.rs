@@ -7,7 +7,7 @@ use dup::archive::Archive;
 use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::time;
 use dup::error::{Error, Result};
-use dup::record::{Encoding, Record, StreamHead, StreamKind, Writer};
+use dup::record::{Encoding, StreamHead, StreamKind, Writer};
 use dup::sigstate::SigState;
 use dup::{delta, progress};
 

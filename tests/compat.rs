@@ -1,0 +1,217 @@
+//! Archives written by dup, read by real duplicity 0.8.22: restore (full and
+//! chain, gzip and plain), collection-status, list-current-files; and the
+//! classic wrapper's listing against duplicity's.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+
+fn url(p: &Path) -> String {
+    format!("file://{}", p.display())
+}
+
+fn full_restored_by_duplicity(pack: &str, test: &str) {
+    if !have("duplicity", test) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (src, arch, cache, dcache, out) = (
+        t.path().join("src"),
+        t.path().join("arch"),
+        t.path().join("c"),
+        t.path().join("dc"),
+        t.path().join("out"),
+    );
+    hard_tree(&src);
+    dup_backup(t.path(), &src, &url(&arch), &cache, false, pack);
+    let vols = fs::read_dir(&arch)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".vol"))
+        .count();
+    assert!(vols >= 3, "a 3 MiB file at --volsize 1 spans volumes ({vols})");
+    let r = duplicity(t.path(), &dcache, &format!("restore {} {}", q(url(&arch)), q(&out)));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!err.to_lowercase().contains("warning"), "duplicity warned: {err}");
+    assert_same_tree(&src, &out);
+    // duplicity reads the listing and status without a warning.
+    for cmd in ["collection-status", "list-current-files"] {
+        let o = duplicity(t.path(), &dcache, &format!("{cmd} {}", q(url(&arch))));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!text.to_lowercase().contains("warning"), "{cmd}: {text}");
+        assert!(
+            !text.contains("orphaned") || text.contains("No orphaned"),
+            "{cmd}: {text}"
+        );
+    }
+}
+
+#[test]
+fn dup_full_gzip_restored_by_duplicity() {
+    full_restored_by_duplicity("--volsize 1", "dup_full_gzip_restored_by_duplicity");
+}
+
+#[test]
+fn dup_full_plain_restored_by_duplicity() {
+    full_restored_by_duplicity("--volsize 1 --no-compression", "dup_full_plain_restored_by_duplicity");
+}
+
+/// Edits between runs: inside a large file, an append, a truncation, a
+/// deletion, a new file, a file replaced by a directory, a symlink replaced
+/// by a file, a chmod.
+fn mutate(src: &Path, round: u64) {
+    let big = src.join("big.bin");
+    let mut data = fs::read(&big).unwrap();
+    let at = (round as usize * 700_001) % (data.len() - 5000);
+    data[at..at + 4096].copy_from_slice(&random_bytes(100 + round, 4096));
+    data.extend_from_slice(&random_bytes(200 + round, 10_000));
+    fs::write(&big, data).unwrap();
+    fs::write(src.join("a.txt"), format!("hello world, round {round}\n")).unwrap();
+    match round {
+        1 => {
+            fs::remove_file(src.join("dir1/nested/deep.txt")).unwrap();
+            fs::remove_dir(src.join("dir1/nested")).unwrap();
+            fs::write(src.join("new.txt"), b"new\n").unwrap();
+            fs::remove_dir(src.join("emptydir")).unwrap();
+            fs::write(src.join("emptydir"), b"now a file\n").unwrap();
+        }
+        2 => {
+            fs::remove_file(src.join("link")).unwrap();
+            fs::write(src.join("link"), b"was a symlink\n").unwrap();
+            let m = fs::read(src.join("medium.bin")).unwrap();
+            fs::write(src.join("medium.bin"), &m[..1234]).unwrap();
+            fs::remove_file(src.join("new.txt")).unwrap();
+            fs::create_dir(src.join("new.txt")).unwrap();
+        }
+        3 => {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(src.join("exact64k.bin"), fs::Permissions::from_mode(0o600)).unwrap();
+            fs::remove_file(src.join("hard2")).unwrap();
+        }
+        _ => fs::write(src.join(format!("round{round}.txt")), b"later\n").unwrap(),
+    }
+    // Every change at a new whole second, so change detection sees it.
+    set_all_mtimes(src, 1_704_164_645 + 1000 * round as i64);
+}
+
+#[test]
+fn dup_chain_restored_by_duplicity_at_every_time() {
+    if !have("duplicity", "dup_chain_restored_by_duplicity_at_every_time") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (src, arch, cache, dcache) = (
+        t.path().join("src"),
+        t.path().join("arch"),
+        t.path().join("c"),
+        t.path().join("dc"),
+    );
+    hard_tree(&src);
+    let mut states = Vec::new();
+    for round in 0..4u64 {
+        if round > 0 {
+            mutate(&src, round);
+            // Set times are whole seconds and must increase.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        dup_backup(t.path(), &src, &url(&arch), &cache, round > 0, "--volsize 1");
+        let copy = t.path().join(format!("v{round}"));
+        sh_ok(t.path(), &format!("cp -a {} {}", q(&src), q(&copy)));
+        states.push(copy);
+    }
+    let manifests: Vec<String> = {
+        let mut v: Vec<String> = fs::read_dir(&arch)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".manifest"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(manifests.len(), 4, "{manifests:?}");
+    // The set times, in chain order: the full's, then each incremental's end.
+    let mut times: Vec<String> = manifests
+        .iter()
+        .map(|m| m.trim_end_matches(".manifest").rsplit('.').next().unwrap().to_string())
+        .collect();
+    times.sort();
+    for (i, time) in times.iter().enumerate() {
+        let out = t.path().join(format!("out{i}"));
+        duplicity(
+            t.path(),
+            &dcache,
+            &format!("restore -t {time} {} {}", q(url(&arch)), q(&out)),
+        );
+        assert_same_tree(&states[i], &out);
+    }
+    // duplicity extends dup's chain, and its increment restores.
+    mutate(&src, 4);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    duplicity(t.path(), &dcache, &format!("incremental {} {}", q(&src), q(url(&arch))));
+    let out = t.path().join("out-dup-inc");
+    duplicity(t.path(), &dcache, &format!("restore {} {}", q(url(&arch)), q(&out)));
+    assert_same_tree(&src, &out);
+}
+
+#[test]
+fn wrapper_lists_like_duplicity() {
+    if !have("duplicity", "wrapper_lists_like_duplicity") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (src, arch) = (t.path().join("src"), t.path().join("arch"));
+    hard_tree(&src);
+    let dup = scripts().join("duplicity");
+    // On an archive duplicity wrote, and on one dup wrote.
+    duplicity(
+        t.path(),
+        &t.path().join("dc"),
+        &format!("full --volsize 1 {} {}", q(&src), q(url(&arch))),
+    );
+    let arch2 = t.path().join("arch2");
+    sh_ok(
+        t.path(),
+        &format!(
+            "{} full --no-encryption --volsize 1 --archive-dir c2 {} {}",
+            q(&dup),
+            q(&src),
+            q(url(&arch2))
+        ),
+    );
+    for a in [&arch, &arch2] {
+        let theirs = duplicity(
+            t.path(),
+            &t.path().join("dc3"),
+            &format!("list-current-files {}", q(url(a))),
+        );
+        let ours = sh_ok(
+            t.path(),
+            &format!(
+                "{} list-current-files --no-encryption --archive-dir c4 {}",
+                q(&dup),
+                q(url(a))
+            ),
+        );
+        let paths = |b: &[u8]| -> Vec<Vec<u8>> { listing(b).iter().map(|l| l[25..].to_vec()).collect() };
+        let (want, got) = (paths(&theirs.stdout), paths(&ours.stdout));
+        assert!(want.len() > 20);
+        assert_eq!(got, want, "list-current-files of {}", a.display());
+        // Whole lines too: the same time format.
+        assert_eq!(listing(&ours.stdout), listing(&theirs.stdout));
+    }
+}
+
+/// The file lines of a list-current-files output (`Thu Nov 26 06:09:07 2026 path`),
+/// without duplicity's other messages.
+fn listing(out: &[u8]) -> Vec<Vec<u8>> {
+    out.split(|&c| c == b'\n')
+        .filter(|l| l.len() > 25 && l[3] == b' ' && l[7] == b' ' && l[13] == b':' && l[16] == b':' && l[24] == b' ')
+        .map(<[u8]>::to_vec)
+        .collect()
+}
