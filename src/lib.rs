@@ -3,6 +3,7 @@
 //! Everything shared lives here; each binary in `cmds/` is argument parsing
 //! plus a loop over records. Nothing in the library prints to stdout.
 
+pub mod api;
 pub mod archive;
 pub mod cache;
 pub mod cli;

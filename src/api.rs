@@ -1,0 +1,260 @@
+//! The operations a backup front end needs, as functions over typed options
+//! returning typed results, reporting through a [`Progress`] callback. They
+//! run the same stages as the binaries (scan, sig, delta, pack, put), in
+//! threads joined by in-process pipes. Nothing here is global: each call opens
+//! its own backend and cache, so several jobs can run at once in one process.
+
+use std::io::{BufReader, BufWriter};
+use std::path::PathBuf;
+
+use crate::archive::Archive;
+use crate::dupfmt::names::Naming;
+use crate::dupfmt::time;
+use crate::error::{Error, Kind, Result};
+use crate::pipe::{PipeReader, pipe};
+use crate::progress::{Event, Progress};
+use crate::record::{Encoding, Entry, Reader, SetInfo, StreamKind, Writer};
+use crate::scan::{self, Source};
+use crate::select::{Opt, Selection};
+use crate::sigstate::SigState;
+use crate::{delta, pack, put, rsync, status, sync};
+
+/// Where an archive is and where its cache lives.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveOptions {
+    /// Backend URL, as duplicity takes it (`file:///path`).
+    pub url: String,
+    /// Directory of the metadata caches (default `$XDG_CACHE_HOME/dup`).
+    pub archive_dir: Option<PathBuf>,
+    /// This archive's cache name (default: MD5 of the URL).
+    pub name: Option<String>,
+}
+
+impl ArchiveOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        ArchiveOptions {
+            url: url.into(),
+            ..Default::default()
+        }
+    }
+
+    fn open(&self) -> Result<Archive> {
+        Archive::open(&self.url, self.archive_dir.as_deref(), self.name.as_deref())
+    }
+}
+
+/// Full, incremental, or whichever applies (full when there is no chain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackupMode {
+    #[default]
+    Auto,
+    Full,
+    Incremental,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// The directory to back up.
+    pub source: PathBuf,
+    pub archive: ArchiveOptions,
+    /// duplicity's selection options, in order (first match wins).
+    pub selection: Vec<Opt>,
+    pub mode: BackupMode,
+    /// Volume size in bytes.
+    pub volsize: u64,
+    pub compress: bool,
+    pub max_block: u32,
+}
+
+impl BackupOptions {
+    /// A backup of `source` to `url` with duplicity's defaults.
+    pub fn new(source: impl Into<PathBuf>, url: impl Into<String>) -> Self {
+        BackupOptions {
+            source: source.into(),
+            archive: ArchiveOptions::new(url),
+            selection: Vec::new(),
+            mode: BackupMode::Auto,
+            volsize: 200 << 20,
+            compress: true,
+            max_block: rsync::DEFAULT_MAX_BLOCK,
+        }
+    }
+}
+
+/// What a backup did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupReport {
+    /// True for a full backup, false for an incremental.
+    pub full: bool,
+    /// The set's time.
+    pub time: i64,
+    /// Items that could not be read and were left out (the backup is partial).
+    pub warnings: u64,
+    pub changes: delta::Stats,
+    pub packed: pack::Stats,
+    pub stored: put::Stats,
+}
+
+fn reader(p: PipeReader, name: &str) -> Result<Reader<BufReader<PipeReader>>> {
+    Reader::new(BufReader::with_capacity(256 * 1024, p), name)
+}
+
+/// The error that explains a failed pipeline: the first stage's own error,
+/// not the broken streams it left downstream or the closed pipes upstream.
+fn root_cause(errors: Vec<Error>) -> Error {
+    let is_echo = |e: &Error| matches!(e.kind, Kind::Stream | Kind::StdoutClosed);
+    let mut errors = errors;
+    match errors.iter().position(|e| !is_echo(e)) {
+        Some(i) => errors.swap_remove(i),
+        None => errors.swap_remove(0),
+    }
+}
+
+/// Backs up a directory: syncs the cache, then scan → (sig) → delta → pack →
+/// put, the basis being the archive's signature state for an incremental.
+pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
+    let a = opts.archive.open()?;
+    let _lock = a.cache.lock()?;
+    sync::run(&a.storage, &a.cache, &a.naming, progress)?;
+    let coll = a.collection()?;
+    let has_chain = coll.primary_chain().is_some();
+    let full = match opts.mode {
+        BackupMode::Full => true,
+        BackupMode::Auto => !has_chain,
+        BackupMode::Incremental if has_chain => false,
+        BackupMode::Incremental => {
+            return Err(Error::new(
+                Kind::NoBackup,
+                format!("no backup chain at {} to extend", opts.archive.url),
+            )
+            .hint("run a full backup first"));
+        }
+    };
+    let mut basis_state = if full {
+        None
+    } else {
+        Some(SigState::at(&coll, None, &a.cache, Some(&a.storage), &a.naming)?)
+    };
+    // A set's time is whole seconds and must come after the chain it extends.
+    let mut now = time::now();
+    if let Some(s) = &basis_state {
+        while now <= s.end_time {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            now = time::now();
+        }
+    }
+    let src = Source::open(opts.source.as_os_str().as_encoded_bytes())?;
+    let sel = Selection::new(&src.root(), &opts.selection, false)?;
+    let popts = pack::Options {
+        volsize: opts.volsize,
+        compress: opts.compress,
+        time: now,
+        naming: Naming::default(),
+        hostname: pack::hostname(),
+        localdir: None,
+    };
+    let dopts = delta::Options {
+        source: Some(opts.source.clone()),
+        max_block: opts.max_block,
+        signatures_only: false,
+    };
+    let (r_entries, w_entries) = pipe();
+    let (r_changes, w_changes) = pipe();
+    let (r_files, w_files) = pipe();
+    let (r_basis, w_basis) = pipe();
+    std::thread::scope(|s| {
+        let scan_t = s.spawn(move || -> Result<scan::Summary> {
+            let mut out = Writer::with_source(
+                BufWriter::new(w_entries),
+                Encoding::Cbor,
+                StreamKind::Entries,
+                "dup-scan",
+                Some(src.name()),
+            )?;
+            let sum = scan::walk(&src, &sel, |rec| out.write(rec))?;
+            out.finish()?;
+            Ok(sum)
+        });
+        let sig_t = s.spawn(move || -> Result<()> {
+            let Some(state) = basis_state.as_mut() else {
+                return Ok(());
+            };
+            let mut out = Writer::with_head(BufWriter::new(w_basis), Encoding::Cbor, state.head())?;
+            state.write_stream(&mut out)?;
+            out.finish()?;
+            Ok(())
+        });
+        let delta_t = s.spawn(move || -> Result<delta::Stats> {
+            let mut input = reader(r_entries, "dup-scan")?;
+            let mut basis = if full { None } else { Some(reader(r_basis, "dup-sig")?) };
+            let head = delta::output_head(input.head(), basis.as_ref().map(|b| b.head()));
+            let out = Writer::with_head(BufWriter::new(w_changes), Encoding::Cbor, head)?;
+            Ok(delta::run(&mut input, basis.as_mut(), out, &dopts, progress)?.1)
+        });
+        let pack_t = s.spawn(move || -> Result<pack::Stats> {
+            let mut input = reader(r_changes, "dup-delta")?;
+            let out = Writer::new(BufWriter::new(w_files), Encoding::Cbor, StreamKind::Files, "dup-pack")?;
+            Ok(pack::run(&mut input, out, &popts, progress)?.1)
+        });
+        let stored = reader(r_files, "dup-pack")
+            .and_then(|mut r| put::run(&mut r, &a.storage, Some(&a.cache), &a.naming, progress));
+        let join =
+            |r: std::thread::Result<Result<()>>| r.unwrap_or_else(|_| Err(Error::other("a backup stage panicked")));
+        let scanned = scan_t.join().unwrap_or_else(|_| Err(Error::other("the scan panicked")));
+        let sig = join(sig_t.join());
+        let changes = delta_t
+            .join()
+            .unwrap_or_else(|_| Err(Error::other("the delta stage panicked")));
+        let packed = pack_t
+            .join()
+            .unwrap_or_else(|_| Err(Error::other("the pack stage panicked")));
+        match (scanned, sig, changes, packed, stored) {
+            (Ok(sum), Ok(()), Ok(changes), Ok(packed), Ok(stored)) => {
+                let warnings = sum.warnings + changes.warnings;
+                progress.event(Event::Finish {
+                    stage: "backup".into(),
+                    items: changes.files_read,
+                    bytes: stored.bytes,
+                });
+                Ok(BackupReport {
+                    full,
+                    time: now,
+                    warnings,
+                    changes,
+                    packed,
+                    stored,
+                })
+            }
+            (a, b, c, d, e) => {
+                let errors: Vec<Error> = [a.err(), b.err(), c.err(), d.err(), e.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                Err(root_cause(errors))
+            }
+        }
+    })
+}
+
+/// The archive's backup sets (collection status), chains oldest first.
+pub fn snapshots(archive: &ArchiveOptions) -> Result<Vec<SetInfo>> {
+    let a = archive.open()?;
+    Ok(status::sets(&a.collection()?))
+}
+
+/// Calls `each` for every file present at `t` (None: the latest), in
+/// duplicity's order, from the signatures alone (no volume is read). The
+/// cache is brought up to date first.
+pub fn files_at(archive: &ArchiveOptions, t: Option<i64>, mut each: impl FnMut(Entry) -> Result<()>) -> Result<()> {
+    let a = archive.open()?;
+    {
+        let _lock = a.cache.lock()?;
+        sync::run(&a.storage, &a.cache, &a.naming, &crate::progress::Silent)?;
+    }
+    let coll = a.collection()?;
+    let mut state = SigState::at(&coll, t, &a.cache, Some(&a.storage), &a.naming)?;
+    while let Some(e) = state.next()? {
+        each(e)?;
+    }
+    Ok(())
+}

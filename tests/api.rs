@@ -1,0 +1,122 @@
+//! The library API a front end calls: two backup jobs at once in one
+//! process, each with its own progress callback; then listing sets and files,
+//! and an incremental chosen automatically. Real duplicity restores the
+//! results.
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::*;
+use dup::api::{self, ArchiveOptions, BackupMode, BackupOptions};
+use dup::progress::Event;
+
+fn opts(src: &std::path::Path, arch: &std::path::Path, cache: &std::path::Path) -> BackupOptions {
+    let mut o = BackupOptions::new(src, format!("file://{}", arch.display()));
+    o.archive.archive_dir = Some(cache.to_path_buf());
+    o.volsize = 1 << 20;
+    o
+}
+
+#[test]
+fn two_jobs_at_once_then_list_and_increment() {
+    let t = tempfile::tempdir().unwrap();
+    let srcs = [t.path().join("src1"), t.path().join("src2")];
+    hard_tree(&srcs[0]);
+    std::fs::create_dir(&srcs[1]).unwrap();
+    for i in 0..50 {
+        std::fs::write(srcs[1].join(format!("f{i:02}")), random_bytes(i, 20_000 + i as usize)).unwrap();
+    }
+    let archs = [t.path().join("arch1"), t.path().join("arch2")];
+    let cache = t.path().join("cache");
+    let events: [Mutex<Vec<Event>>; 2] = [Mutex::new(Vec::new()), Mutex::new(Vec::new())];
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let jobs: Vec<_> = (0..2)
+            .map(|i| {
+                let o = opts(&srcs[i], &archs[i], &cache);
+                let ev = &events[i];
+                s.spawn(move || api::backup(&o, &|e: Event| ev.lock().unwrap().push(e)))
+            })
+            .collect();
+        jobs.into_iter().map(|j| j.join().unwrap().unwrap()).collect()
+    });
+    for (i, r) in reports.iter().enumerate() {
+        assert!(r.full, "job {i} was a full backup");
+        assert_eq!(r.warnings, 0);
+        assert!(r.stored.stored >= 3, "job {i} stored volumes, signature and manifest");
+        let ev = events[i].lock().unwrap();
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Event::File { action, .. } if action == "stored")),
+            "job {i} reported stores"
+        );
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Event::Finish { stage, .. } if stage == "backup"))
+        );
+    }
+    // Each job's progress saw only its own files.
+    let names = |i: usize| -> Vec<String> {
+        events[i]
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Item { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(names(0).iter().any(|p| p == "big.bin") && !names(0).iter().any(|p| p == "f07"));
+    assert!(names(1).iter().any(|p| p == "f07") && !names(1).iter().any(|p| p == "big.bin"));
+
+    let a0 = ArchiveOptions {
+        url: format!("file://{}", archs[0].display()),
+        archive_dir: Some(cache.clone()),
+        name: None,
+    };
+    let sets = api::snapshots(&a0).unwrap();
+    assert_eq!(sets.len(), 1);
+    assert!(sets[0].volumes >= 3);
+    let mut files = Vec::new();
+    api::files_at(&a0, None, |e| {
+        files.push(e.path.0);
+        Ok(())
+    })
+    .unwrap();
+    assert!(files.contains(&b"caf\xe9.txt".to_vec()) && files.contains(&b"dir1/nested/deep.txt".to_vec()));
+    assert_eq!(files[0], b".");
+
+    // The second backup of a source becomes an incremental by itself.
+    std::fs::write(srcs[0].join("a.txt"), b"changed\n").unwrap();
+    set_mtime(&srcs[0].join("a.txt"), 1_800_000_000);
+    let r = api::backup(&opts(&srcs[0], &archs[0], &cache), &dup::progress::Silent).unwrap();
+    assert!(!r.full);
+    assert_eq!(r.changes.changed, 1, "{:?}", r.changes);
+    assert_eq!(
+        r.changes.files_read, 1,
+        "only the changed file is read: {:?}",
+        r.changes
+    );
+    assert_eq!(api::snapshots(&a0).unwrap().len(), 2);
+
+    // An explicit incremental with no chain is refused with "no backup".
+    let mut o = opts(&srcs[1], &t.path().join("empty"), &cache);
+    o.mode = BackupMode::Incremental;
+    assert_eq!(
+        api::backup(&o, &dup::progress::Silent).unwrap_err().kind,
+        dup::Kind::NoBackup
+    );
+
+    if have("duplicity", "two_jobs_at_once_then_list_and_increment") {
+        for (i, src) in srcs.iter().enumerate() {
+            let out = t.path().join(format!("out{i}"));
+            duplicity(
+                t.path(),
+                &t.path().join("dc"),
+                &format!("restore {} {}", q(format!("file://{}", archs[i].display())), q(&out)),
+            );
+            assert_same_tree(src, &out);
+        }
+    }
+}
