@@ -8,6 +8,7 @@ use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::time;
 use dup::error::{Error, Result};
 use dup::record::{self, Encoding, Record, StreamHead, StreamKind};
+use dup::retention::{self, Policy};
 use dup::sigstate::SigState;
 
 /// List the backup sets of the archive at URL (collection status), or with
@@ -30,6 +31,18 @@ struct Args {
     /// with --files: the time, in duplicity's time syntax (default: now)
     #[argh(option)]
     time: Option<String>,
+    /// select for deletion the chains older than this time (never the newest chain, nor a set a kept set depends on)
+    #[argh(option)]
+    remove_older_than: Option<String>,
+    /// select for deletion all chains but the N newest
+    #[argh(option)]
+    remove_all_but_n_full: Option<usize>,
+    /// select for deletion the incrementals of all chains but the N newest (their fulls are kept)
+    #[argh(option)]
+    remove_all_inc_of_but_n_full: Option<usize>,
+    /// select for deletion orphaned and incomplete sets and orphaned signatures
+    #[argh(switch)]
+    cleanup: bool,
     /// directory of the local metadata caches (default $XDG_CACHE_HOME/dup)
     #[argh(option)]
     archive_dir: Option<OsArg>,
@@ -50,32 +63,67 @@ fn main() {
 }
 
 fn put(out: &mut impl Write, line: &[u8]) -> Result<()> {
-    out.write_all(line)
-        .and_then(|_| out.write_all(b"\n"))
-        .map_err(|e| Error::io("writing to standard output", e))
+    out.write_all(line).and_then(|_| out.write_all(b"\n")).map_err(|e| Error::io("writing to standard output", e))
+}
+
+/// The retention command asked for, if any (at most one).
+fn policy(args: &Args) -> Result<Option<Policy>> {
+    let mut p = Vec::new();
+    if let Some(t) = &args.remove_older_than {
+        p.push(Policy::OlderThan(time::parse_time(t, time::now())?));
+    }
+    if let Some(n) = args.remove_all_but_n_full {
+        p.push(Policy::AllButNFull(n));
+    }
+    if let Some(n) = args.remove_all_inc_of_but_n_full {
+        p.push(Policy::AllIncOfButNFull(n));
+    }
+    if args.cleanup {
+        p.push(Policy::Cleanup);
+    }
+    if p.len() > 1 || (!p.is_empty() && args.files) {
+        return Err(Error::usage(
+            "give one of --files, --remove-older-than, --remove-all-but-n-full, --remove-all-inc-of-but-n-full, --cleanup",
+        ));
+    }
+    if matches!(p.first(), Some(Policy::AllButNFull(0)) | Some(Policy::AllIncOfButNFull(0))) {
+        return Err(Error::usage("N must be at least 1"));
+    }
+    Ok(p.pop())
 }
 
 fn list(args: &Args, url: &str) -> Result<Status> {
     if args.time.is_some() && !args.files {
         return Err(Error::usage("--time applies to --files"));
     }
-    let a = Archive::open(
-        url,
-        args.archive_dir.as_ref().map(|d| d.as_path()),
-        args.name.as_deref(),
-    )?;
+    let a = Archive::open(url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?;
     let coll = a.collection()?;
     for w in &coll.warnings {
         log::warn!("{w}");
     }
     let table = !args.json && (args.table || io::stdout().is_terminal());
     let mut out = cli::stdout();
+    if let Some(policy) = policy(args)? {
+        let plan = retention::plan(&coll, policy);
+        for n in &plan.notes {
+            eprintln!("dup-ls: {n}");
+        }
+        if table {
+            for r in &plan.deletes {
+                put(&mut out, dup::table::line(r, None).as_bytes())?;
+            }
+            out.flush().map_err(|e| Error::io("writing to standard output", e))?;
+            return Ok(Status::Ok);
+        }
+        let mut w = cli::stdout_records(args.json, StreamKind::Files, "dup-ls")?;
+        for r in &plan.deletes {
+            w.write(r)?;
+        }
+        w.finish()?;
+        return Ok(Status::Ok);
+    }
     if args.files {
-        let t = args
-            .time
-            .as_deref()
-            .map(|s| time::parse_time(s, time::now()))
-            .transpose()?;
+        let t = args.time.as_deref().map(|s| time::parse_time(s, time::now())).transpose()?;
         let mut state = SigState::at(&coll, t, &a.cache, Some(&a.storage), &a.naming)?;
         if table {
             while let Some(e) = state.next()? {
@@ -96,10 +144,7 @@ fn list(args: &Args, url: &str) -> Result<Status> {
     }
     let sets = dup::status::sets(&coll);
     if sets.is_empty() {
-        return Err(Error::new(
-            dup::Kind::NoBackup,
-            format!("no backup sets found at {url}"),
-        ));
+        return Err(Error::new(dup::Kind::NoBackup, format!("no backup sets found at {url}")));
     }
     if table {
         for s in &sets {
@@ -131,19 +176,8 @@ fn render(json: bool) -> Result<Status> {
         return Ok(Status::Ok);
     }
     let mut out = BufWriter::new(io::stdout());
-    let StreamHead {
-        stream,
-        producer,
-        source,
-        basis_time,
-    } = input.head().clone();
-    let head = Record::Header {
-        stream,
-        version: record::VERSION,
-        producer,
-        source,
-        basis_time,
-    };
+    let StreamHead { stream, producer, source, basis_time } = input.head().clone();
+    let head = Record::Header { stream, version: record::VERSION, producer, source, basis_time };
     put(&mut out, dup::table::line(&head, None).as_bytes())?;
     let mut count = 1;
     while let Some(rec) = input.next_item()? {
@@ -157,10 +191,7 @@ fn render(json: bool) -> Result<Status> {
         };
         put(&mut out, dup::table::line(&rec, content).as_bytes())?;
     }
-    put(
-        &mut out,
-        format!("# end, {count} records (chunks not counted)").as_bytes(),
-    )?;
+    put(&mut out, format!("# end, {count} records (chunks not counted)").as_bytes())?;
     out.flush().map_err(|e| Error::io("writing to standard output", e))?;
     Ok(Status::Ok)
 }

@@ -25,6 +25,12 @@ struct Args {
     /// the time to take the state at, in duplicity's time syntax (default: the chain's end)
     #[argh(option)]
     time: Option<String>,
+    /// write an empty state (so the next backup is a full) when the newest chain's full backup is older than this time
+    #[argh(option)]
+    full_if_older_than: Option<String>,
+    /// write an empty state (so the next backup is a full) when the archive has no backup chain, instead of failing
+    #[argh(switch)]
+    or_empty: bool,
     /// directory of the local metadata caches (default $XDG_CACHE_HOME/dup)
     #[argh(option)]
     archive_dir: Option<OsArg>,
@@ -45,17 +51,33 @@ fn main() {
 }
 
 fn archive(args: &Args, url: &str) -> Result<Status> {
-    let a = Archive::open(
-        url,
-        args.archive_dir.as_ref().map(|d| d.as_path()),
-        args.name.as_deref(),
-    )?;
+    let a = Archive::open(url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?;
     let coll = a.collection()?;
-    let t = args
-        .time
-        .as_deref()
-        .map(|s| time::parse_time(s, time::now()))
-        .transpose()?;
+    let now = time::now();
+    let t = args.time.as_deref().map(|s| time::parse_time(s, now)).transpose()?;
+    let empty = match coll.primary_chain() {
+        None if args.or_empty => {
+            log::info!("no backup chain at {url}: the next backup is a full");
+            true
+        }
+        None => {
+            return Err(Error::new(dup::Kind::NoBackup, format!("no backup chain at {url}"))
+                .hint("run a full backup first (or pass --or-empty)"));
+        }
+        Some(chain) => match &args.full_if_older_than {
+            Some(limit) if chain.start_time() < time::parse_time(limit, now)? => {
+                log::info!("the newest full backup is older than {limit}: the next backup is a full");
+                true
+            }
+            _ => false,
+        },
+    };
+    if empty {
+        let head =
+            StreamHead { stream: StreamKind::Signatures, producer: "dup-sig".into(), source: None, basis_time: None };
+        Writer::with_head(cli::stdout(), Encoding::for_stdout(args.json), head)?.finish()?;
+        return Ok(Status::Ok);
+    }
     let mut state = SigState::at(&coll, t, &a.cache, Some(&a.storage), &a.naming)?;
     let mut out = Writer::with_head(cli::stdout(), Encoding::for_stdout(args.json), state.head())?;
     state.write_stream(&mut out)?;
@@ -77,16 +99,10 @@ fn local(args: &Args) -> Result<Status> {
         basis_time: None,
     };
     let out = Writer::with_head(cli::stdout(), Encoding::for_stdout(args.json), head)?;
-    let opts = delta::Options {
-        signatures_only: true,
-        ..Default::default()
-    };
+    let opts = delta::Options { signatures_only: true, ..Default::default() };
     let (_, stats) = delta::run::<_, io::Empty, _>(&mut input, None, out, &opts, &progress::Silent)?;
     if stats.warnings > 0 {
-        return Ok(Status::Partial(format!(
-            "{} items could not be read and were left out",
-            stats.warnings
-        )));
+        return Ok(Status::Partial(format!("{} items could not be read and were left out", stats.warnings)));
     }
     Ok(Status::Ok)
 }
