@@ -18,13 +18,8 @@ fn full_restored_by_duplicity(pack: &str, test: &str) {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let (src, arch, cache, dcache, out) = (
-        t.path().join("src"),
-        t.path().join("arch"),
-        t.path().join("c"),
-        t.path().join("dc"),
-        t.path().join("out"),
-    );
+    let (src, arch, cache, dcache, out) =
+        (t.path().join("src"), t.path().join("arch"), t.path().join("c"), t.path().join("dc"), t.path().join("out"));
     hard_tree(&src);
     dup_backup(t.path(), &src, &url(&arch), &cache, false, pack);
     let vols = fs::read_dir(&arch)
@@ -39,16 +34,9 @@ fn full_restored_by_duplicity(pack: &str, test: &str) {
     // duplicity reads the listing and status without a warning.
     for cmd in ["collection-status", "list-current-files"] {
         let o = duplicity(t.path(), &dcache, &format!("{cmd} {}", q(url(&arch))));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(!text.to_lowercase().contains("warning"), "{cmd}: {text}");
-        assert!(
-            !text.contains("orphaned") || text.contains("No orphaned"),
-            "{cmd}: {text}"
-        );
+        assert!(!text.contains("orphaned") || text.contains("No orphaned"), "{cmd}: {text}");
     }
 }
 
@@ -106,12 +94,8 @@ fn dup_chain_restored_by_duplicity_at_every_time() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let (src, arch, cache, dcache) = (
-        t.path().join("src"),
-        t.path().join("arch"),
-        t.path().join("c"),
-        t.path().join("dc"),
-    );
+    let (src, arch, cache, dcache) =
+        (t.path().join("src"), t.path().join("arch"), t.path().join("c"), t.path().join("dc"));
     hard_tree(&src);
     let mut states = Vec::new();
     for round in 0..4u64 {
@@ -136,18 +120,12 @@ fn dup_chain_restored_by_duplicity_at_every_time() {
     };
     assert_eq!(manifests.len(), 4, "{manifests:?}");
     // The set times, in chain order: the full's, then each incremental's end.
-    let mut times: Vec<String> = manifests
-        .iter()
-        .map(|m| m.trim_end_matches(".manifest").rsplit('.').next().unwrap().to_string())
-        .collect();
+    let mut times: Vec<String> =
+        manifests.iter().map(|m| m.trim_end_matches(".manifest").rsplit('.').next().unwrap().to_string()).collect();
     times.sort();
     for (i, time) in times.iter().enumerate() {
         let out = t.path().join(format!("out{i}"));
-        duplicity(
-            t.path(),
-            &dcache,
-            &format!("restore -t {time} {} {}", q(url(&arch)), q(&out)),
-        );
+        duplicity(t.path(), &dcache, &format!("restore -t {time} {} {}", q(url(&arch)), q(&out)));
         assert_same_tree(&states[i], &out);
     }
     // duplicity extends dup's chain, and its increment restores.
@@ -169,35 +147,16 @@ fn wrapper_lists_like_duplicity() {
     hard_tree(&src);
     let dup = scripts().join("duplicity");
     // On an archive duplicity wrote, and on one dup wrote.
-    duplicity(
-        t.path(),
-        &t.path().join("dc"),
-        &format!("full --volsize 1 {} {}", q(&src), q(url(&arch))),
-    );
+    duplicity(t.path(), &t.path().join("dc"), &format!("full --volsize 1 {} {}", q(&src), q(url(&arch))));
     let arch2 = t.path().join("arch2");
     sh_ok(
         t.path(),
-        &format!(
-            "{} full --no-encryption --volsize 1 --archive-dir c2 {} {}",
-            q(&dup),
-            q(&src),
-            q(url(&arch2))
-        ),
+        &format!("{} full --no-encryption --volsize 1 --archive-dir c2 {} {}", q(&dup), q(&src), q(url(&arch2))),
     );
     for a in [&arch, &arch2] {
-        let theirs = duplicity(
-            t.path(),
-            &t.path().join("dc3"),
-            &format!("list-current-files {}", q(url(a))),
-        );
-        let ours = sh_ok(
-            t.path(),
-            &format!(
-                "{} list-current-files --no-encryption --archive-dir c4 {}",
-                q(&dup),
-                q(url(a))
-            ),
-        );
+        let theirs = duplicity(t.path(), &t.path().join("dc3"), &format!("list-current-files {}", q(url(a))));
+        let ours =
+            sh_ok(t.path(), &format!("{} list-current-files --no-encryption --archive-dir c4 {}", q(&dup), q(url(a))));
         let paths = |b: &[u8]| -> Vec<Vec<u8>> { listing(b).iter().map(|l| l[25..].to_vec()).collect() };
         let (want, got) = (paths(&theirs.stdout), paths(&ours.stdout));
         assert!(want.len() > 20);
@@ -214,4 +173,39 @@ fn listing(out: &[u8]) -> Vec<Vec<u8>> {
         .filter(|l| l.len() > 25 && l[3] == b' ' && l[7] == b' ' && l[13] == b':' && l[16] == b':' && l[24] == b' ')
         .map(<[u8]>::to_vec)
         .collect()
+}
+
+#[test]
+fn dup_extends_a_duplicity_chain() {
+    if !have("duplicity", "dup_extends_a_duplicity_chain") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (src, arch) = (t.path().join("src"), t.path().join("arch"));
+    // duplicity's own cache, shared: dup keeps it in duplicity's layout.
+    let shared = t.path().join("shared-cache");
+    hard_tree(&src);
+    duplicity(t.path(), &shared, &format!("full --volsize 1 {} {}", q(&src), q(url(&arch))));
+    mutate(&src, 1);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    duplicity(t.path(), &shared, &format!("incremental --volsize 1 {} {}", q(&src), q(url(&arch))));
+    mutate(&src, 2);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // dup's incremental, on duplicity's cache.
+    dup_backup(t.path(), &src, &url(&arch), &shared, true, "--volsize 1");
+    let manifests = fs::read_dir(&arch).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".manifest")).count();
+    assert_eq!(manifests, 3);
+    // duplicity restores the newest state, with its shared cache and with a fresh one.
+    for (i, cache) in [shared.clone(), t.path().join("fresh")].iter().enumerate() {
+        let out = t.path().join(format!("out{i}"));
+        duplicity(t.path(), cache, &format!("restore {} {}", q(url(&arch)), q(&out)));
+        assert_same_tree(&src, &out);
+    }
+    // And duplicity extends it again.
+    mutate(&src, 3);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    duplicity(t.path(), &shared, &format!("incremental {} {}", q(&src), q(url(&arch))));
+    let out = t.path().join("out-last");
+    duplicity(t.path(), &shared, &format!("restore {} {}", q(url(&arch)), q(&out)));
+    assert_same_tree(&src, &out);
 }
