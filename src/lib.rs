@@ -16,6 +16,7 @@ pub mod pipe;
 pub mod progress;
 pub mod put;
 pub mod record;
+pub mod restore;
 pub mod retention;
 pub mod rsync;
 pub mod scan;

@@ -1,0 +1,540 @@
+//! Writing a restored tree into a directory without ever leaving it.
+//!
+//! Every item is created relative to an open descriptor of its parent
+//! directory (`*at` system calls). Parent directories are opened one
+//! component at a time with `O_NOFOLLOW | O_DIRECTORY`, so a symlink (or a
+//! file) where a directory should be is refused, whatever the archive
+//! stored before. Items are created under a fresh temporary name
+//! (`O_CREAT | O_EXCL | O_NOFOLLOW` for files), given their content and
+//! metadata, then renamed into place; without `--force` the rename never
+//! replaces anything (`RENAME_NOREPLACE`). Directories get their mode,
+//! owner and times when their contents are done.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::{Content, Reporter, Target, show};
+use crate::error::{Error, Kind, Result};
+use crate::index;
+use crate::record::{Entry, FileType};
+
+/// An open directory of the tree being written, with the metadata it gets
+/// when it is closed.
+struct Level {
+    /// Its name in its parent (empty for the destination itself).
+    name: Vec<u8>,
+    fd: OwnedFd,
+    meta: Option<Entry>,
+}
+
+pub(crate) struct DirTarget {
+    dest: PathBuf,
+    force: bool,
+    /// Set when running as root: ownership is restored.
+    owners: Option<Owners>,
+    /// The directory holding the destination, and the destination's name in it.
+    parent: Option<OwnedFd>,
+    dest_name: CString,
+    /// The destination was a symlink before the run (the user's own): it
+    /// may be followed. One the archive made never is.
+    follow_dest: bool,
+    /// The restored root was not a directory: nothing can go below it.
+    root_is_file: bool,
+    /// The open directories from the destination down to the current one.
+    stack: Vec<Level>,
+    tmp_counter: u64,
+}
+
+impl DirTarget {
+    /// Checks the destination: it must be absent or an empty directory
+    /// unless `force`. Nothing is created before the first item.
+    pub fn new(dest: PathBuf, force: bool, numeric_owner: bool) -> Result<DirTarget> {
+        let shown = dest.display().to_string();
+        if !force {
+            match fs::symlink_metadata(&dest) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&shown, e)),
+                Ok(_) => {
+                    let empty_dir = fs::read_dir(&dest).map(|mut d| d.next().is_none()).unwrap_or(false);
+                    if !empty_dir {
+                        return Err(Error::other(format!("{shown} already exists and is not an empty directory"))
+                            .hint("restore into a new or empty directory, or pass --force to restore over it"));
+                    }
+                }
+            }
+        }
+        let abs = std::path::absolute(&dest).map_err(|e| Error::io(&shown, e))?;
+        let abs = match abs.file_name() {
+            Some(_) if !abs.ends_with("..") => abs,
+            _ => fs::canonicalize(&abs).map_err(|e| Error::io(&shown, e))?,
+        };
+        let name = abs
+            .file_name()
+            .ok_or_else(|| Error::usage(format!("{shown}: cannot restore onto /; name a directory below it")))?;
+        let follow_dest = fs::symlink_metadata(&abs).is_ok_and(|m| m.file_type().is_symlink());
+        let dest_name = CString::new(name.as_bytes()).map_err(|_| Error::usage("DEST holds a NUL byte"))?;
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        Ok(DirTarget {
+            dest: abs,
+            force,
+            owners: root.then(|| Owners::new(numeric_owner)),
+            parent: None,
+            dest_name,
+            follow_dest,
+            root_is_file: false,
+            stack: Vec::new(),
+            tmp_counter: 0,
+        })
+    }
+
+    /// The directory holding the destination (created if missing).
+    fn parent_fd(&mut self) -> Result<RawFd> {
+        if self.parent.is_none() {
+            let p = self.dest.parent().unwrap_or(Path::new("/"));
+            fs::create_dir_all(p).map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
+            let c = CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::usage("DEST holds a NUL byte"))?;
+            self.parent = Some(open_dir(libc::AT_FDCWD, &c, true).map_err(|e| Error::io(p.display(), e))?);
+        }
+        Ok(self.parent.as_ref().expect("opened above").as_raw_fd())
+    }
+
+    /// The local path of a relative index (for messages and tree removal).
+    fn local(&self, rel: &[&[u8]]) -> PathBuf {
+        let mut p = self.dest.clone();
+        for c in rel {
+            p.push(OsStr::from_bytes(c));
+        }
+        p
+    }
+
+    /// Closes open directories down to `depth` levels, giving each its metadata.
+    fn close_to(&mut self, depth: usize, rep: &Reporter) {
+        while self.stack.len() > depth {
+            let lvl = self.stack.pop().expect("len > depth");
+            if let Some(meta) = &lvl.meta
+                && let Err(e) = apply_fd(lvl.fd.as_raw_fd(), meta, self.owners.as_mut())
+            {
+                rep.item_problem(&meta.path, &Error::io("setting the directory's metadata", e));
+            }
+        }
+    }
+
+    /// Makes the destination directory the bottom of the stack.
+    fn open_dest(&mut self, meta: Option<Entry>) -> Result<()> {
+        let parent = self.parent_fd()?;
+        let name = self.dest_name.clone();
+        let fd = self.make_dir(parent, &name, self.follow_dest, &[])?;
+        self.stack.push(Level { name: Vec::new(), fd, meta });
+        Ok(())
+    }
+
+    /// Creates (or, when it is already a directory, reuses) the directory
+    /// `name` in `dir` and opens it. `follow`: it may be reached through a
+    /// symlink (the destination the user gave).
+    fn make_dir(&self, dir: RawFd, name: &CStr, follow: bool, rel: &[&[u8]]) -> Result<OwnedFd> {
+        let what = |e: io::Error| Error::io(self.local(rel).display(), e);
+        // SAFETY: valid descriptor and NUL-terminated name.
+        if unsafe { libc::mkdirat(dir, name.as_ptr(), 0o700) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(what(e));
+            }
+            match open_dir(dir, name, follow) {
+                Ok(fd) => return Ok(fd),
+                Err(_) if self.force => {
+                    remove_at(dir, name, &self.local(rel)).map_err(what)?;
+                    // SAFETY: as above.
+                    if unsafe { libc::mkdirat(dir, name.as_ptr(), 0o700) } != 0 {
+                        return Err(what(io::Error::last_os_error()));
+                    }
+                }
+                Err(_) => {
+                    return Err(Error::other(format!(
+                        "{} exists and is not a directory; not replaced",
+                        self.local(rel).display()
+                    ))
+                    .hint("pass --force to replace what is in the way"));
+                }
+            }
+        }
+        open_dir(dir, name, follow).map_err(what)
+    }
+
+    /// Opens the parent directories of `comps` (creating missing ones), and
+    /// returns the descriptor of the last. A component that is not a real
+    /// directory (a symlink, a file) is refused.
+    fn open_parents(&mut self, comps: &[&[u8]], rep: &Reporter) -> Result<Option<RawFd>> {
+        let parent = &comps[..comps.len() - 1];
+        // Keep the open levels that are a prefix of the parent path.
+        let mut keep = 1;
+        while keep < self.stack.len() && keep - 1 < parent.len() && self.stack[keep].name == parent[keep - 1] {
+            keep += 1;
+        }
+        self.close_to(keep, rep);
+        for i in self.stack.len() - 1..parent.len() {
+            let c = cstring(parent[i])?;
+            let top = self.stack.last().expect("the destination is open").fd.as_raw_fd();
+            let fd = match open_dir(top, &c, false) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    // The directory's own entry was lost: make a plain one.
+                    self.make_dir(top, &c, false, &parent[..=i])?
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+                    rep.problem(
+                        Kind::Corrupt,
+                        format!(
+                            "refused {}: {} is not a directory (a symlink?); writing through it could leave {}",
+                            show(&comps.join(&b'/')),
+                            show(&parent[..=i].join(&b'/')),
+                            self.dest.display()
+                        ),
+                    );
+                    return Ok(None);
+                }
+                Err(e) => return Err(Error::io(self.local(&parent[..=i]).display(), e)),
+            };
+            self.stack.push(Level { name: parent[i].to_vec(), fd, meta: None });
+        }
+        Ok(Some(self.stack.last().expect("the destination is open").fd.as_raw_fd()))
+    }
+
+    /// A fresh temporary name in `dir`.
+    fn tmp_name(&mut self) -> CString {
+        self.tmp_counter += 1;
+        CString::new(format!(".dup-get.{}.{}", std::process::id(), self.tmp_counter)).expect("no NUL in the name")
+    }
+
+    /// A new empty file under a temporary name in `dir`.
+    fn create_tmp(&mut self, dir: RawFd) -> Result<(File, CString)> {
+        loop {
+            let name = self.tmp_name();
+            let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            // SAFETY: valid descriptor and NUL-terminated name.
+            let fd = unsafe { libc::openat(dir, name.as_ptr(), flags, 0o600 as libc::c_uint) };
+            if fd >= 0 {
+                // SAFETY: a descriptor we just opened and own.
+                return Ok((unsafe { File::from_raw_fd(fd) }, name));
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(Error::io("creating a temporary file", e));
+            }
+        }
+    }
+
+    /// Writes a non-directory item at `name` in `dir`.
+    fn place(
+        &mut self,
+        dir: RawFd,
+        name: &CStr,
+        entry: &Entry,
+        content: Option<Content>,
+        rel: &[&[u8]],
+    ) -> Result<u64> {
+        let mut bytes = 0;
+        let tmp = match entry.ftype {
+            FileType::File => {
+                let mut content = content.ok_or_else(|| Error::other("a regular file without content"))?;
+                let ((file, tmp), size) =
+                    content.apply(|| self.create_tmp(dir), |(f, _)| f, |(_, n)| unlink(dir, &n))?;
+                bytes = size;
+                if let Err(e) = apply_fd(file.as_raw_fd(), entry, self.owners.as_mut()) {
+                    unlink(dir, &tmp);
+                    return Err(Error::io("setting metadata", e));
+                }
+                tmp
+            }
+            FileType::Dir | FileType::Socket => {
+                return Err(Error::other(format!("a {} cannot be placed here", entry.ftype.name())));
+            }
+            _ => {
+                let tmp = self.tmp_name();
+                if let Err(e) = make_special(dir, &tmp, entry) {
+                    return Err(Error::io(format!("creating the {}", entry.ftype.name()), e));
+                }
+                if let Err(e) = apply_at(dir, &tmp, entry, self.owners.as_mut()) {
+                    unlink(dir, &tmp);
+                    return Err(Error::io("setting metadata", e));
+                }
+                tmp
+            }
+        };
+        if let Err(e) = self.install(dir, &tmp, name, rel) {
+            unlink(dir, &tmp);
+            return Err(e);
+        }
+        Ok(bytes)
+    }
+
+    /// Renames `tmp` to `name`; replaces what is there only with --force (or
+    /// an empty directory that is the destination itself).
+    fn install(&mut self, dir: RawFd, tmp: &CStr, name: &CStr, rel: &[&[u8]]) -> Result<()> {
+        let path = self.local(rel);
+        let what = |e: io::Error| Error::io(path.display(), e);
+        let first = rename(dir, tmp, name, !self.force);
+        let Err(e) = first else { return Ok(()) };
+        let exists = matches!(
+            e.raw_os_error(),
+            Some(libc::EEXIST) | Some(libc::EISDIR) | Some(libc::ENOTEMPTY) | Some(libc::ENOTDIR)
+        );
+        if !exists {
+            return Err(what(e));
+        }
+        if self.force {
+            remove_at(dir, name, &path).map_err(what)?;
+        } else if rel.is_empty() {
+            // The destination: an empty directory may be replaced by the item.
+            // SAFETY: valid descriptor and NUL-terminated name.
+            if unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) } != 0 {
+                return Err(what(io::Error::last_os_error()));
+            }
+        } else {
+            return Err(Error::other(format!("{} already exists; not replaced", path.display()))
+                .hint("pass --force to replace what is in the way"));
+        }
+        rename(dir, tmp, name, false).map_err(what)
+    }
+
+    /// Restores one item; `None` when it was refused (and reported).
+    fn item_inner(&mut self, entry: Entry, content: Option<Content>, rep: &Reporter) -> Result<Option<u64>> {
+        let comps: Vec<&[u8]> = index::components(&entry.path).collect();
+        let Some((last, _)) = comps.split_last() else {
+            // The restored root: the destination itself.
+            if entry.ftype == FileType::Dir {
+                return self.open_dest(Some(entry.clone())).map(|_| Some(0));
+            }
+            let parent = self.parent_fd()?;
+            let name = self.dest_name.clone();
+            self.root_is_file = true;
+            return self.place(parent, &name, &entry, content, &[]).map(Some);
+        };
+        if self.root_is_file {
+            rep.problem(Kind::Corrupt, format!("refused {}: the restored root is not a directory", show(&entry.path)));
+            return Ok(None);
+        }
+        if self.stack.is_empty() {
+            // The root's own entry was lost or refused.
+            self.open_dest(None)?;
+        }
+        let Some(dir) = self.open_parents(&comps, rep)? else {
+            return Ok(None);
+        };
+        let name = cstring(last)?;
+        if entry.ftype == FileType::Dir {
+            let fd = self.make_dir(dir, &name, false, &comps)?;
+            self.stack.push(Level { name: last.to_vec(), fd, meta: Some(entry.clone()) });
+            return Ok(Some(0));
+        }
+        self.place(dir, &name, &entry, content, &comps).map(Some)
+    }
+}
+
+impl Target for DirTarget {
+    fn item(&mut self, entry: Entry, content: Option<Content<'_>>, rep: &Reporter) -> Result<()> {
+        let path = entry.path.0.clone();
+        match self.item_inner(entry, content, rep) {
+            Ok(Some(n)) => rep.item(&path, n),
+            Ok(None) => {}
+            Err(e) => rep.item_problem(&path, &e),
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, rep: &Reporter) -> Result<()> {
+        self.close_to(0, rep);
+        Ok(())
+    }
+}
+
+fn cstring(b: &[u8]) -> Result<CString> {
+    CString::new(b).map_err(|_| Error::corrupt(format!("{}: a name with a NUL byte", show(b))))
+}
+
+/// Opens a directory; `follow`: a symlink to a directory is accepted.
+fn open_dir(dir: RawFd, name: &CStr, follow: bool) -> io::Result<OwnedFd> {
+    let mut flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    if !follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    // SAFETY: valid descriptor and NUL-terminated name.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor we just opened and own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn unlink(dir: RawFd, name: &CStr) {
+    // SAFETY: valid descriptor and NUL-terminated name.
+    unsafe { libc::unlinkat(dir, name.as_ptr(), 0) };
+}
+
+/// Removes whatever is at `name` in `dir` (a whole tree for a directory;
+/// symlinks are removed, never followed). `path` is the same place by path.
+fn remove_at(dir: RawFd, name: &CStr, path: &Path) -> io::Result<()> {
+    // SAFETY: valid descriptor and NUL-terminated name.
+    if unsafe { libc::unlinkat(dir, name.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EISDIR) | Some(libc::EPERM) => fs::remove_dir_all(path),
+        Some(libc::ENOENT) => Ok(()),
+        _ => Err(e),
+    }
+}
+
+/// `renameat`, or `renameat2(RENAME_NOREPLACE)` when `noreplace`.
+fn rename(dir: RawFd, from: &CStr, to: &CStr, noreplace: bool) -> io::Result<()> {
+    if noreplace {
+        // SAFETY: valid descriptors and NUL-terminated names.
+        let r = unsafe { libc::renameat2(dir, from.as_ptr(), dir, to.as_ptr(), libc::RENAME_NOREPLACE) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+            return Err(e);
+        }
+        // A file system without RENAME_NOREPLACE: check, then rename.
+        // SAFETY: an all-zero stat is valid; fstatat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor, name and buffer.
+        if unsafe { libc::fstatat(dir, to.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+    }
+    // SAFETY: valid descriptors and NUL-terminated names.
+    if unsafe { libc::renameat(dir, from.as_ptr(), dir, to.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Creates a symlink, fifo or device node `name` in `dir`.
+fn make_special(dir: RawFd, name: &CStr, e: &Entry) -> io::Result<()> {
+    // SAFETY (all three): valid descriptor and NUL-terminated strings.
+    let r = match e.ftype {
+        FileType::Symlink => {
+            let target = e.target.as_ref().map(|t| t.0.clone()).unwrap_or_default();
+            let t = CString::new(target)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a symlink target with a NUL byte"))?;
+            unsafe { libc::symlinkat(t.as_ptr(), dir, name.as_ptr()) }
+        }
+        FileType::Fifo => unsafe { libc::mknodat(dir, name.as_ptr(), libc::S_IFIFO | 0o600, 0) },
+        FileType::Char | FileType::Block => {
+            let kind = if e.ftype == FileType::Char { libc::S_IFCHR } else { libc::S_IFBLK };
+            let dev = libc::makedev(e.devmajor.unwrap_or(0), e.devminor.unwrap_or(0));
+            unsafe { libc::mknodat(dir, name.as_ptr(), kind | 0o600, dev) }
+        }
+        _ => return Err(io::Error::other("not a special file")),
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+fn times(mtime: i64) -> [libc::timespec; 2] {
+    [
+        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+        libc::timespec { tv_sec: mtime as libc::time_t, tv_nsec: 0 },
+    ]
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Owner (as root), mode and mtime of an open file or directory.
+fn apply_fd(fd: RawFd, e: &Entry, owners: Option<&mut Owners>) -> io::Result<()> {
+    if let Some(o) = owners {
+        let (uid, gid) = o.ids(e);
+        // SAFETY: fchown on a descriptor we own.
+        check(unsafe { libc::fchown(fd, uid, gid) })?;
+    }
+    // SAFETY: plain system calls on a descriptor we own.
+    check(unsafe { libc::fchmod(fd, (e.mode & 0o7777) as libc::mode_t) })?;
+    let ts = times(e.mtime);
+    check(unsafe { libc::futimens(fd, ts.as_ptr()) })
+}
+
+/// Owner (as root), mode (not for symlinks) and mtime of `name` in `dir`,
+/// never following a symlink.
+fn apply_at(dir: RawFd, name: &CStr, e: &Entry, owners: Option<&mut Owners>) -> io::Result<()> {
+    if let Some(o) = owners {
+        let (uid, gid) = o.ids(e);
+        // SAFETY: valid descriptor and NUL-terminated name.
+        check(unsafe { libc::fchownat(dir, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
+    }
+    if e.ftype != FileType::Symlink {
+        // The name is the temporary one just made (a fifo or device): no symlink to follow.
+        // SAFETY: valid descriptor and NUL-terminated name.
+        check(unsafe { libc::fchmodat(dir, name.as_ptr(), (e.mode & 0o7777) as libc::mode_t, 0) })?;
+    }
+    let ts = times(e.mtime);
+    // SAFETY: valid descriptor, name and times.
+    check(unsafe { libc::utimensat(dir, name.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
+}
+
+/// User and group names resolved locally (cached), else the stored ids.
+struct Owners {
+    numeric: bool,
+    users: HashMap<String, Option<u32>>,
+    groups: HashMap<String, Option<u32>>,
+}
+
+impl Owners {
+    fn new(numeric: bool) -> Owners {
+        Owners { numeric, users: HashMap::new(), groups: HashMap::new() }
+    }
+
+    fn ids(&mut self, e: &Entry) -> (u32, u32) {
+        if self.numeric {
+            return (e.uid, e.gid);
+        }
+        let uid = match e.uname.as_str() {
+            "" => None,
+            n => *self.users.entry(n.to_string()).or_insert_with(|| lookup(n, true)),
+        };
+        let gid = match e.gname.as_str() {
+            "" => None,
+            n => *self.groups.entry(n.to_string()).or_insert_with(|| lookup(n, false)),
+        };
+        (uid.unwrap_or(e.uid), gid.unwrap_or(e.gid))
+    }
+}
+
+/// The id of a user (`user`) or group name in the local databases.
+fn lookup(name: &str, user: bool) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    let mut buf: Vec<libc::c_char> = vec![0; 16 << 10];
+    loop {
+        let r;
+        let id;
+        if user {
+            // SAFETY: zeroed passwd is valid; getpwnam_r writes into our buffers.
+            let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+            let mut res: *mut libc::passwd = std::ptr::null_mut();
+            r = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
+            id = (!res.is_null()).then_some(pw.pw_uid);
+        } else {
+            // SAFETY: as above, for groups.
+            let mut gr: libc::group = unsafe { std::mem::zeroed() };
+            let mut res: *mut libc::group = std::ptr::null_mut();
+            r = unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut res) };
+            id = (!res.is_null()).then_some(gr.gr_gid);
+        }
+        if r == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        return if r == 0 { id } else { None };
+    }
+}

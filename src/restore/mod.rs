@@ -1,0 +1,512 @@
+//! dup-get's library side (FORMAT-duplicity.md §6.5, §6.8): the backup at a
+//! time, or one path of it, restored into a directory, compared with a local
+//! tree, or written as a record stream.
+//!
+//! The chain's sets are read as parallel entry streams ([`SetStream`]), each
+//! fetching only the volumes the path needs, verifying every volume's hash
+//! before use and joining multivol chunks across volume boundaries. The
+//! streams are merged by index: for each path the last snapshot (or deletion)
+//! is the base and every later delta is patched onto it, streaming, with the
+//! newest entry's metadata. Nothing holds a whole file in memory.
+//!
+//! A damaged or missing volume, and an entry that would write outside the
+//! destination, are reported as [`Problem`]s and skipped; everything else is
+//! still restored. [`Stats::error`] turns the problems into the run's error.
+
+mod dest;
+mod sets;
+mod stream;
+mod verify;
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use crate::archive::Archive;
+use crate::dupfmt::collection::BackupSet;
+use crate::dupfmt::manifest::Manifest;
+use crate::dupfmt::names::FileKind;
+use crate::dupfmt::tar::EntryType;
+use crate::error::{Error, Kind, Result};
+use crate::index;
+use crate::progress::{Event, Progress};
+use crate::record::{Encoding, Entry, FileType, PathBytes, content_error};
+use crate::rsync;
+
+pub use verify::Difference;
+
+use sets::{SetStream, VolPlan};
+
+/// What to restore.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Archive URL (`file:///path`).
+    pub url: String,
+    /// The time to restore (Unix seconds); `None` is now.
+    pub time: Option<i64>,
+    /// Only this path (relative to the backup root; a file or a directory).
+    /// It becomes the restored root: the destination is that item itself.
+    pub path: Option<Vec<u8>>,
+    /// Directory of the local metadata caches (see [`crate::cache::Cache::open`]).
+    pub archive_dir: Option<PathBuf>,
+    /// Name of this archive's cache (default: the MD5 of the URL).
+    pub name: Option<String>,
+}
+
+/// What to do with the restored tree.
+pub enum Action<'a> {
+    /// Write it to `dest` (a directory; or the file itself when `path` is a
+    /// non-directory). `dest` must be absent or empty unless `force`.
+    Restore {
+        dest: PathBuf,
+        force: bool,
+        /// Use the stored numeric ids, not those of the stored user and
+        /// group names (ownership is restored only when running as root).
+        numeric_owner: bool,
+    },
+    /// Compare it with the local tree `src`; each difference goes to `report`.
+    Verify { src: PathBuf, compare_data: bool, report: &'a mut dyn FnMut(&Difference) },
+    /// Write it as a `changes` record stream of snapshots (content included).
+    Stream { out: &'a mut dyn Write, encoding: Encoding },
+}
+
+/// Something that was skipped; the run went on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// [`Kind::Corrupt`] for damaged or missing volumes and refused entries.
+    pub kind: Kind,
+    pub message: String,
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// The time restored.
+    pub time: i64,
+    /// Sets of the chain that were read.
+    pub sets: usize,
+    /// Volumes fetched, and their stored bytes.
+    pub volumes: u64,
+    pub volume_bytes: u64,
+    /// Items restored, compared or written to the stream, and their content bytes.
+    pub items: u64,
+    pub bytes: u64,
+    /// Items that differ (verify).
+    pub differences: u64,
+    /// The first [`MAX_PROBLEMS`] problems, in the order they happened.
+    pub problems: Vec<Problem>,
+    /// All problems, including those not kept.
+    pub problem_count: u64,
+}
+
+/// Problems kept in [`Stats::problems`].
+pub const MAX_PROBLEMS: usize = 1000;
+
+impl Stats {
+    /// The error the problems add up to: [`Kind::Corrupt`] when a volume was
+    /// damaged or missing or an entry was refused, else [`Kind::Other`];
+    /// `None` when there were none.
+    pub fn error(&self) -> Option<Error> {
+        if self.problem_count == 0 {
+            return None;
+        }
+        let kind = if self.problems.iter().any(|p| p.kind == Kind::Corrupt) { Kind::Corrupt } else { Kind::Other };
+        let first = self.problems.first().map(|p| p.message.as_str()).unwrap_or("");
+        let msg = match self.problem_count {
+            1 => format!("1 problem: {first}"),
+            n => format!("{n} problems, the first: {first}"),
+        };
+        let hint = if kind == Kind::Corrupt {
+            "everything else was done; the messages above name the damaged volumes and refused entries"
+        } else {
+            "everything else was done; the messages above say what failed"
+        };
+        Some(Error::new(kind, msg).hint(hint))
+    }
+}
+
+/// Collects problems and reports progress (single-threaded).
+pub(crate) struct Reporter<'a> {
+    progress: &'a dyn Progress,
+    stats: RefCell<Stats>,
+}
+
+impl Reporter<'_> {
+    pub(crate) fn problem(&self, kind: Kind, message: String) {
+        log::warn!("{message}");
+        self.progress.event(Event::Warning { path: None, message: message.clone() });
+        let mut s = self.stats.borrow_mut();
+        s.problem_count += 1;
+        if s.problems.len() < MAX_PROBLEMS {
+            s.problems.push(Problem { kind, message });
+        }
+    }
+
+    /// An item failed: `what` happened to `path`.
+    pub(crate) fn item_problem(&self, path: &[u8], e: &Error) {
+        self.problem(e.kind, format!("{}: {}", show(path), e.message));
+    }
+
+    pub(crate) fn fetched(&self, name: &str, bytes: u64) {
+        self.progress.event(Event::File { name: name.to_string(), bytes, action: "fetched".into() });
+        let mut s = self.stats.borrow_mut();
+        s.volumes += 1;
+        s.volume_bytes += bytes;
+    }
+
+    pub(crate) fn item(&self, path: &[u8], bytes: u64) {
+        self.progress.event(Event::Item { path: show(path), bytes });
+        let mut s = self.stats.borrow_mut();
+        s.items += 1;
+        s.bytes += bytes;
+    }
+
+    pub(crate) fn difference(&self) {
+        self.stats.borrow_mut().differences += 1;
+    }
+
+    fn problem_count(&self) -> u64 {
+        self.stats.borrow().problem_count
+    }
+}
+
+/// A path for messages (`.` for the root, `\xNN` for bytes that are not UTF-8).
+pub(crate) fn show(path: &[u8]) -> String {
+    PathBytes(path.to_vec()).to_string()
+}
+
+/// The content of a regular file: the base version's bytes, then the deltas
+/// to apply to it, oldest first.
+pub(crate) struct Content<'a> {
+    pub base: sets::ContentRead<'a>,
+    /// The base's size when it is known before reading it (one tar entry).
+    pub base_size: Option<u64>,
+    pub diffs: Vec<sets::ContentRead<'a>>,
+}
+
+impl Content<'_> {
+    /// Writes the final version into files made by `create` (one per step:
+    /// the base, then each patch using the previous step as its basis);
+    /// `discard` gets each step's file once it is no longer needed, and all
+    /// of them on error. Returns the last file and its size.
+    pub(crate) fn apply<T>(
+        &mut self,
+        mut create: impl FnMut() -> Result<T>,
+        file: impl Fn(&T) -> &File,
+        mut discard: impl FnMut(T),
+    ) -> Result<(T, u64)> {
+        let cur = create()?;
+        let mut size = match self.base.copy_to(&mut file(&cur)) {
+            Ok(n) => n,
+            Err(e) => {
+                discard(cur);
+                return Err(content_error("writing the restored file", e));
+            }
+        };
+        let mut cur = cur;
+        for d in &mut self.diffs {
+            let next = match create() {
+                Ok(n) => n,
+                Err(e) => {
+                    discard(cur);
+                    return Err(e);
+                }
+            };
+            match rsync::patch(file(&cur), &mut *d, file(&next)) {
+                Ok(n) => {
+                    discard(cur);
+                    cur = next;
+                    size = n;
+                }
+                Err(e) => {
+                    discard(cur);
+                    discard(next);
+                    return Err(e.context("applying a delta"));
+                }
+            }
+        }
+        Ok((cur, size))
+    }
+}
+
+/// Where restored items go: a directory, a comparison, a record stream.
+pub(crate) trait Target {
+    /// One item of the restored tree, in duplicity's order; `entry.path` is
+    /// relative to the restored root (`.` is the root). Failures of the item
+    /// are reported through `rep`; an `Err` ends the run.
+    fn item(&mut self, entry: Entry, content: Option<Content<'_>>, rep: &Reporter) -> Result<()>;
+    /// After the last item.
+    fn finish(&mut self, rep: &Reporter) -> Result<()>;
+}
+
+/// Restores, verifies or streams the backup at `opts.time`; see [`Action`].
+/// Problems that let the run go on (damaged volumes, refused entries,
+/// items that could not be written) are in the returned [`Stats`]; see
+/// [`Stats::error`]. Errors that stop it early are returned as `Err`.
+pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Result<Stats> {
+    let t = opts.time.unwrap_or_else(crate::dupfmt::time::now);
+    let prefix = match &opts.path {
+        Some(p) => index::normalize(p)
+            .ok_or_else(|| Error::usage(format!("--path {}: a path with '..' is never in a backup", show(p))))?,
+        None => index::ROOT.to_vec(),
+    };
+    let archive = Archive::open(&opts.url, opts.archive_dir.as_deref(), opts.name.as_deref())?;
+    let coll = archive.collection()?;
+    for w in &coll.warnings {
+        log::info!("{w}");
+    }
+    let chain = coll.chain_at(t).map_err(|e| match e.kind {
+        Kind::NoBackup => e
+            .context(opts.url.as_str())
+            .hint("check the URL (and --name/--archive-dir); dup-ls URL lists what it holds"),
+        _ => e,
+    })?;
+    let sets = chain.sets_at(t);
+    let mut plans = Vec::new();
+    for set in &sets {
+        plans.push(plan_set(&archive, set, &prefix)?);
+    }
+
+    let stage = match &action {
+        Action::Restore { .. } => "restore",
+        Action::Verify { .. } => "verify",
+        Action::Stream { .. } => "stream",
+    };
+    let mut target: Box<dyn Target + '_> = match action {
+        Action::Restore { dest, force, numeric_owner } => Box::new(dest::DirTarget::new(dest, force, numeric_owner)?),
+        Action::Verify { src, compare_data, report } => Box::new(verify::VerifyTarget::new(src, compare_data, report)),
+        Action::Stream { out, encoding } => {
+            let localdir = plans.last().and_then(|p| p.localdir.clone());
+            Box::new(stream::StreamTarget::new(out, encoding, localdir)?)
+        }
+    };
+
+    let rep = Reporter { progress, stats: RefCell::new(Stats { time: t, sets: sets.len(), ..Stats::default() }) };
+    progress.event(Event::Start { stage: stage.into() });
+    let mut streams: Vec<SetStream> =
+        plans.into_iter().map(|p| SetStream::new(&archive.storage, p.volumes, &prefix)).collect();
+    let found = merge(&mut streams, target.as_mut(), &rep, &prefix)?;
+    drop(streams);
+    target.finish(&rep)?;
+    let stats = rep.stats.into_inner();
+    progress.event(Event::Finish { stage: stage.into(), items: stats.items, bytes: stats.bytes });
+    if !found && stats.problem_count == 0 {
+        return Err(Error::new(
+            Kind::NoBackup,
+            format!("{} is not in the backup of {}", show(&prefix), crate::dupfmt::time::to_compact(t)),
+        )
+        .hint("paths are relative to the backup root; dup-ls URL --time T lists the files of a time"));
+    }
+    Ok(stats)
+}
+
+/// One set as read: its volumes (in order) and the manifest's `Localdir`.
+struct SetPlan {
+    volumes: Vec<VolPlan>,
+    localdir: Option<Vec<u8>>,
+}
+
+/// Reads a set's manifest (the cached copy when there is a good one) and
+/// chooses the volumes that may hold `prefix`.
+fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan> {
+    let naming = &archive.naming;
+    let manifest = load_manifest(archive, set)?;
+    let numbers: Vec<u64> = if manifest.volumes.is_empty() {
+        // An old or odd manifest without volume blocks: read every volume, unchecked.
+        set.volumes.keys().copied().collect()
+    } else {
+        manifest.volumes_for(prefix)
+    };
+    let mut volumes = Vec::new();
+    for n in numbers {
+        let info = manifest.volumes.get(&n);
+        let hash = info.and_then(|v| v.best_hash()).map(|(k, v)| (k.to_string(), v.to_ascii_lowercase()));
+        match set.volumes.get(&n) {
+            Some(name) => {
+                let f = naming.parse(name);
+                if f.is_some_and(|f| f.encrypted()) {
+                    return Err(encrypted(name));
+                }
+                volumes.push(VolPlan {
+                    name: name.clone(),
+                    hash,
+                    compressed: f.is_some_and(|f| f.compressed()),
+                    missing: false,
+                });
+            }
+            None => {
+                let kind = if set.kind == crate::dupfmt::collection::SetKind::Full {
+                    FileKind::FullVolume(n)
+                } else {
+                    FileKind::IncVolume(n)
+                };
+                let name = naming.name(kind, set.start_time, set.end_time, set.suffix(), false);
+                volumes.push(VolPlan { name, hash, compressed: false, missing: true });
+            }
+        }
+    }
+    Ok(SetPlan { volumes, localdir: manifest.localdir })
+}
+
+fn encrypted(name: &str) -> Error {
+    Error::usage(format!("{name}: encrypted archives are not supported by this build yet"))
+        .hint("restore it with duplicity for now")
+}
+
+/// The manifest of a set: the cache's copy, else the backend's.
+fn load_manifest(archive: &Archive, set: &BackupSet) -> Result<Manifest> {
+    if let Some(local) = &set.local_manifest {
+        let read = archive.cache.open_file(local).and_then(|mut f| {
+            let mut v = Vec::new();
+            f.read_to_end(&mut v).map_err(|e| Error::io(format!("reading the cached {local}"), e))?;
+            Ok(v)
+        });
+        match read.and_then(|v| Manifest::parse(&v).map_err(|e| e.context(format!("the cached {local}")))) {
+            Ok(m) => return Ok(m),
+            Err(e) if set.partial => return Err(e),
+            Err(e) => log::warn!("{}; reading the backend's copy", e.message),
+        }
+    }
+    let name = set.manifest.as_deref().ok_or_else(|| Error::corrupt("a backup set without a manifest"))?;
+    if archive.naming.parse(name).is_some_and(|f| f.encrypted()) {
+        return Err(encrypted(name));
+    }
+    let mut v = Vec::new();
+    archive.storage.reader(name)?.read_to_end(&mut v).map_err(|e| Error::corrupt(format!("{name}: reading: {e}")))?;
+    Manifest::parse(&v).map_err(|e| e.context(name))
+}
+
+/// `index` relative to `prefix` (which it lies within).
+fn relative(index: &[u8], prefix: &[u8]) -> Vec<u8> {
+    let skip = index::components(prefix).count();
+    let rest: Vec<&[u8]> = index::components(index).skip(skip).collect();
+    if rest.is_empty() { index::ROOT.to_vec() } else { rest.join(&b'/') }
+}
+
+/// Merges the sets' streams by index and hands each item to `target`.
+/// Returns whether any item was present at the time.
+fn merge(streams: &mut [SetStream], target: &mut dyn Target, rep: &Reporter, prefix: &[u8]) -> Result<bool> {
+    let mut found = false;
+    loop {
+        for s in streams.iter_mut() {
+            s.fill(rep);
+        }
+        let Some(x) = streams
+            .iter()
+            .filter_map(|s| s.head.as_ref().map(|h| &h.entry.path.0))
+            .min_by(|a, b| index::cmp(a, b))
+            .cloned()
+        else {
+            return Ok(found);
+        };
+        let group: Vec<usize> = (0..streams.len())
+            .filter(|&i| streams[i].head.as_ref().is_some_and(|h| index::cmp(&h.entry.path, &x).is_eq()))
+            .collect();
+        let r = resolve(streams, &group, target, rep, prefix);
+        for &i in &group {
+            streams[i].drain(rep);
+            streams[i].head = None;
+        }
+        if r? {
+            found = true;
+        }
+    }
+}
+
+/// Works out one path from its entries in `group` (oldest set first) and
+/// hands the result to `target`. Returns whether the item is present.
+fn resolve(
+    streams: &mut [SetStream],
+    group: &[usize],
+    target: &mut dyn Target,
+    rep: &Reporter,
+    prefix: &[u8],
+) -> Result<bool> {
+    let head = |i: usize| streams[i].head.as_ref().expect("grouped streams have a head");
+    let path = head(group[0]).entry.path.0.clone();
+    let Some(j) = group.iter().rposition(|&i| head(i).kind != EntryType::Diff) else {
+        rep.problem(
+            Kind::Corrupt,
+            format!(
+                "{}: not restored: only deltas remain, the version they apply to is missing \
+                 (was it in a damaged volume?)",
+                show(&path)
+            ),
+        );
+        return Ok(false);
+    };
+    let base = head(group[j]);
+    let newest = head(*group.last().expect("a group is never empty"));
+    let has_diffs = j + 1 < group.len();
+    if base.kind == EntryType::Deleted {
+        if has_diffs {
+            rep.problem(Kind::Corrupt, format!("{}: not restored: a delta follows its deletion", show(&path)));
+        }
+        return Ok(false);
+    }
+    if has_diffs && base.entry.ftype != FileType::File {
+        rep.problem(
+            Kind::Corrupt,
+            format!("{}: not restored: a delta follows a {} snapshot", show(&path), base.entry.ftype.name()),
+        );
+        return Ok(false);
+    }
+    let mut entry = newest.entry.clone();
+    entry.ftype = base.entry.ftype;
+    entry.path = PathBytes(relative(&path, prefix));
+    let base_size = base.size;
+    let content = if entry.ftype == FileType::File {
+        let members = &group[j..];
+        let mut readers =
+            streams.iter_mut().enumerate().filter(|(i, _)| members.contains(i)).map(|(_, s)| s.content(rep));
+        let base = readers.next().expect("the base is a member");
+        Some(Content { base, base_size, diffs: readers.collect() })
+    } else {
+        None
+    };
+    target.item(entry, content, rep)?;
+    Ok(true)
+}
+
+/// Copies `r` to `w` in whole pieces; used for content.
+pub(crate) fn copy(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut n = 0u64;
+    loop {
+        let got = match r.read(&mut buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..got])?;
+        n += got as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(relative(b"a/b/c", b"a"), b"b/c");
+        assert_eq!(relative(b"a", b"a"), b".");
+        assert_eq!(relative(b"a/b", b"."), b"a/b");
+        assert_eq!(relative(b".", b"."), b".");
+    }
+
+    #[test]
+    fn stats_error_kinds() {
+        let mut s = Stats::default();
+        assert!(s.error().is_none());
+        s.problem_count = 2;
+        s.problems.push(Problem { kind: Kind::Other, message: "x: permission denied".into() });
+        assert_eq!(s.error().unwrap().kind, Kind::Other);
+        s.problems.push(Problem { kind: Kind::Corrupt, message: "vol2: SHA1 mismatch".into() });
+        let e = s.error().unwrap();
+        assert_eq!(e.kind, Kind::Corrupt);
+        assert!(e.message.contains("2 problems"), "{}", e.message);
+    }
+}

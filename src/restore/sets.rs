@@ -1,0 +1,465 @@
+//! One backup set as a stream of entries: its volumes fetched one at a time
+//! (each downloaded to a temporary file and checked against the manifest's
+//! hash before it is read), decompressed, and parsed by a [`TarStream`];
+//! multivol chunks are joined across volume boundaries (§3.5).
+//!
+//! A volume that is missing, damaged or unreadable is reported and skipped,
+//! together with the part of a multivol file that crossed into it; entries
+//! that are not allowed (`..`, unknown prefixes, hard links, out of order)
+//! are reported and skipped.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::sync::{Arc, Mutex};
+
+use flate2::read::MultiGzDecoder;
+use md5::Md5;
+use sha1::{Digest, Sha1};
+
+use super::{Reporter, show};
+use crate::dupfmt::tar::{EntryName, EntryType, Item, parse_entry_name};
+use crate::dupfmt::tarstream::TarStream;
+use crate::error::{Error, Kind, Result};
+use crate::index;
+use crate::record::{Entry, FileType, PathBytes};
+use crate::storage::Storage;
+
+/// A volume to read.
+pub(crate) struct VolPlan {
+    pub name: String,
+    /// (hash name, lowercase hex) from the manifest.
+    pub hash: Option<(String, String)>,
+    pub compressed: bool,
+    /// Listed in the manifest but not on the backend.
+    pub missing: bool,
+}
+
+/// The entry a set holds for a path.
+pub(crate) struct Head {
+    /// `Snapshot`, `Diff` or `Deleted` (multivol entries as their base type).
+    pub kind: EntryType,
+    /// Its metadata; `path` is the full index.
+    pub entry: Entry,
+    /// The data's size when it is one tar entry (not multivol).
+    pub size: Option<u64>,
+}
+
+/// A multivol series being read: its type, path and next chunk number.
+struct Series {
+    kind: EntryType,
+    index: Vec<u8>,
+    next: u64,
+}
+
+/// What reading the next raw tar entry gave.
+enum Raw {
+    Item(Item),
+    /// A volume could not be read (reported).
+    Lost,
+    End,
+}
+
+pub(crate) struct SetStream<'a> {
+    storage: &'a Storage,
+    volumes: VecDeque<VolPlan>,
+    /// The volume being read, and its name.
+    tar: Option<Volume>,
+    /// An entry read ahead while ending a series; its data is still unread.
+    pending: Option<Item>,
+    series: Option<Series>,
+    prefix: Vec<u8>,
+    /// The last index handed out (entries must come in order).
+    last: Option<Vec<u8>>,
+    /// A volume was lost since the last entry: its multivol tail is skipped quietly.
+    after_loss: bool,
+    /// The current entry; `None` until [`SetStream::fill`].
+    pub head: Option<Head>,
+    /// The head's data is not fully read.
+    in_data: bool,
+    /// The current tar entry's data belongs to the head.
+    data_open: bool,
+}
+
+impl<'a> SetStream<'a> {
+    pub fn new(storage: &'a Storage, volumes: Vec<VolPlan>, prefix: &[u8]) -> Self {
+        SetStream {
+            storage,
+            volumes: volumes.into(),
+            tar: None,
+            pending: None,
+            series: None,
+            prefix: prefix.to_vec(),
+            last: None,
+            after_loss: false,
+            head: None,
+            in_data: false,
+            data_open: false,
+        }
+    }
+
+    /// Reads up to the next entry within the prefix (unless there is a head).
+    pub fn fill(&mut self, rep: &Reporter) {
+        while self.head.is_none() {
+            let item = match self.next_raw(rep) {
+                Raw::End => return,
+                Raw::Lost => continue,
+                Raw::Item(i) => i,
+            };
+            let name = match parse_entry_name(&item.name) {
+                Ok(n) => n,
+                Err(e) => {
+                    refuse(rep, &item.name, &e.message);
+                    continue;
+                }
+            };
+            if name.kind == EntryType::Signature {
+                refuse(rep, &item.name, "a signature entry in a volume");
+                continue;
+            }
+            if name.kind.is_multivol() && name.chunk != Some(1) {
+                // The tail of a file whose start was lost (already reported), or
+                // whose start is missing.
+                if !self.after_loss && index::is_within(&name.index, &self.prefix) {
+                    refuse(rep, &item.name, "a multivol chunk without the chunks before it");
+                }
+                continue;
+            }
+            self.after_loss = false;
+            if !index::is_within(&name.index, &self.prefix) {
+                if index::cmp(&name.index, &self.prefix).is_gt() {
+                    // Past the prefix's range: nothing more of this set is wanted.
+                    self.volumes.clear();
+                    self.tar = None;
+                    return;
+                }
+                continue;
+            }
+            if let Some(last) = &self.last
+                && index::cmp(last, &name.index).is_ge()
+            {
+                refuse(rep, &item.name, "out of order (the volume is damaged or was not written by duplicity)");
+                continue;
+            }
+            let kind = name.kind.base();
+            let entry = match item.meta.to_entry(&name.index, item.size) {
+                Ok(e) => e,
+                Err(e) => {
+                    refuse(rep, &item.name, &e.message);
+                    continue;
+                }
+            };
+            if kind == EntryType::Diff && entry.ftype != FileType::File {
+                refuse(rep, &item.name, "a delta of something that is not a regular file");
+                continue;
+            }
+            if name.kind.is_multivol() && entry.ftype != FileType::File {
+                refuse(rep, &item.name, "multivol chunks of something that is not a regular file");
+                continue;
+            }
+            let has_data = kind != EntryType::Deleted && entry.ftype == FileType::File;
+            self.last = Some(name.index.clone());
+            if has_data && name.kind.is_multivol() {
+                self.series = Some(Series { kind: name.kind, index: name.index, next: 2 });
+            }
+            self.in_data = has_data;
+            self.data_open = has_data;
+            self.head = Some(Head { kind, size: (!name.kind.is_multivol()).then_some(item.size), entry });
+        }
+    }
+
+    /// A reader of the head's data.
+    pub fn content<'s>(&'s mut self, rep: &'s Reporter<'s>) -> ContentRead<'s>
+    where
+        'a: 's,
+    {
+        ContentRead { s: self, rep }
+    }
+
+    /// Skips what is left of the head's data.
+    pub fn drain(&mut self, rep: &Reporter) {
+        if !self.in_data {
+            return;
+        }
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = self.read_data(&mut buf, rep) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    /// The next tar entry of the set, opening the next volume as needed.
+    fn next_raw(&mut self, rep: &Reporter) -> Raw {
+        if let Some(i) = self.pending.take() {
+            return Raw::Item(i);
+        }
+        loop {
+            if self.tar.is_none() {
+                let Some(v) = self.volumes.pop_front() else {
+                    return Raw::End;
+                };
+                match open_volume(self.storage, &v, rep) {
+                    Ok((stream, rest)) => self.tar = Some(Volume { stream, name: v.name, rest }),
+                    Err(e) => {
+                        self.lost(rep, &v.name, &e);
+                        return Raw::Lost;
+                    }
+                }
+            }
+            let Some(vol) = self.tar.as_mut() else { continue };
+            match vol.stream.next_item() {
+                Ok(Some(i)) => return Raw::Item(i),
+                Ok(None) => {
+                    // The tar ended (at its end or at a zero block): the rest of
+                    // the volume must still decompress cleanly (gzip checksums).
+                    let vol = self.tar.take().expect("matched above");
+                    if let Err(e) = vol.check_rest() {
+                        self.lost(rep, &vol.name, &e);
+                        return Raw::Lost;
+                    }
+                }
+                Err(e) => {
+                    let name = vol.name.clone();
+                    self.lost(rep, &name, &e);
+                    return Raw::Lost;
+                }
+            }
+        }
+    }
+
+    /// Reports a volume that could not be read and forgets its state.
+    fn lost(&mut self, rep: &Reporter, volume: &str, e: &Error) {
+        let msg = if e.message.contains(volume) { e.message.clone() } else { format!("{volume}: {}", e.message) };
+        rep.problem(Kind::Corrupt, format!("skipping the damaged volume {volume}: {msg}"));
+        self.tar = None;
+        self.series = None;
+        self.after_loss = true;
+    }
+}
+
+/// The data of a set's current entry.
+trait Data {
+    fn read_data(&mut self, buf: &mut [u8], rep: &Reporter) -> io::Result<usize>;
+}
+
+impl Data for SetStream<'_> {
+    /// Reads the head's data; at the end of a chunk, goes on with the next
+    /// chunk of a multivol series (possibly in the next volume).
+    fn read_data(&mut self, buf: &mut [u8], rep: &Reporter) -> io::Result<usize> {
+        let lost = |what: String| io::Error::other(Error::corrupt(what));
+        loop {
+            if !self.in_data {
+                return Ok(0);
+            }
+            if self.data_open {
+                let Some(Volume { stream, name: vol, .. }) = self.tar.as_mut() else {
+                    self.in_data = false;
+                    return Err(lost("the volume holding it is gone".into()));
+                };
+                match stream.data().read(buf) {
+                    Ok(0) => self.data_open = false,
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let vol = vol.clone();
+                        let err = crate::record::content_error(&vol, e);
+                        self.lost(rep, &vol, &err);
+                        self.in_data = false;
+                        self.data_open = false;
+                        return Err(lost(format!("content lost with the damaged volume {vol}")));
+                    }
+                }
+                if self.series.is_none() {
+                    self.in_data = false;
+                    return Ok(0);
+                }
+                continue;
+            }
+            // Between two chunks of a series.
+            match self.next_raw(rep) {
+                Raw::End => {
+                    self.series = None;
+                    self.in_data = false;
+                    return Ok(0);
+                }
+                Raw::Lost => {
+                    self.in_data = false;
+                    return Err(lost("content lost with a damaged volume".into()));
+                }
+                Raw::Item(item) => {
+                    let next = parse_entry_name(&item.name).ok();
+                    let Some(s) = self.series.as_mut() else {
+                        self.pending = Some(item);
+                        self.in_data = false;
+                        return Ok(0);
+                    };
+                    match next {
+                        Some(EntryName { kind, index, chunk }) if kind == s.kind && index == s.index => {
+                            if chunk == Some(s.next) {
+                                s.next += 1;
+                                self.data_open = true;
+                                continue;
+                            }
+                            let want = s.next;
+                            self.series = None;
+                            self.in_data = false;
+                            self.after_loss = true;
+                            rep.problem(
+                                Kind::Corrupt,
+                                format!("{}: chunk {want} is missing from its multivol series", show(&index)),
+                            );
+                            return Err(lost(format!("chunk {want} is missing")));
+                        }
+                        _ => {
+                            // The series ended; the entry is the set's next one.
+                            self.pending = Some(item);
+                            self.series = None;
+                            self.in_data = false;
+                            return Ok(0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn refuse(rep: &Reporter, name: &[u8], why: &str) {
+    let why = why.strip_prefix(&format!("tar entry {}: ", PathBytes(name.to_vec()))).unwrap_or(why);
+    rep.problem(Kind::Corrupt, format!("refused the archive entry {}: {why}", show(name)));
+}
+
+/// Reads the head's data of a [`SetStream`]; errors carry an [`Error`]
+/// (see [`crate::record::content_error`]).
+pub(crate) struct ContentRead<'s> {
+    s: &'s mut (dyn Data + 's),
+    rep: &'s Reporter<'s>,
+}
+
+impl ContentRead<'_> {
+    /// Copies the rest of the data to `w` in whole pieces.
+    pub fn copy_to(&mut self, w: &mut dyn Write) -> io::Result<u64> {
+        super::copy(self, w)
+    }
+}
+
+impl Read for ContentRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.s.read_data(buf, self.rep)
+    }
+}
+
+/// An open volume: its entries, read by a [`TarStream`] thread, and the
+/// decompressed input they are parsed from.
+struct Volume {
+    stream: TarStream,
+    name: String,
+    rest: Shared,
+}
+
+impl Volume {
+    /// Reads what follows the tar's end to the end of the input, so a
+    /// damaged gzip stream is noticed (the tar reader stops at a zero block).
+    fn check_rest(&self) -> Result<()> {
+        let mut r = self.rest.clone();
+        io::copy(&mut r, &mut io::sink()).map_err(|e| Error::corrupt(format!("{}: {e}", self.name)))?;
+        Ok(())
+    }
+}
+
+/// A reader shared with the [`TarStream`] thread; the thread is done with
+/// it once the stream has ended.
+#[derive(Clone)]
+struct Shared(Arc<Mutex<Box<dyn Read + Send>>>);
+
+impl Read for Shared {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut r = self.0.lock().map_err(|_| io::Error::other("volume reader poisoned"))?;
+        r.read(buf)
+    }
+}
+
+/// Downloads a volume to a temporary file, checks its hash and returns its
+/// tar entries.
+fn open_volume(storage: &Storage, v: &VolPlan, rep: &Reporter) -> Result<(TarStream, Shared)> {
+    if v.missing {
+        return Err(Error::corrupt(format!("{} is listed in the manifest but missing on the backend", v.name)));
+    }
+    let mut src = storage.reader(&v.name)?;
+    let mut file = crate::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
+    let mut hasher = v.hash.as_ref().map(|(k, _)| Hasher::new(k));
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::corrupt(format!("{}: reading: {e}", v.name))),
+        };
+        if let Some(h) = &mut hasher {
+            h.update(&buf[..n]);
+        }
+        file.write_all(&buf[..n]).map_err(|e| Error::io(format!("{}: writing a temporary copy", v.name), e))?;
+        total += n as u64;
+    }
+    match (&v.hash, hasher) {
+        (Some((kind, want)), Some(h)) => match h.hex() {
+            Some(got) if &got == want => {}
+            Some(got) => {
+                return Err(Error::corrupt(format!(
+                    "{}: {kind} is {got} but the manifest says {want}: the volume is damaged",
+                    v.name
+                )));
+            }
+            None => log::warn!("{}: cannot check a {kind} hash; reading it unchecked", v.name),
+        },
+        _ => log::warn!("{}: the manifest has no hash for it; reading it unchecked", v.name),
+    }
+    rep.fetched(&v.name, total);
+    file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("{}: temporary copy", v.name), e))?;
+    let r = BufReader::with_capacity(256 << 10, file);
+    let input: Box<dyn Read + Send> = if v.compressed { Box::new(MultiGzDecoder::new(r)) } else { Box::new(r) };
+    let shared = Shared(Arc::new(Mutex::new(input)));
+    Ok((TarStream::new(shared.clone(), &v.name), shared))
+}
+
+/// The hashes a manifest may name.
+enum Hasher {
+    Sha1(Sha1),
+    Md5(Md5),
+    Unknown,
+}
+
+impl Hasher {
+    fn new(kind: &str) -> Hasher {
+        match kind.to_ascii_uppercase().as_str() {
+            "SHA1" => Hasher::Sha1(Sha1::new()),
+            "MD5" => Hasher::Md5(Md5::new()),
+            _ => Hasher::Unknown,
+        }
+    }
+
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            Hasher::Sha1(h) => h.update(b),
+            Hasher::Md5(h) => h.update(b),
+            Hasher::Unknown => {}
+        }
+    }
+
+    fn hex(self) -> Option<String> {
+        let d: Vec<u8> = match self {
+            Hasher::Sha1(h) => h.finalize().to_vec(),
+            Hasher::Md5(h) => h.finalize().to_vec(),
+            Hasher::Unknown => return None,
+        };
+        Some(d.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+/// Reads `f` from its start (used by targets on staged files).
+pub(crate) fn rewind(f: &mut File) -> io::Result<()> {
+    f.seek(SeekFrom::Start(0)).map(|_| ())
+}
