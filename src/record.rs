@@ -291,11 +291,7 @@ impl Encoding {
     /// JSON when asked for, or when stdout is a terminal; CBOR otherwise.
     pub fn for_stdout(json: bool) -> Self {
         use std::io::IsTerminal;
-        if json || io::stdout().is_terminal() {
-            Encoding::Json
-        } else {
-            Encoding::Cbor
-        }
+        if json || io::stdout().is_terminal() { Encoding::Json } else { Encoding::Cbor }
     }
 }
 
@@ -331,12 +327,7 @@ impl<W: Write> Writer<W> {
 
     /// Opens a stream with every header field given.
     pub fn with_head(out: W, enc: Encoding, head: StreamHead) -> Result<Self> {
-        let mut w = Writer {
-            out,
-            enc,
-            count: 0,
-            buf: Vec::with_capacity(CHUNK_SIZE + 64),
-        };
+        let mut w = Writer { out, enc, count: 0, buf: Vec::with_capacity(CHUNK_SIZE + 64) };
         w.write(&Record::Header {
             stream: head.stream,
             version: VERSION,
@@ -358,9 +349,7 @@ impl<W: Write> Writer<W> {
                 self.buf.push(b'\n');
             }
         }
-        self.out
-            .write_all(&self.buf)
-            .map_err(|e| Error::io("writing to standard output", e))?;
+        self.out.write_all(&self.buf).map_err(|e| Error::io("writing to standard output", e))?;
         self.count += 1;
         Ok(())
     }
@@ -368,7 +357,7 @@ impl<W: Write> Writer<W> {
     /// Writes `data` as chunk records (at least one, the last flagged).
     pub fn write_content(&mut self, mut data: impl Read) -> Result<u64> {
         let mut w = self.content();
-        let n = io::copy(&mut data, &mut w).map_err(|e| Error::io("reading content", e))?;
+        let n = io::copy(&mut data, &mut w).map_err(|e| content_error("content", e))?;
         w.finish()?;
         Ok(n)
     }
@@ -376,19 +365,14 @@ impl<W: Write> Writer<W> {
     /// A `Write` that turns what is written into chunk records; call
     /// [`ContentWriter::finish`] to write the last chunk.
     pub fn content(&mut self) -> ContentWriter<'_, W> {
-        ContentWriter {
-            w: self,
-            pending: Vec::with_capacity(CHUNK_SIZE),
-        }
+        ContentWriter { w: self, pending: Vec::with_capacity(CHUNK_SIZE) }
     }
 
     /// Writes the `end` record and flushes.
     pub fn finish(mut self) -> Result<W> {
         let n = self.count;
         self.write(&Record::End { records: n })?;
-        self.out
-            .flush()
-            .map_err(|e| Error::io("writing to standard output", e))?;
+        self.out.flush().map_err(|e| Error::io("writing to standard output", e))?;
         Ok(self.out)
     }
 
@@ -445,10 +429,7 @@ impl<R: BufRead> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let room = (self.record_start + MAX_RECORD).saturating_sub(self.offset);
         if room == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "record larger than the 4 MiB limit",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "record larger than the 4 MiB limit"));
         }
         let max = buf.len().min(room as usize);
         let n = self.inner.read(&mut buf[..max])?;
@@ -499,10 +480,8 @@ impl<R: BufRead> Reader<R> {
         let first = src.fill_buf().map_err(|e| Error::io(name, e))?;
         let enc = match first.first() {
             None => {
-                return Err(
-                    Error::stream(format!("{name}: empty input, expected a dup record stream"))
-                        .hint("feed the output of a dup-* command"),
-                );
+                return Err(Error::stream(format!("{name}: empty input, expected a dup record stream"))
+                    .hint("feed the output of a dup-* command"));
             }
             Some(b'{') => Encoding::Json,
             Some(0xa0..=0xbf) => Encoding::Cbor,
@@ -514,44 +493,24 @@ impl<R: BufRead> Reader<R> {
             }
         };
         let mut r = Reader {
-            src: Counting {
-                inner: src,
-                offset: 0,
-                record_start: 0,
-            },
+            src: Counting { inner: src, offset: 0, record_start: 0 },
             enc,
             number: 1,
             // Replaced by the header read below.
-            head: StreamHead {
-                stream: StreamKind::Entries,
-                producer: String::new(),
-                source: None,
-                basis_time: None,
-            },
+            head: StreamHead { stream: StreamKind::Entries, producer: String::new(), source: None, basis_time: None },
             ended: false,
             line: Vec::new(),
             name: name.to_string(),
         };
         match r.read_raw()? {
-            Some(Record::Header {
-                stream,
-                version,
-                producer,
-                source,
-                basis_time,
-            }) => {
+            Some(Record::Header { stream, version, producer, source, basis_time }) => {
                 if version > VERSION {
                     return Err(Error::stream(format!(
                         "{name}: stream version {version} (from {producer}) is newer than this dup reads ({VERSION})"
                     ))
                     .hint("use the same dup version on both ends of the pipe"));
                 }
-                r.head = StreamHead {
-                    stream,
-                    producer,
-                    source,
-                    basis_time,
-                };
+                r.head = StreamHead { stream, producer, source, basis_time };
             }
             Some(other) => {
                 return Err(r.error_at(1, format!("expected a header record, found {}", other.kind_name())));
@@ -600,10 +559,7 @@ impl<R: BufRead> Reader<R> {
     }
 
     fn error_at(&self, record: u64, msg: String) -> Error {
-        let pos = Position {
-            record,
-            offset: self.src.record_start,
-        };
+        let pos = Position { record, offset: self.src.record_start };
         Error::stream(format!("{}: {pos}: {msg}", self.name))
     }
 
@@ -649,12 +605,7 @@ impl<R: BufRead> Reader<R> {
 
     /// A reader over the chunk records that follow a record with content.
     pub fn content(&mut self) -> ContentReader<'_, R> {
-        ContentReader {
-            r: self,
-            buf: Vec::new(),
-            pos: 0,
-            done: false,
-        }
+        ContentReader { r: self, buf: Vec::new(), pos: 0, done: false }
     }
 
     /// Skips the content that follows a record (if any).
@@ -671,12 +622,7 @@ impl<R: BufRead> Reader<R> {
         let n = self.number;
         match self.enc {
             Encoding::Cbor => {
-                let at_eof = self
-                    .src
-                    .inner
-                    .fill_buf()
-                    .map_err(|e| Error::io(&self.name, e))?
-                    .is_empty();
+                let at_eof = self.src.inner.fill_buf().map_err(|e| Error::io(&self.name, e))?.is_empty();
                 if at_eof {
                     return Ok(None);
                 }
@@ -766,17 +712,13 @@ impl<R: BufRead> Read for ContentReader<'_, R> {
                     self.done = last;
                 }
                 Some(other) => {
-                    let e = self.r.error_at(
-                        self.r.number - 1,
-                        format!("expected a chunk record, found {}", other.kind_name()),
-                    );
+                    let e = self
+                        .r
+                        .error_at(self.r.number - 1, format!("expected a chunk record, found {}", other.kind_name()));
                     return Err(io::Error::other(e));
                 }
                 None => {
-                    return Err(io::Error::other(Error::new(
-                        Kind::Stream,
-                        "stream ended inside content",
-                    )));
+                    return Err(io::Error::other(Error::new(Kind::Stream, "stream ended inside content")));
                 }
             }
         }

@@ -130,8 +130,7 @@ fn non_utf8_path_json_form() {
 fn content_chunks_are_bounded() {
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let mut w = Writer::new(Vec::new(), Encoding::Cbor, StreamKind::Changes, "test").unwrap();
-    w.write(&Record::Snapshot(Entry::new(b"big".to_vec(), FileType::File)))
-        .unwrap();
+    w.write(&Record::Snapshot(Entry::new(b"big".to_vec(), FileType::File))).unwrap();
     w.write_content(&data[..]).unwrap();
     let buf = w.finish().unwrap();
     let recs = decode(&buf).unwrap();
@@ -189,14 +188,8 @@ fn sample() -> Vec<Record> {
     vec![
         Record::Entry(Entry::new(b".".to_vec(), FileType::Dir)),
         Record::Snapshot(f),
-        Record::Chunk {
-            data: Bytes(b"hello".to_vec()),
-            last: true,
-        },
-        Record::Deleted {
-            path: PathBytes(b"gone".to_vec()),
-            ftype: Some(FileType::File),
-        },
+        Record::Chunk { data: Bytes(b"hello".to_vec()), last: true },
+        Record::Deleted { path: PathBytes(b"gone".to_vec()), ftype: Some(FileType::File) },
     ]
 }
 
@@ -218,8 +211,7 @@ fn dup_ls_renders_both_encodings() {
 #[test]
 fn dup_ls_rejects_bad_input_with_position() {
     let good = encode(&sample(), Encoding::Cbor);
-    let cases: Vec<(&str, Vec<u8>, &str)> =
-        vec![
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("random bytes", (0..200u32).map(|i| (i * 7 + 3) as u8).collect(), "not a dup record stream"),
         ("truncated CBOR", good[..good.len() - 9].to_vec(), "record"),
         ("CBOR without end", encode(&sample(), Encoding::Cbor)[..good.len() - 2].to_vec(), "record"),
@@ -245,10 +237,7 @@ fn dup_ls_rejects_bad_input_with_position() {
 fn closed_stdout_is_not_an_error() {
     let mut recs = Vec::new();
     for i in 0..20000 {
-        recs.push(Record::Deleted {
-            path: PathBytes(format!("file-{i}").into_bytes()),
-            ftype: None,
-        });
+        recs.push(Record::Deleted { path: PathBytes(format!("file-{i}").into_bytes()), ftype: None });
     }
     let input = encode(&recs, Encoding::Cbor);
     let mut ls = Command::new(env!("CARGO_BIN_EXE_dup-ls"))
@@ -268,4 +257,32 @@ fn closed_stdout_is_not_an_error() {
     let out = ls.wait_with_output().unwrap();
     feeder.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn closed_stdout_while_writing_content_is_not_an_error() {
+    // dup-pack writes each volume with write_content; the reader goes away
+    // after a few bytes: exit 0, not 1 (regression: the error lost its kind).
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // Incompressible, so the volumes overflow the pipe before the reader leaves.
+    let mut x = 0x9e3779b97f4a7c15u64;
+    let data: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.join("big"), data).unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_dup-pack")).parent().unwrap().to_path_buf();
+    let script = format!(
+        "{b}/dup-scan {s} | {b}/dup-delta | {b}/dup-pack --volsize 1 | head -c 10 >/dev/null; echo ${{PIPESTATUS[2]}}",
+        b = bin.display(),
+        s = src.display()
+    );
+    let out = Command::new("bash").arg("-c").arg(script).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{}", String::from_utf8_lossy(&out.stderr));
 }
