@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Context as _, Error, Result};
 use crate::index;
 use crate::progress::{Event, Progress};
-use crate::record::{Entry, FileType, Reader, Record, StreamHead, StreamKind, Writer, content_error};
+use crate::record::{Entry, FileType, Reader, Record, StreamHead, StreamKind, Writer};
 use crate::rsync::{self, SigWriter, TeeReader};
 use crate::spool::Spool;
 
@@ -35,11 +35,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            source: None,
-            max_block: rsync::DEFAULT_MAX_BLOCK,
-            signatures_only: false,
-        }
+        Options { source: None, max_block: rsync::DEFAULT_MAX_BLOCK, signatures_only: false }
     }
 }
 
@@ -154,10 +150,7 @@ pub fn run<R: BufRead, B: BufRead, W: Write>(
     if let Some(b) = &basis {
         b.expect_kind(&[StreamKind::Signatures])?;
     }
-    let source = opts
-        .source
-        .clone()
-        .or_else(|| input.source().map(|s| PathBuf::from(std::ffi::OsStr::from_bytes(s))));
+    let source = opts.source.clone().or_else(|| input.source().map(|s| PathBuf::from(std::ffi::OsStr::from_bytes(s))));
     let mut basis = Basis::new(basis)?;
     let mut run = Run {
         out,
@@ -245,20 +238,13 @@ pub fn run<R: BufRead, B: BufRead, W: Write>(
         basis.skip()?;
     }
     let stats = run.stats.clone();
-    progress.event(Event::Finish {
-        stage: "delta".into(),
-        items: stats.files_read,
-        bytes: stats.bytes_read,
-    });
+    progress.event(Event::Finish { stage: "delta".into(), items: stats.files_read, bytes: stats.bytes_read });
     Ok((run.out.finish()?, stats))
 }
 
 /// Opens a regular file without following a symlink swapped in since the scan.
 fn open_file(path: &Path) -> io::Result<File> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
     let m = f.metadata()?;
     if !m.file_type().is_file() {
         return Err(io::Error::other("no longer a regular file"));
@@ -278,10 +264,7 @@ impl<W: Write> Run<'_, W> {
             return Ok(());
         }
         self.stats.deleted += 1;
-        self.out.write(&Record::Deleted {
-            path,
-            ftype: Some(ftype),
-        })
+        self.out.write(&Record::Deleted { path, ftype: Some(ftype) })
     }
 
     fn file_path(&self, e: &Entry) -> Result<PathBuf> {
@@ -297,130 +280,91 @@ impl<W: Write> Run<'_, W> {
     fn warn(&mut self, e: &Entry, msg: String) -> Result<()> {
         log::warn!("{}: {msg}", e.path);
         self.stats.warnings += 1;
-        self.progress.event(Event::Warning {
-            path: Some(e.path.to_string()),
-            message: msg.clone(),
-        });
-        self.out.write(&Record::Warning {
-            path: Some(e.path.clone()),
-            message: msg,
-        })
+        self.progress.event(Event::Warning { path: Some(e.path.to_string()), message: msg.clone() });
+        self.out.write(&Record::Warning { path: Some(e.path.clone()), message: msg })
     }
 
     /// The item stored whole; for a regular file, then its signature.
     fn snapshot<R: BufRead>(&mut self, mut e: Entry, stream: Option<&mut Reader<R>>) -> Result<()> {
         if e.ftype != FileType::File {
             // Only regular files carry content (Record::has_content).
-            let _ = stream;
             self.stats.new += 1;
             return self.out.write(&Record::Snapshot(e));
         }
+        let (source, size): (Box<dyn Read + '_>, u64) = match stream {
+            Some(r) => (Box::new(r.content()), e.size),
+            None => match open_file(&self.file_path(&e)?) {
+                Ok(f) => {
+                    self.stats.files_read += 1;
+                    let size = f.metadata().map(|m| m.len()).unwrap_or(e.size);
+                    (Box::new(f), size)
+                }
+                Err(err) => return self.warn(&e, format!("cannot read: {err}")),
+            },
+        };
         let mut sig = Spool::new();
-        match stream {
-            Some(r) => {
-                let sw = SigWriter::new(&mut sig, rsync::block_len(e.size, self.max_block));
-                let mut tee = TeeReader::new(r.content(), sw);
-                let n = if self.signatures_only {
-                    io::copy(&mut tee, &mut io::sink()).map_err(|x| content_error(e.path.to_string(), x))?
-                } else {
-                    self.out.write(&Record::Snapshot(e.clone()))?;
-                    let mut cw = self.out.content();
-                    let n = io::copy(&mut tee, &mut cw).map_err(|x| content_error(e.path.to_string(), x))?;
-                    cw.finish()?;
-                    n
-                };
-                let (_, sw) = tee.into_inner();
-                sw.finish().map_err(|x| Error::io("writing a signature", x))?;
-                e.size = n;
-                self.stats.bytes_read += n;
-            }
-            None => {
-                let path = self.file_path(&e)?;
-                let f = match open_file(&path) {
-                    Ok(f) => f,
-                    Err(err) => return self.warn(&e, format!("cannot read: {err}")),
-                };
-                let size = f.metadata().map(|m| m.len()).unwrap_or(e.size);
-                let sw = SigWriter::new(&mut sig, rsync::block_len(size, self.max_block));
-                let mut tee = TeeReader::new(f, sw);
-                let copied = if self.signatures_only {
-                    io::copy(&mut tee, &mut io::sink())
-                } else {
-                    self.out.write(&Record::Snapshot(e.clone()))?;
-                    let mut cw = self.out.content();
-                    let copied = io::copy(&mut tee, &mut cw);
-                    cw.finish()?;
-                    copied
-                };
-                let (_, sw) = tee.into_inner();
-                sw.finish().map_err(|x| Error::io("writing a signature", x))?;
-                let n = match copied {
-                    Ok(n) => n,
-                    Err(err) if err.get_ref().is_some_and(|i| i.is::<Error>()) => {
-                        return Err(content_error(e.path.to_string(), err));
-                    }
-                    Err(err) => {
-                        // The part read so far is stored; say the rest is missing.
-                        self.warn(&e, format!("read error, stored only the start of the file: {err}"))?;
-                        0
-                    }
-                };
-                e.size = n;
-                self.stats.files_read += 1;
-                self.stats.bytes_read += n;
+        let mut tee = TeeReader::new(source, SigWriter::new(&mut sig, rsync::block_len(size, self.max_block)));
+        let copied = if self.signatures_only {
+            io::copy(&mut tee, &mut io::sink())
+        } else {
+            self.out.write(&Record::Snapshot(e.clone()))?;
+            let mut cw = self.out.content();
+            let copied = io::copy(&mut tee, &mut cw);
+            cw.finish()?;
+            copied
+        };
+        let sw = tee.into_inner().1;
+        e.size = sw.bytes_in();
+        sw.finish().map_err(|x| Error::io("writing a signature", x))?;
+        if let Err(err) = copied {
+            match crate::error::carried(err) {
+                // A broken input stream or a closed output: stop.
+                Ok(stop) => return Err(stop),
+                // A file that fails part-way: what was read is stored, and said so.
+                Err(err) => self.warn(&e, format!("read error after {} bytes, stored only those: {err}", e.size))?,
             }
         }
         self.stats.new += 1;
-        self.stats.bytes_out += e.size;
-        self.progress.event(Event::Item {
-            path: e.path.to_string(),
-            bytes: e.size,
-        });
-        self.out.write(&Record::Signature(e))?;
-        let mut r = sig
-            .into_reader()
-            .map_err(|x| Error::io("reading back a signature", x))?;
-        self.out.write_content(&mut r)?;
-        Ok(())
+        self.stats.bytes_read += e.size;
+        if !self.signatures_only {
+            self.stats.bytes_out += e.size;
+        }
+        self.signature(e, sig)
     }
 
     /// A regular file stored as a delta against its old signature, then its
     /// new signature.
     fn diff<R: BufRead>(&mut self, mut e: Entry, sig: &rsync::Signature, stream: Option<&mut Reader<R>>) -> Result<()> {
-        let mut newsig = Spool::new();
         let source: Box<dyn Read + '_> = match stream {
             Some(r) => Box::new(r.content()),
-            None => {
-                let path = self.file_path(&e)?;
-                match open_file(&path) {
-                    Ok(f) => {
-                        self.stats.files_read += 1;
-                        Box::new(f)
-                    }
-                    Err(err) => return self.warn(&e, format!("cannot read: {err}")),
+            None => match open_file(&self.file_path(&e)?) {
+                Ok(f) => {
+                    self.stats.files_read += 1;
+                    Box::new(f)
                 }
-            }
+                Err(err) => return self.warn(&e, format!("cannot read: {err}")),
+            },
         };
+        let mut newsig = Spool::new();
         let sw = SigWriter::new(&mut newsig, rsync::block_len(e.size, self.max_block));
         self.out.write(&Record::Diff(e.clone()))?;
         let mut tee = TeeReader::new(source, sw);
         let mut cw = self.out.content();
         let stats = rsync::delta(sig, &mut tee, &mut cw).context(format!("computing the delta of {}", e.path))?;
         cw.finish()?;
-        let (_, sw) = tee.into_inner();
-        sw.finish().map_err(|x| Error::io("writing a signature", x))?;
+        tee.into_inner().1.finish().map_err(|x| Error::io("writing a signature", x))?;
         e.size = stats.new_len;
         self.stats.changed += 1;
         self.stats.bytes_read += stats.new_len;
         self.stats.bytes_out += stats.delta_len;
-        self.progress.event(Event::Item {
-            path: e.path.to_string(),
-            bytes: stats.new_len,
-        });
+        self.signature(e, newsig)
+    }
+
+    /// The new signature of a regular file just stored.
+    fn signature(&mut self, e: Entry, sig: Spool) -> Result<()> {
+        self.progress.event(Event::Item { path: e.path.to_string(), bytes: e.size });
         self.out.write(&Record::Signature(e))?;
-        let mut r = newsig
-            .into_reader()
-            .map_err(|x| Error::io("reading back a signature", x))?;
+        let mut r = sig.into_reader().map_err(|x| Error::io("reading back a signature", x))?;
         self.out.write_content(&mut r)?;
         Ok(())
     }

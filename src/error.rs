@@ -58,11 +58,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            message: message.into(),
-            hint: None,
-        }
+        Error { kind, message: message.into(), hint: None }
     }
     pub fn other(message: impl Into<String>) -> Self {
         Self::new(Kind::Other, message)
@@ -105,6 +101,20 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// The [`Error`] an `io::Error` carries (record content readers, tar
+/// streams and the like pass theirs through `io::Error::other`), or the
+/// `io::Error` itself when it carries none.
+pub fn carried(e: std::io::Error) -> std::result::Result<Error, std::io::Error> {
+    if !e.get_ref().is_some_and(|i| i.is::<Error>()) {
+        return Err(e);
+    }
+    match e.into_inner().map(|i| i.downcast::<Error>()) {
+        Some(Ok(err)) => Ok(*err),
+        Some(Err(other)) => Err(std::io::Error::other(other)),
+        None => Err(std::io::Error::other("an I/O error without details")),
+    }
+}
 
 /// Adds context to any fallible result.
 pub trait Context<T> {

@@ -673,22 +673,13 @@ fn cbor_message(e: ciborium::de::Error<io::Error>) -> String {
 }
 
 fn io_to_stream(e: io::Error) -> Error {
-    match e.into_inner() {
-        Some(inner) => match inner.downcast::<Error>() {
-            Ok(err) => *err,
-            Err(other) => Error::stream(other.to_string()),
-        },
-        None => Error::stream("reading content"),
-    }
+    crate::error::carried(e).unwrap_or_else(|e| Error::stream(format!("reading content: {e}")))
 }
 
 /// Converts an I/O error from a [`ContentReader`] back into the stream error
 /// it carries (or an I/O error on `what`).
 pub fn content_error(what: impl fmt::Display, e: io::Error) -> Error {
-    if e.get_ref().is_some_and(|i| i.is::<Error>()) {
-        return io_to_stream(e);
-    }
-    Error::io(what, e)
+    crate::error::carried(e).unwrap_or_else(|e| Error::io(what, e))
 }
 
 /// See [`Reader::content`]. Errors carry an [`Error`] (see [`content_error`]).

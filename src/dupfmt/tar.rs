@@ -222,10 +222,7 @@ pub fn header_bytes(name: &[u8], meta: &Meta, size: u64) -> Result<Vec<u8>> {
     if let Some((major, minor)) = dev
         && (u64::from(major) >= 1 << 21 || u64::from(minor) >= 1 << 21)
     {
-        return Err(Error::other(format!(
-            "{}: device number too large for tar",
-            PathBytes(name)
-        )));
+        return Err(Error::other(format!("{}: device number too large for tar", PathBytes(name))));
     }
     let mtime = meta.mtime.max(0) as u64;
     let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
@@ -306,12 +303,7 @@ pub struct Writer<W: Write> {
 
 impl<W: Write> Writer<W> {
     pub fn new(out: W) -> Self {
-        Writer {
-            out,
-            offset: 0,
-            remaining: None,
-            entry_size: 0,
-        }
+        Writer { out, offset: 0, remaining: None, entry_size: 0 }
     }
 
     /// Bytes written so far.
@@ -383,10 +375,7 @@ impl<W: Write> Writer<W> {
         self.begin(name, meta, size)?;
         let n = io::copy(&mut data.take(size), self).map_err(io_error)?;
         if n != size {
-            return Err(Error::other(format!(
-                "tar writer: {} bytes of data, {size} announced",
-                n
-            )));
+            return Err(Error::other(format!("tar writer: {} bytes of data, {size} announced", n)));
         }
         self.end_entry()
     }
@@ -415,13 +404,7 @@ impl<W: Write> Writer<W> {
 }
 
 fn io_error(e: io::Error) -> Error {
-    match e.into_inner() {
-        Some(inner) => match inner.downcast::<Error>() {
-            Ok(err) => *err,
-            Err(other) => Error::other(other.to_string()),
-        },
-        None => Error::other("writing tar"),
-    }
+    crate::error::carried(e).unwrap_or_else(|e| Error::io("writing tar", e))
 }
 
 impl<W: Write> Write for Writer<W> {
@@ -492,11 +475,7 @@ impl EntryType {
 
 /// The text of an index in a name (`root` for the root).
 fn path_part<'a>(index: &'a [u8], root: &'a [u8]) -> &'a [u8] {
-    if index::components(index).next().is_none() {
-        root
-    } else {
-        index
-    }
+    if index::components(index).next().is_none() { root } else { index }
 }
 
 /// The name of an entry in a volume: the root is `snapshot/./`,
@@ -548,17 +527,10 @@ pub fn parse_entry_name(name: &[u8]) -> Result<EntryName> {
     ];
     let (kind, rest) = TYPES
         .iter()
-        .find_map(|&t| {
-            name.strip_prefix(t.prefix().as_bytes())?
-                .strip_prefix(b"/")
-                .map(|r| (t, r))
-        })
+        .find_map(|&t| name.strip_prefix(t.prefix().as_bytes())?.strip_prefix(b"/").map(|r| (t, r)))
         .ok_or_else(|| bad("unrecognised entry type"))?;
     let (path, chunk) = if kind.is_multivol() {
-        let slash = rest
-            .iter()
-            .rposition(|&b| b == b'/')
-            .ok_or_else(|| bad("multivol entry without chunk number"))?;
+        let slash = rest.iter().rposition(|&b| b == b'/').ok_or_else(|| bad("multivol entry without chunk number"))?;
         let digits = &rest[slash + 1..];
         let k = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
             .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
@@ -684,14 +656,8 @@ fn item_of<R: Read>(e: &mut tar::Entry<'_, R>) -> Result<Item> {
     let uid = h.uid().map_err(|_| bad("bad uid field"))?;
     let gid = h.gid().map_err(|_| bad("bad gid field"))?;
     let mut mtime = h.mtime().map_err(|_| bad("bad mtime field"))? as i64;
-    let mut uname = h
-        .username_bytes()
-        .map(|u| String::from_utf8_lossy(u).into_owned())
-        .unwrap_or_default();
-    let mut gname = h
-        .groupname_bytes()
-        .map(|g| String::from_utf8_lossy(g).into_owned())
-        .unwrap_or_default();
+    let mut uname = h.username_bytes().map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default();
+    let mut gname = h.groupname_bytes().map(|g| String::from_utf8_lossy(g).into_owned()).unwrap_or_default();
     let (mut devmajor, mut devminor) = (0, 0);
     if matches!(typeflag, CHAR | BLOCKDEV) {
         devmajor = h.device_major().map_err(|_| bad("bad device field"))?.unwrap_or(0);
@@ -713,18 +679,7 @@ fn item_of<R: Read>(e: &mut tar::Entry<'_, R>) -> Result<Item> {
             }
         }
     }
-    let meta = Meta {
-        typeflag,
-        mode,
-        uid,
-        gid,
-        mtime,
-        uname,
-        gname,
-        linkname,
-        devmajor,
-        devminor,
-    };
+    let meta = Meta { typeflag, mode, uid, gid, mtime, uname, gname, linkname, devmajor, devminor };
     Ok(Item { name, meta, size })
 }
 
@@ -753,10 +708,7 @@ mod tests {
         let h = header_bytes(b"snapshot/a.txt", &meta(REGULAR, 0o640), 12).unwrap();
         assert_eq!(h.len(), 512);
         assert_eq!(&h[0..14], b"snapshot/a.txt");
-        assert_eq!(
-            &h[100..156],
-            b"0000640\x000000000\x000000000\x0000000000014\x0014544676445\x00012446\x00 "
-        );
+        assert_eq!(&h[100..156], b"0000640\x000000000\x000000000\x0000000000014\x0014544676445\x00012446\x00 ");
         assert_eq!(&h[156..157], b"0");
         assert_eq!(&h[257..269], b"ustar\x0000root");
         assert!(h[329..345].iter().all(|&b| b == 0));
@@ -808,12 +760,8 @@ mod tests {
         w.write_data(b"abc").unwrap();
         assert!(w.begin(b"x", &meta(REGULAR, 0), 0).is_err(), "still open");
         w.end_entry().unwrap();
-        w.append_reader(b"snapshot/c", &meta(REGULAR, 0o644), 512, &[7u8; 600][..])
-            .unwrap();
-        assert!(
-            w.append_reader(b"snapshot/d", &meta(REGULAR, 0o644), 5, &b"abc"[..])
-                .is_err()
-        );
+        w.append_reader(b"snapshot/c", &meta(REGULAR, 0o644), 512, &[7u8; 600][..]).unwrap();
+        assert!(w.append_reader(b"snapshot/d", &meta(REGULAR, 0o644), 5, &b"abc"[..]).is_err());
         let mut w = Writer::new(Vec::new());
         w.append(b"snapshot/", &meta(DIR, 0o755), b"").unwrap();
         let out = w.finish().unwrap();
@@ -830,69 +778,24 @@ mod tests {
         assert_eq!(sigtar_entry_name(Snapshot, b".", true), b"snapshot/");
         assert_eq!(volume_entry_name(Snapshot, b"dir1", true, None), b"snapshot/dir1/");
         assert_eq!(sigtar_entry_name(Snapshot, b"dir1", true), b"snapshot/dir1/");
-        assert_eq!(
-            volume_entry_name(Deleted, b"dir1/nested", true, None),
-            b"deleted/dir1/nested"
-        );
+        assert_eq!(volume_entry_name(Deleted, b"dir1/nested", true, None), b"deleted/dir1/nested");
         assert_eq!(volume_entry_name(Diff, b"a.txt", false, None), b"diff/a.txt");
-        assert_eq!(
-            volume_entry_name(MultivolSnapshot, b"big.bin", false, Some(49)),
-            b"multivol_snapshot/big.bin/49"
-        );
-        assert_eq!(
-            sigtar_entry_name(Signature, b"caf\xe9.txt", false),
-            b"signature/caf\xe9.txt"
-        );
+        assert_eq!(volume_entry_name(MultivolSnapshot, b"big.bin", false, Some(49)), b"multivol_snapshot/big.bin/49");
+        assert_eq!(sigtar_entry_name(Signature, b"caf\xe9.txt", false), b"signature/caf\xe9.txt");
 
         let p = |n: &[u8]| parse_entry_name(n).unwrap();
-        assert_eq!(
-            p(b"snapshot/./"),
-            EntryName {
-                kind: Snapshot,
-                index: b".".to_vec(),
-                chunk: None
-            }
-        );
-        assert_eq!(
-            p(b"snapshot/"),
-            EntryName {
-                kind: Snapshot,
-                index: b".".to_vec(),
-                chunk: None
-            }
-        );
-        assert_eq!(
-            p(b"snapshot/."),
-            EntryName {
-                kind: Snapshot,
-                index: b".".to_vec(),
-                chunk: None
-            }
-        );
-        assert_eq!(
-            p(b"snapshot/dir1/"),
-            EntryName {
-                kind: Snapshot,
-                index: b"dir1".to_vec(),
-                chunk: None
-            }
-        );
+        assert_eq!(p(b"snapshot/./"), EntryName { kind: Snapshot, index: b".".to_vec(), chunk: None });
+        assert_eq!(p(b"snapshot/"), EntryName { kind: Snapshot, index: b".".to_vec(), chunk: None });
+        assert_eq!(p(b"snapshot/."), EntryName { kind: Snapshot, index: b".".to_vec(), chunk: None });
+        assert_eq!(p(b"snapshot/dir1/"), EntryName { kind: Snapshot, index: b"dir1".to_vec(), chunk: None });
         assert_eq!(p(b"deleted/dir1/nested").index, b"dir1/nested");
         assert_eq!(
             p(b"signature/caf\xe9.txt"),
-            EntryName {
-                kind: Signature,
-                index: b"caf\xe9.txt".to_vec(),
-                chunk: None
-            }
+            EntryName { kind: Signature, index: b"caf\xe9.txt".to_vec(), chunk: None }
         );
         assert_eq!(
             p(b"multivol_diff/big.bin/4"),
-            EntryName {
-                kind: MultivolDiff,
-                index: b"big.bin".to_vec(),
-                chunk: Some(4)
-            }
+            EntryName { kind: MultivolDiff, index: b"big.bin".to_vec(), chunk: Some(4) }
         );
         assert_eq!(p(b"multivol_snapshot/a/b/12").index, b"a/b");
         for bad in [
@@ -967,10 +870,7 @@ mod tests {
         assert_eq!(got[0].0.meta.typeflag, DIR);
         let (f, d) = &got[1];
         assert_eq!(f.name, b"snapshot/caf\xe9.txt");
-        assert_eq!(
-            (f.meta.uid, f.meta.uname.as_str(), f.meta.mtime, f.size),
-            (3_000_000, "jösé", 0, 5)
-        );
+        assert_eq!((f.meta.uid, f.meta.uname.as_str(), f.meta.mtime, f.size), (3_000_000, "jösé", 0, 5));
         assert_eq!(d, b"hello");
         assert_eq!(got[2].0.name, vec![b'd'; 150]);
         assert_eq!(got[2].0.meta.linkname, vec![b'x'; 150]);
@@ -1036,40 +936,18 @@ sys.stdout.buffer.write(buf.getvalue())
         let long_name = format!("snapshot/{}/{}", "d".repeat(60), "f".repeat(80)).into_bytes();
         let entries: Vec<(Vec<u8>, Meta, Vec<u8>)> = vec![
             (b"snapshot/.".to_vec(), m(DIR, 0o755, &|_| {}), vec![]),
-            (
-                b"snapshot/a.txt".to_vec(),
-                m(REGULAR, 0o640, &|_| {}),
-                b"hello world\n".to_vec(),
-            ),
-            (
-                b"snapshot/caf\xe9.txt".to_vec(),
-                m(REGULAR, 0o644, &|_| {}),
-                b"latin-1 name".to_vec(),
-            ),
-            (
-                "snapshot/ünïcödé.txt".as_bytes().to_vec(),
-                m(REGULAR, 0o644, &|_| {}),
-                vec![b'u'; 512],
-            ),
+            (b"snapshot/a.txt".to_vec(), m(REGULAR, 0o640, &|_| {}), b"hello world\n".to_vec()),
+            (b"snapshot/caf\xe9.txt".to_vec(), m(REGULAR, 0o644, &|_| {}), b"latin-1 name".to_vec()),
+            ("snapshot/ünïcödé.txt".as_bytes().to_vec(), m(REGULAR, 0o644, &|_| {}), vec![b'u'; 512]),
             (long_name.clone(), m(REGULAR, 0o600, &|_| {}), vec![b'l'; 513]),
             (vec![b'x'; 100], m(REGULAR, 0o600, &|_| {}), vec![]),
             (
                 b"snapshot/link".to_vec(),
-                m(SYMLINK, 0o777, &|x| {
-                    x.linkname = format!("/{}", "t".repeat(130)).into_bytes()
-                }),
+                m(SYMLINK, 0o777, &|x| x.linkname = format!("/{}", "t".repeat(130)).into_bytes()),
                 vec![],
             ),
-            (
-                b"snapshot/\xffdir".to_vec(),
-                m(DIR, 0o700, &|x| x.linkname = b"ignored \xfe target".to_vec()),
-                vec![],
-            ),
-            (
-                b"snapshot/chardev".to_vec(),
-                m(CHAR, 0o644, &|x| (x.devmajor, x.devminor) = (1, 3)),
-                vec![],
-            ),
+            (b"snapshot/\xffdir".to_vec(), m(DIR, 0o700, &|x| x.linkname = b"ignored \xfe target".to_vec()), vec![]),
+            (b"snapshot/chardev".to_vec(), m(CHAR, 0o644, &|x| (x.devmajor, x.devminor) = (1, 3)), vec![]),
             (
                 b"snapshot/blockdev".to_vec(),
                 m(BLOCKDEV, 0o660, &|x| (x.devmajor, x.devminor) = (259, 1_048_575)),
@@ -1119,12 +997,7 @@ sys.stdout.buffer.write(buf.getvalue())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(serde_json::to_string(&json).unwrap().as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(serde_json::to_string(&json).unwrap().as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "python failed");
         let want = out.stdout;
@@ -1203,10 +1076,7 @@ sys.stdout.buffer.write(buf.getvalue())  # not closed: no end marker
         let mut want = format!("snapshot/{}/caf", "n".repeat(120)).into_bytes();
         want.push(0xe9);
         assert_eq!(items[0].name, want);
-        assert_eq!(
-            (items[0].size, items[0].meta.mtime, items[0].meta.uid),
-            (3, 1_704_164_645, 5)
-        );
+        assert_eq!((items[0].size, items[0].meta.mtime, items[0].meta.uid), (3, 1_704_164_645, 5));
         assert_eq!(items[1].meta.linkname, format!("/{}", "t".repeat(150)).into_bytes());
         assert_eq!(parse_entry_name(&items[0].name).unwrap().index, want[9..].to_vec());
     }

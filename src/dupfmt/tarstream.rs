@@ -35,18 +35,8 @@ impl TarStream {
     pub fn new(r: impl Read + Send + 'static, name: &str) -> TarStream {
         let (tx, rx) = sync_channel(4);
         let label = name.to_string();
-        let thread = std::thread::Builder::new()
-            .name("dup-tar".into())
-            .spawn(move || feed(r, tx, &label))
-            .ok();
-        TarStream {
-            rx,
-            thread,
-            in_data: false,
-            buf: Vec::new(),
-            pos: 0,
-            name: name.to_string(),
-        }
+        let thread = std::thread::Builder::new().name("dup-tar".into()).spawn(move || feed(r, tx, &label)).ok();
+        TarStream { rx, thread, in_data: false, buf: Vec::new(), pos: 0, name: name.to_string() }
     }
 
     /// The next entry's header; the data of the previous one is skipped.
@@ -63,10 +53,9 @@ impl TarStream {
                 Ok(Some(i))
             }
             Ok(Msg::Failed(e)) => Err(e),
-            Ok(Msg::Data(_)) | Ok(Msg::EndData) => Err(Error::new(
-                Kind::Corrupt,
-                format!("{}: tar reader out of step", self.name),
-            )),
+            Ok(Msg::Data(_)) | Ok(Msg::EndData) => {
+                Err(Error::new(Kind::Corrupt, format!("{}: tar reader out of step", self.name)))
+            }
             Err(_) => Ok(None),
         }
     }
@@ -130,11 +119,7 @@ impl Read for EntryData<'_> {
 }
 
 fn stream_error(name: &str, e: io::Error) -> Error {
-    match e.into_inner().map(|i| i.downcast::<Error>()) {
-        Some(Ok(err)) => *err,
-        Some(Err(other)) => Error::new(Kind::Corrupt, format!("{name}: {other}")),
-        None => Error::new(Kind::Corrupt, format!("{name}: reading tar data")),
-    }
+    crate::error::carried(e).unwrap_or_else(|e| Error::new(Kind::Corrupt, format!("{name}: {e}")))
 }
 
 /// Thread body: parse, send; stop quietly when the receiver is gone.
@@ -167,11 +152,7 @@ fn feed(r: impl Read, tx: SyncSender<Msg>, name: &str) {
     if let Err(e) = result
         && e.message != "receiver gone"
     {
-        let e = if e.message.starts_with(name) {
-            e
-        } else {
-            e.context(name)
-        };
+        let e = if e.message.starts_with(name) { e } else { e.context(name) };
         let _ = tx.send(Msg::Failed(e));
     }
 }
@@ -185,8 +166,7 @@ mod tests {
         let mut w = Writer::new(Vec::new());
         for i in 0..n {
             let data: Vec<u8> = (0..(i * 40_000)).map(|x| (x % 251) as u8).collect();
-            w.append(format!("snapshot/f{i}").as_bytes(), &Meta::deleted(), &data)
-                .unwrap();
+            w.append(format!("snapshot/f{i}").as_bytes(), &Meta::deleted(), &data).unwrap();
         }
         w.finish().unwrap()
     }
