@@ -135,6 +135,23 @@ fn dup_chain_restored_by_duplicity_at_every_time() {
     let out = t.path().join("out-dup-inc");
     duplicity(t.path(), &dcache, &format!("restore {} {}", q(url(&arch)), q(&out)));
     assert_same_tree(&src, &out);
+    // dup restores duplicity's increment too, and every earlier time.
+    let out = t.path().join("out-by-dup");
+    sh_ok(
+        t.path(),
+        &format!(
+            "dup-sync --archive-dir {c} {u} && dup-get --archive-dir {c} {u} {o}",
+            c = q(&cache),
+            u = q(url(&arch)),
+            o = q(&out)
+        ),
+    );
+    assert_same_tree(&src, &out);
+    for (i, time) in times.iter().enumerate() {
+        let out = t.path().join(format!("by-dup{i}"));
+        sh_ok(t.path(), &format!("dup-get --archive-dir {} --time {time} {} {}", q(&cache), q(url(&arch)), q(&out)));
+        assert_same_tree(&states[i], &out);
+    }
 }
 
 #[test]
@@ -193,7 +210,10 @@ fn dup_extends_a_duplicity_chain() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     // dup's incremental, on duplicity's cache.
     dup_backup(t.path(), &src, &url(&arch), &shared, true, "--volsize 1");
-    let manifests = fs::read_dir(&arch).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".manifest")).count();
+    let manifests = fs::read_dir(&arch)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".manifest"))
+        .count();
     assert_eq!(manifests, 3);
     // duplicity restores the newest state, with its shared cache and with a fresh one.
     for (i, cache) in [shared.clone(), t.path().join("fresh")].iter().enumerate() {
