@@ -46,10 +46,7 @@ fn run(args: &Args) -> Result<Status> {
     let mut basis = match &args.basis {
         Some(p) => {
             let f = std::fs::File::open(p.as_path()).context(format!("opening the basis {}", p.as_path().display()))?;
-            Some(Reader::new(
-                BufReader::with_capacity(256 * 1024, f),
-                &p.as_path().display().to_string(),
-            )?)
+            Some(Reader::new(BufReader::with_capacity(256 * 1024, f), &p.as_path().display().to_string())?)
         }
         None => None,
     };
@@ -70,10 +67,7 @@ fn run(args: &Args) -> Result<Status> {
         stats.files_read
     );
     if stats.warnings > 0 {
-        return Ok(Status::Partial(format!(
-            "{} items could not be read and were left out",
-            stats.warnings
-        )));
+        return Ok(Status::Partial(format!("{} items could not be read and were left out", stats.warnings)));
     }
     Ok(Status::Ok)
 }

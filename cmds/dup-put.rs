@@ -41,25 +41,10 @@ fn main() {
 fn run(args: &Args) -> Result<Status> {
     let progress = progress::for_cli(args.progress, args.log_fd)?;
     let storage = Storage::open(&args.url)?;
-    let cache = Cache::open(
-        args.archive_dir.as_ref().map(|d| d.as_path()),
-        args.name.as_deref(),
-        &args.url,
-    )?;
+    let cache = Cache::open(args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref(), &args.url)?;
     let _lock = cache.lock()?;
     let mut input = cli::stdin_records()?;
-    let stats = put::run(
-        &mut input,
-        &storage,
-        Some(&cache),
-        &Naming::default(),
-        progress.as_ref(),
-    )?;
-    log::info!(
-        "stored {} files ({} bytes), deleted {}",
-        stats.stored,
-        stats.bytes,
-        stats.deleted
-    );
+    let stats = put::run(&mut input, &storage, Some(&cache), &Naming::default(), progress.as_ref())?;
+    log::info!("stored {} files ({} bytes), deleted {}", stats.stored, stats.bytes, stats.deleted);
     Ok(Status::Ok)
 }

@@ -39,11 +39,7 @@ fn main() {
 fn run(args: &Args) -> Result<Status> {
     let progress = progress::for_cli(args.progress, args.log_fd)?;
     let storage = Storage::open(&args.url)?;
-    let cache = Cache::open(
-        args.archive_dir.as_ref().map(|d| d.as_path()),
-        args.name.as_deref(),
-        &args.url,
-    )?;
+    let cache = Cache::open(args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref(), &args.url)?;
     let _lock = cache.lock()?;
     let stats = sync::run(&storage, &cache, &Naming::default(), progress.as_ref())?;
     for n in &stats.copied {

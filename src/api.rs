@@ -32,10 +32,7 @@ pub struct ArchiveOptions {
 
 impl ArchiveOptions {
     pub fn new(url: impl Into<String>) -> Self {
-        ArchiveOptions {
-            url: url.into(),
-            ..Default::default()
-        }
+        ArchiveOptions { url: url.into(), ..Default::default() }
     }
 
     fn open(&self) -> Result<Archive> {
@@ -123,18 +120,12 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
         BackupMode::Auto => !has_chain,
         BackupMode::Incremental if has_chain => false,
         BackupMode::Incremental => {
-            return Err(Error::new(
-                Kind::NoBackup,
-                format!("no backup chain at {} to extend", opts.archive.url),
-            )
-            .hint("run a full backup first"));
+            return Err(Error::new(Kind::NoBackup, format!("no backup chain at {} to extend", opts.archive.url))
+                .hint("run a full backup first"));
         }
     };
-    let mut basis_state = if full {
-        None
-    } else {
-        Some(SigState::at(&coll, None, &a.cache, Some(&a.storage), &a.naming)?)
-    };
+    let mut basis_state =
+        if full { None } else { Some(SigState::at(&coll, None, &a.cache, Some(&a.storage), &a.naming)?) };
     // A set's time is whole seconds and must come after the chain it extends.
     let mut now = time::now();
     if let Some(s) = &basis_state {
@@ -153,11 +144,7 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
         hostname: pack::hostname(),
         localdir: None,
     };
-    let dopts = delta::Options {
-        source: Some(opts.source.clone()),
-        max_block: opts.max_block,
-        signatures_only: false,
-    };
+    let dopts = delta::Options { source: Some(opts.source.clone()), max_block: opts.max_block, signatures_only: false };
     let (r_entries, w_entries) = pipe();
     let (r_changes, w_changes) = pipe();
     let (r_files, w_files) = pipe();
@@ -202,12 +189,8 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
             |r: std::thread::Result<Result<()>>| r.unwrap_or_else(|_| Err(Error::other("a backup stage panicked")));
         let scanned = scan_t.join().unwrap_or_else(|_| Err(Error::other("the scan panicked")));
         let sig = join(sig_t.join());
-        let changes = delta_t
-            .join()
-            .unwrap_or_else(|_| Err(Error::other("the delta stage panicked")));
-        let packed = pack_t
-            .join()
-            .unwrap_or_else(|_| Err(Error::other("the pack stage panicked")));
+        let changes = delta_t.join().unwrap_or_else(|_| Err(Error::other("the delta stage panicked")));
+        let packed = pack_t.join().unwrap_or_else(|_| Err(Error::other("the pack stage panicked")));
         match (scanned, sig, changes, packed, stored) {
             (Ok(sum), Ok(()), Ok(changes), Ok(packed), Ok(stored)) => {
                 let warnings = sum.warnings + changes.warnings;
@@ -216,20 +199,10 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
                     items: changes.files_read,
                     bytes: stored.bytes,
                 });
-                Ok(BackupReport {
-                    full,
-                    time: now,
-                    warnings,
-                    changes,
-                    packed,
-                    stored,
-                })
+                Ok(BackupReport { full, time: now, warnings, changes, packed, stored })
             }
             (a, b, c, d, e) => {
-                let errors: Vec<Error> = [a.err(), b.err(), c.err(), d.err(), e.err()]
-                    .into_iter()
-                    .flatten()
-                    .collect();
+                let errors: Vec<Error> = [a.err(), b.err(), c.err(), d.err(), e.err()].into_iter().flatten().collect();
                 Err(root_cause(errors))
             }
         }

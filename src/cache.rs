@@ -74,11 +74,8 @@ impl Cache {
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) } != 0 {
             let e = io::Error::last_os_error();
             if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
-                return Err(Error::new(
-                    Kind::Locked,
-                    format!("another process holds the lock {}", path.display()),
-                )
-                .hint("wait for the other dup or duplicity run to finish"));
+                return Err(Error::new(Kind::Locked, format!("another process holds the lock {}", path.display()))
+                    .hint("wait for the other dup or duplicity run to finish"));
             }
             return Err(Error::io(format!("locking {}", path.display()), e));
         }
@@ -108,9 +105,7 @@ impl Cache {
         let result = (|| -> Result<u64> {
             let mut f = File::create(&tmp).context(format!("creating {}", tmp.display()))?;
             let n = io::copy(&mut data, &mut f).map_err(|e| crate::record::content_error(tmp.display(), e))?;
-            f.flush()
-                .and_then(|_| f.sync_all())
-                .context(format!("writing {}", tmp.display()))?;
+            f.flush().and_then(|_| f.sync_all()).context(format!("writing {}", tmp.display()))?;
             fs::rename(&tmp, &dest).context(format!("renaming {} into place", dest.display()))?;
             Ok(n)
         })();
@@ -156,10 +151,7 @@ mod tests {
         let try_lock = || {
             // duplicity locks with fcntl.lockf (through fasteners).
             let script = "import fcntl,sys; f=open(sys.argv[1],'a'); fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB)";
-            std::process::Command::new("python3")
-                .args(["-c", script])
-                .arg(c.path("lockfile"))
-                .output()
+            std::process::Command::new("python3").args(["-c", script]).arg(c.path("lockfile")).output()
         };
         let held = c.lock().unwrap();
         if let Ok(out) = try_lock() {

@@ -69,13 +69,10 @@ mod tests {
 
     #[test]
     fn order_is_componentwise() {
-        let mut v: Vec<&[u8]> = vec![
-            b"a0", b"a.b", b"a-b", b"a b", b"a/z", b"a/b0", b"a/b/c", b"a/b", b"a", b"A", b".",
-        ];
+        let mut v: Vec<&[u8]> =
+            vec![b"a0", b"a.b", b"a-b", b"a b", b"a/z", b"a/b0", b"a/b/c", b"a/b", b"a", b"A", b"."];
         v.sort_by(|a, b| cmp(a, b));
-        let want: Vec<&[u8]> = vec![
-            b".", b"A", b"a", b"a/b", b"a/b/c", b"a/b0", b"a/z", b"a b", b"a-b", b"a.b", b"a0",
-        ];
+        let want: Vec<&[u8]> = vec![b".", b"A", b"a", b"a/b", b"a/b/c", b"a/b0", b"a/z", b"a b", b"a-b", b"a.b", b"a0"];
         assert_eq!(v, want);
     }
 

@@ -138,11 +138,7 @@ impl ParGz {
     fn stored(&self) -> u64 {
         let done = self.sink.spool.len();
         let waiting: usize = self.pending.len() + self.inflight.iter().map(|(n, _)| n).sum::<usize>();
-        let ratio = if self.bytes_in > 0 {
-            done as f64 / self.bytes_in as f64
-        } else {
-            1.0
-        };
+        let ratio = if self.bytes_in > 0 { done as f64 / self.bytes_in as f64 } else { 1.0 };
         done + (waiting as f64 * ratio) as u64
     }
 
@@ -159,17 +155,12 @@ impl ParGz {
 
 impl Enc {
     fn new(compress: bool) -> Enc {
-        let sink = Sink {
-            spool: Spool::new(),
-            sha1: Sha1::new(),
-        };
+        let sink = Sink { spool: Spool::new(), sha1: Sha1::new() };
         if !compress {
             return Enc::Plain(sink);
         }
-        let mtime = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(0);
+        let mtime =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
         Enc::Gzip(ParGz {
             sink,
             pending: Vec::with_capacity(GZ_BLOCK),
@@ -253,16 +244,10 @@ pub fn run<R: BufRead, W: Write>(
     if let Some(t1) = basis
         && t1 >= t2
     {
-        return Err(Error::usage(format!(
-            "the backup time {t2} is not after the end of the chain it extends ({t1})"
-        ))
-        .hint("check the system clock, or wait a second and run again"));
+        return Err(Error::usage(format!("the backup time {t2} is not after the end of the chain it extends ({t1})"))
+            .hint("check the system clock, or wait a second and run again"));
     }
-    let localdir = opts
-        .localdir
-        .clone()
-        .or_else(|| input.source().map(<[u8]>::to_vec))
-        .unwrap_or_default();
+    let localdir = opts.localdir.clone().or_else(|| input.source().map(<[u8]>::to_vec)).unwrap_or_default();
     let mut p = Pack {
         out,
         opts,
@@ -302,27 +287,18 @@ pub fn run<R: BufRead, W: Write>(
         match rec {
             Record::Snapshot(e) if e.ftype == FileType::File => {
                 p.content(EntryType::Snapshot, &e, &mut input.content())?;
-                p.files.push(FileChange {
-                    change: Change::New,
-                    path: e.path.0.clone(),
-                });
+                p.files.push(FileChange { change: Change::New, path: e.path.0.clone() });
             }
             Record::Snapshot(e) => p.special(&e)?,
             Record::Diff(e) => {
                 p.content(EntryType::Diff, &e, &mut input.content())?;
-                p.files.push(FileChange {
-                    change: Change::Changed,
-                    path: e.path.0.clone(),
-                });
+                p.files.push(FileChange { change: Change::Changed, path: e.path.0.clone() });
             }
             Record::Signature(e) => p.signature(&e, &mut input.content())?,
             Record::Deleted { path, ftype } => {
                 p.deleted(&path)?;
                 if ftype == Some(FileType::File) {
-                    p.files.push(FileChange {
-                        change: Change::Deleted,
-                        path: path.0,
-                    });
+                    p.files.push(FileChange { change: Change::Deleted, path: path.0 });
                 }
             }
             Record::Warning { path, message } => match path {
@@ -330,10 +306,7 @@ pub fn run<R: BufRead, W: Write>(
                 None => log::debug!("upstream warning: {message}"),
             },
             other => {
-                return Err(Error::stream(format!(
-                    "dup-pack reads change records, not {}",
-                    other.kind_name()
-                )));
+                return Err(Error::stream(format!("dup-pack reads change records, not {}", other.kind_name())));
             }
         }
     }
@@ -374,10 +347,7 @@ impl<W: Write> Pack<'_, W> {
     fn close_volume(&mut self) -> Result<()> {
         let vol = std::mem::replace(
             &mut self.vol,
-            dtar::Writer::new(Enc::Plain(Sink {
-                spool: Spool::new(),
-                sha1: Sha1::new(),
-            })),
+            dtar::Writer::new(Enc::Plain(Sink { spool: Spool::new(), sha1: Sha1::new() })),
         );
         let enc = vol.into_inner()?;
         let mut sink = enc.finish().map_err(|e| Error::io("compressing a volume", e))?;
@@ -393,20 +363,12 @@ impl<W: Write> Pack<'_, W> {
         self.emit(&name, FileRole::Volume, sink.spool)?;
         self.stats.volumes += 1;
         self.stats.volume_bytes += len;
-        self.progress.event(Event::File {
-            name,
-            bytes: len,
-            action: "packed".into(),
-        });
+        self.progress.event(Event::File { name, bytes: len, action: "packed".into() });
         Ok(())
     }
 
     fn emit(&mut self, name: &str, role: FileRole, spool: Spool) -> Result<()> {
-        self.out.write(&Record::File {
-            name: name.to_string(),
-            role,
-            delete: false,
-        })?;
+        self.out.write(&Record::File { name: name.to_string(), role, delete: false })?;
         let mut r = spool.into_reader().map_err(|e| Error::io(name, e))?;
         self.out.write_content(&mut r)?;
         self.out.flush()
@@ -452,10 +414,7 @@ impl<W: Write> Pack<'_, W> {
                 total += n as u64;
             }
         }
-        self.progress.event(Event::Item {
-            path: e.path.to_string(),
-            bytes: total,
-        });
+        self.progress.event(Event::Item { path: e.path.to_string(), bytes: total });
         Ok(())
     }
 
@@ -470,13 +429,8 @@ impl<W: Write> Pack<'_, W> {
         };
         let dir = e.ftype == FileType::Dir;
         self.before_entry(&e.path, None)?;
-        self.vol.append(
-            &dtar::volume_entry_name(EntryType::Snapshot, &e.path, dir, None),
-            &meta,
-            &[],
-        )?;
-        self.sig
-            .append(&dtar::sigtar_entry_name(EntryType::Snapshot, &e.path, dir), &meta, &[])
+        self.vol.append(&dtar::volume_entry_name(EntryType::Snapshot, &e.path, dir, None), &meta, &[])?;
+        self.sig.append(&dtar::sigtar_entry_name(EntryType::Snapshot, &e.path, dir), &meta, &[])
     }
 
     fn signature(&mut self, e: &Entry, r: &mut impl Read) -> Result<()> {
@@ -484,38 +438,27 @@ impl<W: Write> Pack<'_, W> {
         let mut spool = Spool::new();
         let n = io::copy(r, &mut spool).map_err(|x| content_error(e.path.to_string(), x))?;
         let name = dtar::sigtar_entry_name(EntryType::Signature, &e.path, false);
-        let data = spool
-            .into_reader()
-            .map_err(|x| Error::io("reading back a signature", x))?;
+        let data = spool.into_reader().map_err(|x| Error::io("reading back a signature", x))?;
         self.sig.append_reader(&name, &meta, n, data)
     }
 
     fn deleted(&mut self, path: &[u8]) -> Result<()> {
         let meta = Meta::deleted();
         self.before_entry(path, None)?;
-        self.vol.append(
-            &dtar::volume_entry_name(EntryType::Deleted, path, false, None),
-            &meta,
-            &[],
-        )?;
-        self.sig
-            .append(&dtar::sigtar_entry_name(EntryType::Deleted, path, false), &meta, &[])
+        self.vol.append(&dtar::volume_entry_name(EntryType::Deleted, path, false, None), &meta, &[])?;
+        self.sig.append(&dtar::sigtar_entry_name(EntryType::Deleted, path, false), &meta, &[])
     }
 
     fn finish(mut self) -> Result<(W, Stats)> {
         self.close_volume()?;
         let sig = std::mem::replace(&mut self.sig, dtar::Writer::new(Enc::new(false)));
-        let sink = sig
-            .finish()?
-            .finish()
-            .map_err(|e| Error::io("compressing the signature tar", e))?;
+        let sink = sig.finish()?.finish().map_err(|e| Error::io("compressing the signature tar", e))?;
         let sig_kind = if self.full { FileKind::FullSig } else { FileKind::NewSig };
         let sig_name = self.name(sig_kind, self.suffix);
         self.emit(&sig_name, FileRole::Signature, sink.spool)?;
         self.manifest.extend_from_slice(&manifest::filelist_bytes(&self.files));
         let mut m = Spool::new();
-        m.write_all(&self.manifest)
-            .map_err(|e| Error::io("writing the manifest", e))?;
+        m.write_all(&self.manifest).map_err(|e| Error::io("writing the manifest", e))?;
         let man_name = self.name(self.kind(None), Suffix::None);
         self.emit(&man_name, FileRole::Manifest, m)?;
         self.progress.event(Event::Finish {

@@ -25,17 +25,7 @@ pub struct PipeReader {
 /// A new pipe.
 pub fn pipe() -> (PipeReader, PipeWriter) {
     let (tx, rx) = sync_channel(DEPTH);
-    (
-        PipeReader {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        },
-        PipeWriter {
-            tx,
-            buf: Vec::with_capacity(PIECE),
-        },
-    )
+    (PipeReader { rx, buf: Vec::new(), pos: 0 }, PipeWriter { tx, buf: Vec::with_capacity(PIECE) })
 }
 
 impl Write for PipeWriter {
@@ -53,9 +43,7 @@ impl Write for PipeWriter {
             return Ok(());
         }
         let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE));
-        self.tx
-            .send(piece)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reading stage stopped"))
+        self.tx.send(piece).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reading stage stopped"))
     }
 }
 

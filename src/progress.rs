@@ -49,9 +49,7 @@ pub struct JsonEvents<W: Write + Send> {
 
 impl<W: Write + Send> JsonEvents<W> {
     pub fn new(out: W) -> Self {
-        JsonEvents {
-            out: Mutex::new((out, None)),
-        }
+        JsonEvents { out: Mutex::new((out, None)) }
     }
 }
 
@@ -89,14 +87,7 @@ struct BarState {
 
 impl Default for Bar {
     fn default() -> Self {
-        Bar {
-            state: Mutex::new(BarState {
-                start: Instant::now(),
-                last: None,
-                items: 0,
-                bytes: 0,
-            }),
-        }
+        Bar { state: Mutex::new(BarState { start: Instant::now(), last: None, items: 0, bytes: 0 }) }
     }
 }
 
@@ -109,11 +100,7 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 impl Progress for Bar {
@@ -125,21 +112,12 @@ impl Progress for Bar {
                 s.items += 1;
                 s.bytes += bytes;
                 let now = Instant::now();
-                if s.last
-                    .is_some_and(|t| now.duration_since(t) < Duration::from_millis(100))
-                {
+                if s.last.is_some_and(|t| now.duration_since(t) < Duration::from_millis(100)) {
                     return;
                 }
                 s.last = Some(now);
                 let secs = now.duration_since(s.start).as_secs_f64().max(0.001);
-                let mut p: String = path
-                    .chars()
-                    .rev()
-                    .take(40)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
+                let mut p: String = path.chars().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
                 if p.len() < path.len() {
                     p.insert(0, '…');
                 }
@@ -152,19 +130,12 @@ impl Progress for Bar {
                 );
             }
             Event::Warning { path, message } => {
-                let _ = writeln!(
-                    err,
-                    "\r\x1b[Kwarning: {}{message}",
-                    path.map(|p| format!("{p}: ")).unwrap_or_default()
-                );
+                let _ =
+                    writeln!(err, "\r\x1b[Kwarning: {}{message}", path.map(|p| format!("{p}: ")).unwrap_or_default());
             }
             Event::Finish { stage, items, bytes } => {
                 let secs = s.start.elapsed().as_secs_f64();
-                let _ = writeln!(
-                    err,
-                    "\r\x1b[K{stage}: {items} items, {} in {secs:.1} s",
-                    human_bytes(bytes)
-                );
+                let _ = writeln!(err, "\r\x1b[K{stage}: {items} items, {} in {secs:.1} s", human_bytes(bytes));
             }
             Event::Start { .. } | Event::File { .. } => {}
         }
@@ -178,9 +149,7 @@ pub fn for_cli(progress: bool, log_fd: Option<i32>) -> crate::Result<Box<dyn Pro
     use std::os::fd::FromRawFd;
     if let Some(fd) = log_fd {
         if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-            return Err(crate::Error::usage(format!(
-                "--log-fd {fd}: not an open file descriptor (3 or more)"
-            )));
+            return Err(crate::Error::usage(format!("--log-fd {fd}: not an open file descriptor (3 or more)")));
         }
         // SAFETY: the descriptor is open (checked above) and handed to us for this purpose.
         let f = unsafe { std::fs::File::from_raw_fd(fd) };
@@ -203,16 +172,9 @@ mod tests {
         let ev = JsonEvents::new(Vec::new());
         ev.event(Event::Start { stage: "scan".into() });
         for i in 0..1000 {
-            ev.event(Event::Item {
-                path: format!("f{i}"),
-                bytes: 1,
-            });
+            ev.event(Event::Item { path: format!("f{i}"), bytes: 1 });
         }
-        ev.event(Event::Finish {
-            stage: "scan".into(),
-            items: 1000,
-            bytes: 1000,
-        });
+        ev.event(Event::Finish { stage: "scan".into(), items: 1000, bytes: 1000 });
         let out = String::from_utf8(ev.out.into_inner().unwrap().0).unwrap();
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines.len() < 10, "{}", lines.len());

@@ -62,21 +62,11 @@ pub fn run<R: BufRead>(
     progress: &dyn Progress,
 ) -> Result<Stats> {
     input.expect_kind(&[StreamKind::Files])?;
-    let mut put = Put {
-        storage,
-        cache,
-        naming,
-        progress,
-        unpublished: Vec::new(),
-        stats: Stats::default(),
-    };
+    let mut put = Put { storage, cache, naming, progress, unpublished: Vec::new(), stats: Stats::default() };
     let r = put.each(input);
     if let Err(e) = r {
         if !put.unpublished.is_empty() {
-            log::warn!(
-                "removing the {} files this run stored for a set it did not finish",
-                put.unpublished.len()
-            );
+            log::warn!("removing the {} files this run stored for a set it did not finish", put.unpublished.len());
             for name in put.unpublished.iter().rev() {
                 if let Err(d) = storage.delete(name) {
                     log::warn!("{}", d.message);
@@ -99,10 +89,7 @@ impl Put<'_> {
     fn each<R: BufRead>(&mut self, input: &mut Reader<R>) -> Result<()> {
         while let Some(rec) = input.next_item()? {
             let Record::File { name, role, delete } = rec else {
-                return Err(Error::stream(format!(
-                    "dup-put reads file records, not {}",
-                    rec.kind_name()
-                )));
+                return Err(Error::stream(format!("dup-put reads file records, not {}", rec.kind_name())));
             };
             if name.contains('/') || name.starts_with('.') || name.is_empty() {
                 return Err(Error::stream(format!("refusing the file name '{name}'")));
@@ -126,36 +113,24 @@ impl Put<'_> {
         self.storage.delete(name)?;
         if let (Some(c), Some(cn)) = (self.cache, cache_name(self.naming, f)) {
             c.remove(&cn)?;
-            let mut part = FileName {
-                suffix: Suffix::None,
-                partial: true,
-                ..*f
-            };
+            let mut part = FileName { suffix: Suffix::None, partial: true, ..*f };
             c.remove(&self.naming.format(&part))?;
             part.partial = false;
             c.remove(&self.naming.format(&part))?;
         }
         self.stats.deleted += 1;
-        self.progress.event(Event::File {
-            name: name.into(),
-            bytes: 0,
-            action: "deleted".into(),
-        });
+        self.progress.event(Event::File { name: name.into(), bytes: 0, action: "deleted".into() });
         Ok(())
     }
 
     fn store(&mut self, name: &str, role: FileRole, f: &FileName, content: &mut impl Read) -> Result<()> {
         if f.encrypted() {
-            return Err(Error::usage(format!(
-                "{name}: storing encrypted files is not supported by this build yet"
-            )));
+            return Err(Error::usage(format!("{name}: storing encrypted files is not supported by this build yet")));
         }
         let n = match role {
             FileRole::Volume => {
                 if !f.is_volume() {
-                    return Err(Error::stream(format!(
-                        "{name} is sent as a volume but is not named like one"
-                    )));
+                    return Err(Error::stream(format!("{name} is sent as a volume but is not named like one")));
                 }
                 self.unpublished.push(name.to_string());
                 self.storage.put(name, content)?
@@ -165,22 +140,16 @@ impl Put<'_> {
                 io::copy(content, &mut spool).map_err(|e| content_error(name, e))?;
                 if role == FileRole::Manifest {
                     if !f.is_manifest() {
-                        return Err(Error::stream(format!(
-                            "{name} is sent as a manifest but is not named like one"
-                        )));
+                        return Err(Error::stream(format!("{name} is sent as a manifest but is not named like one")));
                     }
                     self.check_volumes(name, f, &mut spool)?;
                 } else if !f.is_signature() {
-                    return Err(Error::stream(format!(
-                        "{name} is sent as a signature but is not named like one"
-                    )));
+                    return Err(Error::stream(format!("{name} is sent as a signature but is not named like one")));
                 }
                 if role == FileRole::Signature {
                     self.unpublished.push(name.to_string());
                 }
-                let n = self
-                    .storage
-                    .put(name, spool.reader().map_err(|e| Error::io(name, e))?)?;
+                let n = self.storage.put(name, spool.reader().map_err(|e| Error::io(name, e))?)?;
                 if let (Some(c), Some(cn)) = (self.cache, cache_name(self.naming, f)) {
                     let r = spool.reader().map_err(|e| Error::io(name, e))?;
                     if f.is_signature() && f.suffix == Suffix::None {
@@ -198,35 +167,22 @@ impl Put<'_> {
         };
         self.stats.stored += 1;
         self.stats.bytes += n;
-        self.progress.event(Event::File {
-            name: name.into(),
-            bytes: n,
-            action: "stored".into(),
-        });
+        self.progress.event(Event::File { name: name.into(), bytes: n, action: "stored".into() });
         Ok(())
     }
 
     /// Every volume the manifest lists must be on the backend already.
     fn check_volumes(&self, name: &str, f: &FileName, spool: &mut Spool) -> Result<()> {
         let mut text = Vec::new();
-        spool
-            .reader()
-            .and_then(|mut r| r.read_to_end(&mut text))
-            .map_err(|e| Error::io(name, e))?;
+        spool.reader().and_then(|mut r| r.read_to_end(&mut text)).map_err(|e| Error::io(name, e))?;
         let m = Manifest::parse(&text).map_err(|e| e.context(name))?;
         let listing = self.storage.list()?;
         let kind = |n| {
-            if f.kind == FileKind::FullManifest {
-                FileKind::FullVolume(n)
-            } else {
-                FileKind::IncVolume(n)
-            }
+            if f.kind == FileKind::FullManifest { FileKind::FullVolume(n) } else { FileKind::IncVolume(n) }
         };
         for &n in m.volumes.keys() {
             let present = listing.iter().any(|(other, _)| {
-                self.naming
-                    .parse(other)
-                    .is_some_and(|o| o.kind == kind(n) && o.start == f.start && o.end == f.end)
+                self.naming.parse(other).is_some_and(|o| o.kind == kind(n) && o.start == f.start && o.end == f.end)
             });
             if !present {
                 return Err(Error::corrupt(format!(

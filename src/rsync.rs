@@ -113,10 +113,7 @@ fn weak_of(s1: u32, s2: u32) -> u32 {
 /// The first `strong_len` bytes of MD4(`data`) (fast_rsync's MD4, through a
 /// one-block signature), and the rollsum fast_rsync computed (a cross-check).
 fn strong_sum(data: &[u8], strong_len: usize) -> ([u8; MD4_LEN], u32) {
-    let opts = SignatureOptions {
-        block_size: data.len().max(1) as u32,
-        crypto_hash_size: strong_len as u32,
-    };
+    let opts = SignatureOptions { block_size: data.len().max(1) as u32, crypto_hash_size: strong_len as u32 };
     let sig = fast_rsync::Signature::calculate(data, opts);
     let bytes = sig.serialized();
     let mut out = [0u8; MD4_LEN];
@@ -160,14 +157,7 @@ impl<W: Write> SigWriter<W> {
     fn with_window(inner: W, block_len: u32, target: usize) -> Self {
         let bl = block_len.max(1) as usize;
         let window = (target / bl).max(1) * bl;
-        SigWriter {
-            inner,
-            block_len,
-            window,
-            buf: Vec::new(),
-            header_done: false,
-            bytes_in: 0,
-        }
+        SigWriter { inner, block_len, window, buf: Vec::new(), header_done: false, bytes_in: 0 }
     }
 
     /// The block length this signature uses.
@@ -182,20 +172,14 @@ impl<W: Write> SigWriter<W> {
 
     fn check(&self) -> io::Result<()> {
         if self.block_len == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "signature block length is 0",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "signature block length is 0"));
         }
         Ok(())
     }
 
     /// Writes the signature of one window (whole blocks, except at the end).
     fn emit(inner: &mut W, header_done: &mut bool, block_len: u32, data: &[u8]) -> io::Result<()> {
-        let opts = SignatureOptions {
-            block_size: block_len,
-            crypto_hash_size: STRONG_LEN,
-        };
+        let opts = SignatureOptions { block_size: block_len, crypto_hash_size: STRONG_LEN };
         let sig = fast_rsync::Signature::calculate(data, opts);
         let skip = if *header_done { SIG_HEADER_LEN } else { 0 };
         inner.write_all(&sig.serialized()[skip..])?;
@@ -328,9 +312,7 @@ impl Signature {
         let mut header = [0u8; SIG_HEADER_LEN];
         let got = read_full(&mut r, &mut header).map_err(|e| Error::io("reading signature", e))?;
         if got < SIG_HEADER_LEN {
-            return Err(Error::corrupt(format!(
-                "signature truncated: header is {got} of {SIG_HEADER_LEN} bytes"
-            )));
+            return Err(Error::corrupt(format!("signature truncated: header is {got} of {SIG_HEADER_LEN} bytes")));
         }
         let word = |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
         let (magic, block_len, strong_len) = (word(0), word(4), word(8));
@@ -340,9 +322,7 @@ impl Signature {
             SIG_MAGIC_RK_MD4 => Some("Rabin-Karp + MD4"),
             SIG_MAGIC_RK_BLAKE2 => Some("Rabin-Karp + BLAKE2"),
             _ => {
-                return Err(Error::corrupt(format!(
-                    "not a librsync signature (magic {magic:#010x})"
-                )));
+                return Err(Error::corrupt(format!("not a librsync signature (magic {magic:#010x})")));
             }
         };
         if let Some(kind) = kind {
@@ -384,10 +364,7 @@ impl Signature {
                 strong.extend_from_slice(&e[4..]);
             }
             if weak.len() >= EMPTY as usize {
-                return Err(Error::other(format!(
-                    "signature with {} blocks {UNSUPPORTED}",
-                    weak.len()
-                )));
+                return Err(Error::other(format!("signature with {} blocks {UNSUPPORTED}", weak.len())));
             }
             if got < chunk.len() {
                 break;
@@ -395,15 +372,8 @@ impl Signature {
         }
         weak.shrink_to_fit();
         strong.shrink_to_fit();
-        let mut sig = Signature {
-            block_len,
-            strong_len,
-            weak,
-            strong,
-            table: Vec::new(),
-            shift: 0,
-            filter: Vec::new(),
-        };
+        let mut sig =
+            Signature { block_len, strong_len, weak, strong, table: Vec::new(), shift: 0, filter: Vec::new() };
         sig.build_index();
         Ok(sig)
     }
@@ -685,11 +655,7 @@ fn int_width(v: u64) -> usize {
 /// basis is empty). One known exception: a basis with more than 64 different
 /// blocks sharing one rolling sum keeps only 64 of them in the index.
 pub fn delta(sig: &Signature, new: impl Read, out: impl Write) -> Result<DeltaStats> {
-    let max_lit = if sig.weak.is_empty() {
-        EMPTY_BASIS_LITERAL
-    } else {
-        MAX_LITERAL
-    };
+    let max_lit = if sig.weak.is_empty() { EMPTY_BASIS_LITERAL } else { MAX_LITERAL };
     delta_with(sig, new, out, DELTA_BUF, max_lit)
 }
 
@@ -700,12 +666,8 @@ fn delta_with(
     max_buf: usize,
     max_lit: usize,
 ) -> Result<DeltaStats> {
-    let mut em = Emitter {
-        out: BufWriter::with_capacity(64 << 10, out),
-        copy: None,
-        max_lit,
-        stats: DeltaStats::default(),
-    };
+    let mut em =
+        Emitter { out: BufWriter::with_capacity(64 << 10, out), copy: None, max_lit, stats: DeltaStats::default() };
     em.put(&DELTA_MAGIC.to_be_bytes())?;
     let bl = sig.block_len as usize;
     let blm = sig.block_len;
@@ -769,19 +731,12 @@ fn delta_with(
             // batch doubles while every block matches, and restarts at one
             // block after a miss, so at most half the hashing is wasted.
             let k = batch.min((filled - pos) / bl);
-            let opts = SignatureOptions {
-                block_size: blm,
-                crypto_hash_size: sig.strong_len as u32,
-            };
+            let opts = SignatureOptions { block_size: blm, crypto_hash_size: sig.strong_len as u32 };
             let sums = fast_rsync::Signature::calculate(&buf[pos..pos + k * bl], opts);
             let mut matched = 0;
             for e in sums.serialized()[SIG_HEADER_LEN..].chunks_exact(4 + sig.strong_len) {
                 let weak = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
-                let found = if sig.may_have(weak) {
-                    sig.find_sum(weak, &e[4..])
-                } else {
-                    None
-                };
+                let found = if sig.may_have(weak) { sig.find_sum(weak, &e[4..]) } else { None };
                 let Some(idx) = found else {
                     (s1, s2) = (weak & 0xffff, weak >> 16);
                     have_sum = true;
@@ -888,10 +843,7 @@ impl<R: Read> DeltaIn<R> {
 /// command, COPY past the end of the basis, truncated, bytes after END) is a
 /// `Kind::Corrupt` error; `out` then holds a partial result.
 pub fn patch(mut basis: impl Read + Seek, delta: impl Read, out: impl Write) -> Result<u64> {
-    let mut d = DeltaIn {
-        r: BufReader::with_capacity(64 << 10, delta),
-        at: 0,
-    };
+    let mut d = DeltaIn { r: BufReader::with_capacity(64 << 10, delta), at: 0 };
     let mut out = BufWriter::with_capacity(64 << 10, out);
     let werr = |e| Error::io("writing patched file", e);
     let magic = d.int(4, "magic").map_err(|e| {
@@ -919,11 +871,7 @@ pub fn patch(mut basis: impl Read + Seek, delta: impl Read, out: impl Write) -> 
         match cmd {
             0x00 => break,
             0x01..=0x44 => {
-                let len = if cmd <= 0x40 {
-                    u64::from(cmd)
-                } else {
-                    d.int(1 << (cmd - 0x41), "length")?
-                };
+                let len = if cmd <= 0x40 { u64::from(cmd) } else { d.int(1 << (cmd - 0x41), "length")? };
                 let mut left = len;
                 while left > 0 {
                     let chunk = d.fill()?;
@@ -953,9 +901,7 @@ pub fn patch(mut basis: impl Read + Seek, delta: impl Read, out: impl Write) -> 
                     continue;
                 }
                 if basis_at != Some(offset) {
-                    basis
-                        .seek(SeekFrom::Start(offset))
-                        .map_err(|e| Error::io("seeking in the basis file", e))?;
+                    basis.seek(SeekFrom::Start(offset)).map_err(|e| Error::io("seeking in the basis file", e))?;
                 }
                 if buf.is_empty() {
                     buf = vec![0u8; IO_CHUNK];
@@ -989,9 +935,7 @@ pub fn patch(mut basis: impl Read + Seek, delta: impl Read, out: impl Write) -> 
     }
     let end = d.at;
     if !d.fill()?.is_empty() {
-        return Err(Error::corrupt(format!(
-            "delta has trailing bytes after its END command at byte {end}"
-        )));
+        return Err(Error::corrupt(format!("delta has trailing bytes after its END command at byte {end}")));
     }
     out.flush().map_err(werr)?;
     Ok(written)
@@ -1045,11 +989,7 @@ mod tests {
 
     impl Gen {
         fn new(seed: u64, start: u64, end: u64) -> Gen {
-            Gen {
-                seed: mix(seed),
-                pos: start,
-                end,
-            }
+            Gen { seed: mix(seed), pos: start, end }
         }
     }
 
@@ -1111,21 +1051,14 @@ mod tests {
     }
 
     fn whole_sig(data: &[u8], bl: u32) -> Vec<u8> {
-        let opts = SignatureOptions {
-            block_size: bl,
-            crypto_hash_size: STRONG_LEN,
-        };
+        let opts = SignatureOptions { block_size: bl, crypto_hash_size: STRONG_LEN };
         fast_rsync::Signature::calculate(data, opts).into_serialized()
     }
 
     fn make_delta(basis: &[u8], new: &[u8], bl: u32, max_buf: usize, rng: &mut Rng) -> (Vec<u8>, DeltaStats) {
         let sig = Signature::read(&whole_sig(basis, bl)[..]).unwrap();
         let mut out = Vec::new();
-        let reader = Pieces {
-            data: new,
-            rng: Rng(rng.next()),
-            max: 1 + rng.below(5000),
-        };
+        let reader = Pieces { data: new, rng: Rng(rng.next()), max: 1 + rng.below(5000) };
         let max_lit = match max_buf {
             0 => 1 + rng.below(100),
             _ if sig.blocks() == 0 => EMPTY_BASIS_LITERAL,
@@ -1224,11 +1157,7 @@ mod tests {
                 };
                 let data = rng.bytes(len);
                 let window = bl as usize * (1 + rng.below(5)) + rng.below(bl as usize);
-                assert_eq!(
-                    sig_of(&data, bl, window, &mut rng),
-                    whole_sig(&data, bl),
-                    "bl {bl} len {len}"
-                );
+                assert_eq!(sig_of(&data, bl, window, &mut rng), whole_sig(&data, bl), "bl {bl} len {len}");
             }
         }
     }
@@ -1256,20 +1185,7 @@ mod tests {
             bls.dedup();
             for bl in bls {
                 let _ = std::fs::remove_file(&sig);
-                rdiff(
-                    &[
-                        "-b",
-                        &bl.to_string(),
-                        "-S",
-                        "8",
-                        "-H",
-                        "md4",
-                        "-R",
-                        "rollsum",
-                        "signature",
-                    ],
-                    &[&file, &sig],
-                );
+                rdiff(&["-b", &bl.to_string(), "-S", "8", "-H", "md4", "-R", "rollsum", "signature"], &[&file, &sig]);
                 let want = std::fs::read(&sig).unwrap();
                 // Default window, fed in pieces of 64 KiB.
                 let mut w = SigWriter::new(Vec::new(), bl);
@@ -1279,11 +1195,7 @@ mod tests {
                 assert_eq!(w.finish().unwrap(), want, "len {len} bl {bl}");
                 // Small windows, random pieces: many window boundaries.
                 let window = bl as usize * 5;
-                assert_eq!(
-                    sig_of(&data, bl, window, &mut rng),
-                    want,
-                    "len {len} bl {bl} small windows"
-                );
+                assert_eq!(sig_of(&data, bl, window, &mut rng), want, "len {len} bl {bl} small windows");
             }
         }
     }
@@ -1323,9 +1235,7 @@ mod tests {
             assert!(is_unsupported_signature(&e), "{e}");
             assert!(e.message.contains(&format!("{magic:#010x}")), "{e}");
         }
-        let e = Signature::read(&header(SIG_MAGIC_MD4, MAX_BLOCK_LEN + 1, 8)[..])
-            .err()
-            .unwrap();
+        let e = Signature::read(&header(SIG_MAGIC_MD4, MAX_BLOCK_LEN + 1, 8)[..]).err().unwrap();
         assert!(is_unsupported_signature(&e), "{e}");
 
         // Signatures of the other kinds, as rdiff makes them.
@@ -1408,11 +1318,7 @@ mod tests {
             let (d, stats) = make_delta(&basis, &new, bl, max_buf, &mut rng);
             assert_eq!(apply(&basis, &d).unwrap(), new, "case {case} bl {bl}");
             if case % 7 == 1 && !basis.is_empty() && bl >= 16 {
-                assert_eq!(
-                    (stats.literal_len, stats.copy_cmds),
-                    (0, 1),
-                    "case {case}: identical file"
-                );
+                assert_eq!((stats.literal_len, stats.copy_cmds), (0, 1), "case {case}: identical file");
             }
             // fast_rsync's own patcher agrees.
             let mut out = Vec::new();
@@ -1497,10 +1403,7 @@ mod tests {
             std::fs::write(name("old"), basis).unwrap();
             std::fs::write(name("new"), new).unwrap();
             let bls = bl.to_string();
-            rdiff(
-                &["-b", &bls, "-S", "8", "-H", "md4", "-R", "rollsum", "signature"],
-                &[&name("old"), &name("sig")],
-            );
+            rdiff(&["-b", &bls, "-S", "8", "-H", "md4", "-R", "rollsum", "signature"], &[&name("old"), &name("sig")]);
             rdiff(&["delta"], &[&name("sig"), &name("new"), &name("rdelta")]);
             let rdelta = std::fs::read(name("rdelta")).unwrap();
             // rdiff's delta through our patcher.
@@ -1513,11 +1416,7 @@ mod tests {
             let stats = delta(&sig, &new[..], &mut ours).unwrap();
             std::fs::write(name("delta"), &ours).unwrap();
             rdiff(&["patch"], &[&name("old"), &name("delta"), &name("out")]);
-            assert_eq!(
-                std::fs::read(name("out")).unwrap(),
-                *new,
-                "case {i}: rdiff patch of our delta"
-            );
+            assert_eq!(std::fs::read(name("out")).unwrap(), *new, "case {i}: rdiff patch of our delta");
             assert_eq!(apply(basis, &ours).unwrap(), *new, "case {i}: our delta");
             eprintln!(
                 "case {i}: basis {} new {} bl {bl}: delta ours {} rdiff {}{} (copy {} literal {})",
@@ -1529,10 +1428,7 @@ mod tests {
                 stats.copy_len,
                 stats.literal_len
             );
-            assert!(
-                ours.len() <= rdelta.len() + rdelta.len() / 20 + 64,
-                "case {i}: delta much larger than rdiff's"
-            );
+            assert!(ours.len() <= rdelta.len() + rdelta.len() / 20 + 64, "case {i}: delta much larger than rdiff's");
         }
     }
 
@@ -1557,10 +1453,7 @@ mod tests {
             (Vec::new(), rng.bytes(300_000)),
             (rng.bytes(100_000), rng.bytes(200_000)),
             (vec![0; 100_000], vec![0; 100_003]),
-            (
-                a.repeat(20),
-                [&a[1000..], &a[..], &rng.bytes(100)[..], &a[..2000]].concat(),
-            ),
+            (a.repeat(20), [&a[1000..], &a[..], &rng.bytes(100)[..], &a[..2000]].concat()),
         ];
         let big = rng.bytes(5 << 20);
         cases.push((big.clone(), edit(&mut rng, &big)));
@@ -1573,11 +1466,7 @@ mod tests {
             std::fs::write(p("old"), basis).unwrap();
             std::fs::write(p("new"), new).unwrap();
             let bl = block_len(basis.len() as u64, DEFAULT_MAX_BLOCK);
-            let python = if Path::new("/usr/bin/python3").exists() {
-                "/usr/bin/python3"
-            } else {
-                "python3"
-            };
+            let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
             let st = Command::new(python)
                 .args(["-c", SCRIPT])
                 .args([p("old"), p("new")])
@@ -1602,12 +1491,7 @@ mod tests {
             let mut ours = Vec::new();
             delta(&Signature::read(&sig[..]).unwrap(), &new[..], &mut ours).unwrap();
             let theirs = std::fs::read(p("delta")).unwrap();
-            assert!(
-                ours == theirs,
-                "case {i}: delta differs ({} vs {} bytes)",
-                ours.len(),
-                theirs.len()
-            );
+            assert!(ours == theirs, "case {i}: delta differs ({} vs {} bytes)", ours.len(), theirs.len());
         }
     }
 
@@ -1701,13 +1585,7 @@ mod tests {
         }
         let exe = std::env::current_exe().unwrap();
         let out = Command::new(exe)
-            .args([
-                "--exact",
-                "rsync::tests::memory_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", "rsync::tests::memory_child", "--ignored", "--nocapture", "--test-threads=1"])
             .env("DUP_RSYNC_MEM_CHILD", "1")
             .output()
             .unwrap();
@@ -1752,11 +1630,7 @@ mod tests {
         let grown = |what: &str| {
             let now = vm_hwm_kib().unwrap();
             println!("{what}: VmHWM {start} -> {now} KiB");
-            assert!(
-                now - start < 32 << 10,
-                "{what}: peak memory grew by {} KiB",
-                now - start
-            );
+            assert!(now - start < 32 << 10, "{what}: peak memory grew by {} KiB", now - start);
         };
         // 256 MiB through SigWriter, in 1 MiB pieces.
         const SIG_LEN: u64 = 256 << 20;
@@ -1815,11 +1689,7 @@ mod tests {
         report("signature (SigWriter)", len, t);
         let t = Instant::now();
         let sig = Signature::read(&sig_bytes[..]).unwrap();
-        println!(
-            "Signature::read + index: {:.3} s, {} KiB",
-            t.elapsed().as_secs_f64(),
-            sig.memory() >> 10
-        );
+        println!("Signature::read + index: {:.3} s, {} KiB", t.elapsed().as_secs_f64(), sig.memory() >> 10);
 
         // One modified byte and a 100-byte insert per MiB.
         let mut edited = Vec::with_capacity(len + len / 10000);
@@ -1831,11 +1701,9 @@ mod tests {
             edited[at] ^= 0x55;
         }
         let unrelated = rng.bytes(len / 4);
-        for (what, new) in [
-            ("delta, identical", &basis),
-            ("delta, small edits", &edited),
-            ("delta, unrelated data", &unrelated),
-        ] {
+        for (what, new) in
+            [("delta, identical", &basis), ("delta, small edits", &edited), ("delta, unrelated data", &unrelated)]
+        {
             let t = Instant::now();
             let stats = delta(&sig, &new[..], Count(0)).unwrap();
             report(what, new.len(), t);
@@ -1857,10 +1725,7 @@ mod tests {
         // fast_rsync on whole slices, for comparison.
         let fsig = fast_rsync::Signature::deserialize(sig_bytes.clone()).unwrap();
         let index = fsig.index();
-        for (what, new) in [
-            ("fast_rsync diff, small edits", &edited),
-            ("fast_rsync diff, unrelated", &unrelated),
-        ] {
+        for (what, new) in [("fast_rsync diff, small edits", &edited), ("fast_rsync diff, unrelated", &unrelated)] {
             let t = Instant::now();
             fast_rsync::diff(&index, new, Count(0)).unwrap();
             report(what, new.len(), t);

@@ -56,9 +56,7 @@ impl Source {
             st
         };
         let meta = Meta::from_stat(&st);
-        let ftype = meta
-            .ftype()
-            .ok_or_else(|| Error::usage(format!("{shown}: a socket cannot be backed up")))?;
+        let ftype = meta.ftype().ok_or_else(|| Error::usage(format!("{shown}: a socket cannot be backed up")))?;
         let target = if ftype == FileType::Symlink {
             log::warn!("{shown} is a symbolic link: only the link is listed (give the directory it points to)");
             let t = std::fs::read_link(std::ffi::OsStr::from_bytes(&name)).map_err(|e| Error::io(&shown, e))?;
@@ -66,12 +64,7 @@ impl Source {
         } else {
             None
         };
-        Ok(Source {
-            name,
-            meta,
-            ftype,
-            target,
-        })
+        Ok(Source { name, meta, ftype, target })
     }
 
     /// The source directory as duplicity names it (its manifests' `Localdir`).
@@ -81,11 +74,7 @@ impl Source {
 
     /// The root as the selection sees it.
     pub fn root(&self) -> Root<'_> {
-        Root {
-            path: &self.name,
-            ftype: self.ftype,
-            dev: self.meta.dev,
-        }
+        Root { path: &self.name, ftype: self.ftype, dev: self.meta.dev }
     }
 }
 
@@ -273,11 +262,7 @@ impl Reader {
     fn current() -> Reader {
         // SAFETY: getuid has no preconditions.
         let uid = unsafe { libc::getuid() };
-        if uid == 0 && can_read_anything() {
-            Reader::Privileged
-        } else {
-            Reader::User(uid)
-        }
+        if uid == 0 && can_read_anything() { Reader::Privileged } else { Reader::User(uid) }
     }
 
     /// 0 when the regular file `name` in `dir`, of metadata `m`, can be read; else an errno.
@@ -303,8 +288,7 @@ fn can_read_anything() -> bool {
         return false;
     };
     let caps = status.lines().find_map(|l| l.strip_prefix("CapPrm:"));
-    caps.and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|c| c & (1 << 1 | 1 << 2) != 0)
+    caps.and_then(|v| u64::from_str_radix(v.trim(), 16).ok()).is_some_and(|c| c & (1 << 1 | 1 << 2) != 0)
 }
 
 /// An open directory (closed on drop).
@@ -370,12 +354,7 @@ impl Dir {
             out.resize(start + room, 0);
             // SAFETY: the buffer has `room` writable bytes at `start`.
             let n = unsafe {
-                libc::readlinkat(
-                    self.fd(),
-                    name.as_ptr(),
-                    out.as_mut_ptr().add(start).cast::<c_char>(),
-                    room,
-                )
+                libc::readlinkat(self.fd(), name.as_ptr(), out.as_mut_ptr().add(start).cast::<c_char>(), room)
             };
             if n < 0 {
                 out.truncate(start);
@@ -392,11 +371,7 @@ impl Dir {
     /// 0 when `name` can be read by the real user (as duplicity checks), else the errno.
     fn access_read(&self, name: &CStr) -> c_int {
         // SAFETY: plain system call on a NUL-terminated name.
-        if unsafe { libc::faccessat(self.fd(), name.as_ptr(), libc::R_OK, 0) } == 0 {
-            0
-        } else {
-            errno()
-        }
+        if unsafe { libc::faccessat(self.fd(), name.as_ptr(), libc::R_OK, 0) } == 0 { 0 } else { errno() }
     }
 }
 
@@ -445,13 +420,9 @@ struct Walker<'a, F> {
 
 impl<F: FnMut(&Record) -> Result<()>> Walker<'_, F> {
     fn run(mut self) -> Result<()> {
-        let mut levels = vec![Listing {
-            full_len: self.full.len(),
-            ..Listing::default()
-        }];
+        let mut levels = vec![Listing { full_len: self.full.len(), ..Listing::default() }];
         if let Err(e) = self.list(&mut levels[0]) {
-            self.emit
-                .warning(index::ROOT, &self.full, format!("cannot list the directory: {e}"))?;
+            self.emit.warning(index::ROOT, &self.full, format!("cannot list the directory: {e}"))?;
         }
         let mut depth = 0;
         // The first of the directories being scanned (levels pending..=depth)
@@ -504,19 +475,8 @@ impl<F: FnMut(&Record) -> Result<()>> Walker<'_, F> {
                 }
                 let path = String::from_utf8_lossy(&self.full);
                 let sub = &*sub;
-                let contains = |name: &[u8]| {
-                    listed
-                        .as_ref()
-                        .and_then(|r| r.as_ref().ok())
-                        .map(|_| sub.contains(name))
-                };
-                let c = Candidate {
-                    path: &path,
-                    ftype,
-                    dev: meta.dev,
-                    mtime: meta.mtime,
-                    contains: &contains,
-                };
+                let contains = |name: &[u8]| listed.as_ref().and_then(|r| r.as_ref().ok()).map(|_| sub.contains(name));
+                let c = Candidate { path: &path, ftype, dev: meta.dev, mtime: meta.mtime, contains: &contains };
                 self.sel.select(&c)
             };
             if verdict == Verdict::Exclude || (verdict == Verdict::Scan && !is_dir) {
@@ -533,8 +493,7 @@ impl<F: FnMut(&Record) -> Result<()>> Walker<'_, F> {
                     None => self.list(sub),
                 };
                 if let Err(e) = listed {
-                    self.emit
-                        .warning(&self.index, &self.full, format!("cannot list the directory: {e}"))?;
+                    self.emit.warning(&self.index, &self.full, format!("cannot list the directory: {e}"))?;
                     continue;
                 }
                 sub.full_len = self.full.len();
@@ -613,11 +572,7 @@ impl<F: FnMut(&Record) -> Result<()>> Emitter<F> {
         e.gname.clear();
         e.gname.push_str(self.owners.group(m.gid));
         // Python's int(st_mtime), as duplicity: towards zero.
-        e.mtime = if m.mtime < 0 && m.mtime_nsec > 0 {
-            m.mtime + 1
-        } else {
-            m.mtime
-        };
+        e.mtime = if m.mtime < 0 && m.mtime_nsec > 0 { m.mtime + 1 } else { m.mtime };
         e.size = if ftype == FileType::File { m.size } else { 0 };
         e.target = target.map(|t| PathBytes(t.to_vec()));
         let dev = matches!(ftype, FileType::Char | FileType::Block);
@@ -626,10 +581,7 @@ impl<F: FnMut(&Record) -> Result<()>> Emitter<F> {
         e.dev = m.dev;
         e.ino = m.ino;
         e.nlink = m.nlink;
-        let rec = Record::Entry(std::mem::replace(
-            &mut self.entry,
-            Entry::new(Vec::new(), FileType::File),
-        ));
+        let rec = Record::Entry(std::mem::replace(&mut self.entry, Entry::new(Vec::new(), FileType::File)));
         let r = (self.out)(&rec);
         if let Record::Entry(e) = rec {
             self.entry = e;
@@ -641,10 +593,7 @@ impl<F: FnMut(&Record) -> Result<()>> Emitter<F> {
     fn warning(&mut self, path: &[u8], full: &[u8], message: String) -> Result<()> {
         log::warn!("{}: {message}", PathBytes(full.to_vec()));
         self.summary.warnings += 1;
-        (self.out)(&Record::Warning {
-            path: Some(PathBytes(path.to_vec())),
-            message,
-        })
+        (self.out)(&Record::Warning { path: Some(PathBytes(path.to_vec())), message })
     }
 }
 

@@ -71,12 +71,8 @@ const OPTIONS: &[(&str, bool, MakeOpt)] = &[
     ("--exclude-regexp", true, |v| Opt::ExcludeRegexp(text(v))),
     ("--include-filelist", true, |v| Opt::IncludeFilelist(Filelist::Path(v))),
     ("--exclude-filelist", true, |v| Opt::ExcludeFilelist(Filelist::Path(v))),
-    ("--include-filelist-stdin", false, |_| {
-        Opt::IncludeFilelist(Filelist::Stdin)
-    }),
-    ("--exclude-filelist-stdin", false, |_| {
-        Opt::ExcludeFilelist(Filelist::Stdin)
-    }),
+    ("--include-filelist-stdin", false, |_| Opt::IncludeFilelist(Filelist::Stdin)),
+    ("--exclude-filelist-stdin", false, |_| Opt::ExcludeFilelist(Filelist::Stdin)),
     ("--exclude-if-present", true, Opt::ExcludeIfPresent),
     ("--exclude-other-filesystems", false, |_| Opt::ExcludeOtherFilesystems),
     ("--exclude-device-files", false, |_| Opt::ExcludeDeviceFiles),
@@ -103,9 +99,7 @@ pub fn options_from_args(args: impl IntoIterator<Item = OsString>) -> Result<Vec
             continue;
         };
         let value = match takes_value {
-            true => args
-                .next()
-                .ok_or_else(|| Error::usage(format!("{name} needs a value")))?,
+            true => args.next().ok_or_else(|| Error::usage(format!("{name} needs a value")))?,
             false => Vec::new(),
         };
         out.push(make(value));
@@ -207,11 +201,9 @@ impl Selection {
                     include: false,
                     name: format!("--exclude-if-present {}", String::from_utf8_lossy(name)),
                 }),
-                Opt::ExcludeDeviceFiles => first.push(Rule {
-                    test: Test::DeviceFiles,
-                    include: false,
-                    name: "--exclude-device-files".into(),
-                }),
+                Opt::ExcludeDeviceFiles => {
+                    first.push(Rule { test: Test::DeviceFiles, include: false, name: "--exclude-device-files".into() })
+                }
                 Opt::ExcludeOtherFilesystems => sel.rules.push(Rule {
                     test: Test::OtherFilesystem(root.dev),
                     include: false,
@@ -299,10 +291,7 @@ fn filelist_lines(text: &str, include: bool, null_separator: bool) -> impl Itera
         Box::new(text.split('\0'))
     } else {
         // Python's universal newlines: \r\n, \r and \n all end a line.
-        Box::new(
-            text.split('\n')
-                .flat_map(|l| l.strip_suffix('\r').unwrap_or(l).split('\r')),
-        )
+        Box::new(text.split('\n').flat_map(|l| l.strip_suffix('\r').unwrap_or(l).split('\r')))
     };
     items.enumerate().filter_map(move |(n, line)| {
         // Python's str.strip(): Unicode white space and the separators \x1c-\x1f.
@@ -317,11 +306,8 @@ fn filelist_lines(text: &str, include: bool, null_separator: bool) -> impl Itera
         };
         // As in Python, a lone quote counts as both ends.
         let quoted = |q: char| line.starts_with(q) && line.ends_with(q);
-        let line = if quoted('\'') || quoted('"') {
-            line.get(1..line.len().saturating_sub(1)).unwrap_or("")
-        } else {
-            line
-        };
+        let line =
+            if quoted('\'') || quoted('"') { line.get(1..line.len().saturating_sub(1)).unwrap_or("") } else { line };
         (!line.is_empty()).then_some((n + 1, line, inc))
     })
 }
@@ -330,56 +316,30 @@ impl Rule {
     fn glob(root: &Root, pattern: &str, include: bool) -> Result<Rule> {
         let name = format!("{} {pattern}", if include { "--include" } else { "--exclude" });
         if pattern == "**" {
-            return Ok(Rule {
-                test: Test::Everything,
-                include,
-                name,
-            });
+            return Ok(Rule { test: Test::Everything, include, name });
         }
         let glob = Glob::new(pattern).map_err(|e| Error::usage(format!("{name}: {e}")))?;
         // A glob must be able to match the source directory or something in it.
         let root_path = String::from_utf8_lossy(root.path);
         if glob.eval(&root_path, root.ftype == FileType::Dir, true).is_none() {
-            return Err(Error::usage(format!(
-                "{name}: the pattern cannot match anything in the source {root_path}"
-            ))
-            .hint(format!(
-                "patterns start with the source as given ({root_path}/...) or with '**'"
-            )));
+            return Err(Error::usage(format!("{name}: the pattern cannot match anything in the source {root_path}"))
+                .hint(format!("patterns start with the source as given ({root_path}/...) or with '**'")));
         }
-        Ok(Rule {
-            test: Test::Glob(glob),
-            include,
-            name,
-        })
+        Ok(Rule { test: Test::Glob(glob), include, name })
     }
 
     fn regexp(re: &str, include: bool) -> Result<Rule> {
-        let opt = if include {
-            "--include-regexp"
-        } else {
-            "--exclude-regexp"
-        };
+        let opt = if include { "--include-regexp" } else { "--exclude-regexp" };
         let compiled = Regex::new(re).map_err(|e| {
             Error::usage(format!("{opt} {re}: {e}")).hint(
                 "the syntax is that of Rust's regex crate: Python's look-around and back-references are not supported",
             )
         })?;
-        Ok(Rule {
-            test: Test::Regexp(compiled),
-            include,
-            name: format!("{opt} {re}"),
-        })
+        Ok(Rule { test: Test::Regexp(compiled), include, name: format!("{opt} {re}") })
     }
 
     fn eval(&self, c: &Candidate) -> Option<Verdict> {
-        let says = |hit: bool| {
-            hit.then_some(if self.include {
-                Verdict::Include
-            } else {
-                Verdict::Exclude
-            })
-        };
+        let says = |hit: bool| hit.then_some(if self.include { Verdict::Include } else { Verdict::Exclude });
         match &self.test {
             Test::Glob(g) => g.eval(c.path, c.ftype == FileType::Dir, self.include),
             Test::Everything => says(true),
@@ -427,11 +387,7 @@ impl Glob {
         let body = glob_to_regex(pattern)?;
         let compile = |re: String| Regex::new(&re).map_err(|e| e.to_string());
         let within = compile(format!("{flags}^{body}(?:{END}|/)"))?;
-        let exact_dir = if dir_only {
-            Some(compile(format!("{flags}^{body}{END}"))?)
-        } else {
-            None
-        };
+        let exact_dir = if dir_only { Some(compile(format!("{flags}^{body}{END}"))?) } else { None };
         let upto = pattern.find("**").map_or(pattern, |i| &pattern[..i + 2]);
         let parts: Vec<&str> = upto.split('/').collect();
         if parts.len() > 2 && parts[1..parts.len() - 1].contains(&"") {
@@ -443,11 +399,7 @@ impl Glob {
             prefixes.push(glob_to_regex(if prefix.is_empty() { "/" } else { &prefix })?);
         }
         let scan = compile(format!("{flags}^(?:{}){END}", prefixes.join("|")))?;
-        Ok(Glob {
-            within,
-            exact_dir,
-            scan,
-        })
+        Ok(Glob { within, exact_dir, scan })
     }
 
     fn eval(&self, path: &str, is_dir: bool, include: bool) -> Option<Verdict> {
@@ -550,11 +502,7 @@ mod tests {
     use super::*;
 
     fn root(path: &str) -> Root<'_> {
-        Root {
-            path: path.as_bytes(),
-            ftype: FileType::Dir,
-            dev: 1,
-        }
+        Root { path: path.as_bytes(), ftype: FileType::Dir, dev: 1 }
     }
 
     fn sel(opts: &[Opt]) -> Selection {
@@ -563,13 +511,7 @@ mod tests {
 
     fn verdict(s: &Selection, path: &str, ftype: FileType) -> Verdict {
         let contains = |name: &[u8]| Some(name == b".nobackup" && path.ends_with("/marked"));
-        s.select(&Candidate {
-            path,
-            ftype,
-            dev: 1,
-            mtime: 100,
-            contains: &contains,
-        })
+        s.select(&Candidate { path, ftype, dev: 1, mtime: 100, contains: &contains })
     }
 
     use FileType::{Dir, File};
@@ -637,11 +579,7 @@ mod tests {
         let s = sel(&[Opt::Include("/src/**/keep".into()), Opt::Exclude("**".into())]);
         assert_eq!(verdict(&s, "/src/any/deep/dir", Dir), Scan);
         // An exclude that wins first leaves nothing to scan.
-        let s = sel(&[
-            Opt::Exclude("/src/a".into()),
-            Opt::Include("/src/a/b".into()),
-            Opt::Exclude("**".into()),
-        ]);
+        let s = sel(&[Opt::Exclude("/src/a".into()), Opt::Include("/src/a/b".into()), Opt::Exclude("**".into())]);
         assert_eq!(verdict(&s, "/src/a", Dir), Exclude);
     }
 
@@ -666,58 +604,25 @@ mod tests {
         assert!(bad(&[Opt::Exclude("/src//x".into())]).message.contains("consecutive"));
         assert!(bad(&[Opt::Exclude("/src/[b-a]".into())]).message.contains("range"));
         // Lower-cased first, as duplicity does: [a-_] is not a range.
-        assert!(
-            bad(&[Opt::Exclude("ignorecase:/src/[A-_]".into())])
-                .message
-                .contains("range")
-        );
+        assert!(bad(&[Opt::Exclude("ignorecase:/src/[A-_]".into())]).message.contains("range"));
         assert!(bad(&[Opt::ExcludeRegexp("(".into())]).message.contains("regexp"));
         // exclude-if-present goes first, so the include is last.
-        assert!(
-            bad(&[Opt::Include("/src/x".into()), Opt::ExcludeIfPresent(b"m".to_vec())])
-                .message
-                .contains("only")
-        );
+        assert!(bad(&[Opt::Include("/src/x".into()), Opt::ExcludeIfPresent(b"m".to_vec())]).message.contains("only"));
     }
 
     #[test]
     fn filelists() {
         let text = "  /src/a  \n# comment\n\n- /src/b\r\n+ '/src/c'\r\"/src/d\"\n";
         let got: Vec<_> = filelist_lines(text, true, false).collect();
-        assert_eq!(
-            got,
-            [
-                (1, "/src/a", true),
-                (4, "/src/b", false),
-                (5, "/src/c", true),
-                (6, "/src/d", true)
-            ]
-        );
+        assert_eq!(got, [(1, "/src/a", true), (4, "/src/b", false), (5, "/src/c", true), (6, "/src/d", true)]);
         let got: Vec<_> = filelist_lines("/src/a\0- /src/b c\0'\0\"\"", false, true).collect();
         assert_eq!(got, [(1, "/src/a", false), (2, "/src/b c", false)]);
     }
 
     #[test]
     fn options_keep_their_order() {
-        let args = [
-            "--json",
-            "--exclude",
-            "a",
-            "--include-filelist-stdin",
-            "--include",
-            "--",
-            "--",
-            "--exclude",
-            "x",
-        ];
+        let args = ["--json", "--exclude", "a", "--include-filelist-stdin", "--include", "--", "--", "--exclude", "x"];
         let opts = options_from_args(args.iter().map(OsString::from)).unwrap();
-        assert_eq!(
-            opts,
-            [
-                Opt::Exclude("a".into()),
-                Opt::IncludeFilelist(Filelist::Stdin),
-                Opt::Include("--".into())
-            ]
-        );
+        assert_eq!(opts, [Opt::Exclude("a".into()), Opt::IncludeFilelist(Filelist::Stdin), Opt::Include("--".into())]);
     }
 }

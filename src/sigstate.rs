@@ -41,11 +41,7 @@ fn decode(item: &Item) -> Result<(EntryType, Entry)> {
         other => {
             return Err(Error::new(
                 Kind::Corrupt,
-                format!(
-                    "{} entry {} in a signature file",
-                    other.prefix(),
-                    crate::record::PathBytes(item.name.clone())
-                ),
+                format!("{} entry {} in a signature file", other.prefix(), crate::record::PathBytes(item.name.clone())),
             ));
         }
     }
@@ -69,13 +65,9 @@ pub struct SigState {
 /// A signature tar as a decompressed byte stream, from the cache when the
 /// chain is local, else from the backend.
 fn open_file(cache: &Cache, storage: Option<&Storage>, naming: &Naming, local: bool, name: &str) -> Result<TarStream> {
-    let f = naming
-        .parse(name)
-        .ok_or_else(|| Error::corrupt(format!("{name}: not a signature file name")))?;
+    let f = naming.parse(name).ok_or_else(|| Error::corrupt(format!("{name}: not a signature file name")))?;
     if f.encrypted() {
-        return Err(Error::usage(format!(
-            "{name}: encrypted archives are not supported by this build yet"
-        )));
+        return Err(Error::usage(format!("{name}: encrypted archives are not supported by this build yet")));
     }
     let raw: Box<dyn Read + Send> = if local {
         Box::new(cache.open_file(name)?)
@@ -83,11 +75,7 @@ fn open_file(cache: &Cache, storage: Option<&Storage>, naming: &Naming, local: b
         let s = storage.ok_or_else(|| Error::other(format!("{name} is not in the cache; run dup-sync")))?;
         Box::new(s.reader(name)?)
     };
-    let plain: Box<dyn Read + Send> = if f.compressed() {
-        Box::new(MultiGzDecoder::new(raw))
-    } else {
-        raw
-    };
+    let plain: Box<dyn Read + Send> = if f.compressed() { Box::new(MultiGzDecoder::new(raw)) } else { raw };
     Ok(TarStream::new(plain, name))
 }
 
@@ -103,19 +91,12 @@ impl SigState {
         let mut sources = Vec::new();
         let mut end_time = chain.full.end_time;
         for s in std::iter::once(&chain.full).chain(chain.incs.iter().filter(|s| t.is_none_or(|t| s.end_time <= t))) {
-            let mut src = Source {
-                stream: open_file(cache, storage, naming, chain.local, &s.name)?,
-                head: None,
-            };
+            let mut src = Source { stream: open_file(cache, storage, naming, chain.local, &s.name)?, head: None };
             src.advance()?;
             sources.push(src);
             end_time = s.end_time;
         }
-        Ok(SigState {
-            sources,
-            current: None,
-            end_time,
-        })
+        Ok(SigState { sources, current: None, end_time })
     }
 
     /// Opens the state of the archive at `t` (None: now) from a collection.
@@ -149,23 +130,13 @@ impl SigState {
                 best = match best {
                     Some(b) => {
                         let be = &self.sources[b].head.as_ref().expect("best has a head").1;
-                        if index::cmp(&e.path, &be.path).is_le() {
-                            Some(i)
-                        } else {
-                            Some(b)
-                        }
+                        if index::cmp(&e.path, &be.path).is_le() { Some(i) } else { Some(b) }
                     }
                     None => Some(i),
                 };
             }
             let Some(win) = best else { return Ok(None) };
-            let path = self.sources[win]
-                .head
-                .as_ref()
-                .expect("winner has a head")
-                .1
-                .path
-                .clone();
+            let path = self.sources[win].head.as_ref().expect("winner has a head").1.path.clone();
             for i in 0..self.sources.len() {
                 if i != win && self.sources[i].head.as_ref().is_some_and(|(_, e)| e.path == path) {
                     self.sources[i].advance()?;

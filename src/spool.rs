@@ -22,11 +22,7 @@ impl Default for Spool {
 
 impl Spool {
     pub fn new() -> Spool {
-        Spool {
-            mem: Vec::new(),
-            file: None,
-            len: 0,
-        }
+        Spool { mem: Vec::new(), file: None, len: 0 }
     }
 
     pub fn len(&self) -> u64 {
@@ -65,27 +61,17 @@ impl Spool {
 pub fn temp_file() -> io::Result<File> {
     let dir = std::env::temp_dir();
     for attempt in 0..100u32 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let p = dir.join(format!(".dup-spool.{}.{nanos}.{attempt}", std::process::id()));
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&p)
-        {
+        match std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&p) {
             Ok(f) => {
                 std::fs::remove_file(&p)?;
                 return Ok(f);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("creating a temporary file in {}: {e}", dir.display()),
-                ));
+                return Err(io::Error::new(e.kind(), format!("creating a temporary file in {}: {e}", dir.display())));
             }
         }
     }

@@ -24,11 +24,7 @@ pub struct Stats {
 
 /// A metadata file's key: its name without suffix or partial marker.
 fn key(naming: &Naming, f: &FileName) -> String {
-    naming.format(&FileName {
-        suffix: Suffix::None,
-        partial: false,
-        ..*f
-    })
+    naming.format(&FileName { suffix: Suffix::None, partial: false, ..*f })
 }
 
 /// Brings `cache` into agreement with `storage`.
@@ -61,27 +57,17 @@ pub fn run(storage: &Storage, cache: &Cache, naming: &Naming, progress: &dyn Pro
         }
         let Some(cn) = cache_name(naming, f) else { continue };
         if f.encrypted() {
-            return Err(Error::usage(format!(
-                "{name}: encrypted archives are not supported by this build yet"
-            )));
+            return Err(Error::usage(format!("{name}: encrypted archives are not supported by this build yet")));
         }
         let r = storage.reader(name)?;
         let n = if f.is_signature() {
             // The cache always holds gzip; re-compress whatever the remote form.
-            let plain: Box<dyn Read> = if f.compressed() {
-                Box::new(MultiGzDecoder::new(r))
-            } else {
-                Box::new(r)
-            };
+            let plain: Box<dyn Read> = if f.compressed() { Box::new(MultiGzDecoder::new(r)) } else { Box::new(r) };
             cache.write(&cn, GzEncoder::new(Checked(plain, name), Compression::new(6)))?
         } else {
             cache.write(&cn, r)?
         };
-        progress.event(Event::File {
-            name: name.clone(),
-            bytes: n,
-            action: "cached".into(),
-        });
+        progress.event(Event::File { name: name.clone(), bytes: n, action: "cached".into() });
         stats.copied.push(name.clone());
     }
     Ok(stats)
@@ -92,8 +78,6 @@ struct Checked<'a, R>(R, &'a str);
 
 impl<R: Read> Read for Checked<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0
-            .read(buf)
-            .map_err(|e| io::Error::other(Error::corrupt(format!("{}: {e}", self.1))))
+        self.0.read(buf).map_err(|e| io::Error::other(Error::corrupt(format!("{}: {e}", self.1))))
     }
 }

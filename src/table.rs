@@ -69,27 +69,15 @@ pub fn utc(t: i64) -> String {
 fn entry_line(kind: &str, e: &Entry, content: Option<u64>) -> String {
     let owner = format!(
         "{}/{}",
-        if e.uname.is_empty() {
-            e.uid.to_string()
-        } else {
-            e.uname.clone()
-        },
-        if e.gname.is_empty() {
-            e.gid.to_string()
-        } else {
-            e.gname.clone()
-        }
+        if e.uname.is_empty() { e.uid.to_string() } else { e.uname.clone() },
+        if e.gname.is_empty() { e.gid.to_string() } else { e.gname.clone() }
     );
     let size = match (e.ftype, e.devmajor, e.devminor) {
         (FileType::Char | FileType::Block, Some(a), Some(b)) => format!("{a},{b}"),
         _ => e.size.to_string(),
     };
-    let mut line = format!(
-        "{kind:<9} {} {owner:<17} {size:>10} {} {}",
-        mode_string(e.ftype, e.mode),
-        utc(e.mtime),
-        e.path
-    );
+    let mut line =
+        format!("{kind:<9} {} {owner:<17} {size:>10} {} {}", mode_string(e.ftype, e.mode), utc(e.mtime), e.path);
     if let Some(t) = &e.target {
         line.push_str(&format!(" -> {t}"));
     }
@@ -127,13 +115,7 @@ pub fn set_line(s: &SetInfo) -> String {
 /// followed it, if any.
 pub fn line(rec: &Record, content: Option<u64>) -> String {
     match rec {
-        Record::Header {
-            stream,
-            version,
-            producer,
-            source,
-            ..
-        } => {
+        Record::Header { stream, version, producer, source, .. } => {
             let s = match stream {
                 StreamKind::Entries => "entries",
                 StreamKind::Signatures => "signatures",
@@ -153,12 +135,9 @@ pub fn line(rec: &Record, content: Option<u64>) -> String {
         Record::Deleted { path, .. } => format!("{:<9} {path}", "deleted"),
         Record::Warning { path: Some(p), message } => format!("{:<9} {p}: {message}", "warning"),
         Record::Warning { path: None, message } => format!("{:<9} {message}", "warning"),
-        Record::Chunk { data, last } => format!(
-            "{:<9} {} bytes{}",
-            "chunk",
-            data.0.len(),
-            if *last { " (last)" } else { "" }
-        ),
+        Record::Chunk { data, last } => {
+            format!("{:<9} {} bytes{}", "chunk", data.0.len(), if *last { " (last)" } else { "" })
+        }
         Record::File { name, role, delete } => {
             let role = match role {
                 FileRole::Volume => "volume",

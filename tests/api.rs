@@ -46,14 +46,10 @@ fn two_jobs_at_once_then_list_and_increment() {
         assert!(r.stored.stored >= 3, "job {i} stored volumes, signature and manifest");
         let ev = events[i].lock().unwrap();
         assert!(
-            ev.iter()
-                .any(|e| matches!(e, Event::File { action, .. } if action == "stored")),
+            ev.iter().any(|e| matches!(e, Event::File { action, .. } if action == "stored")),
             "job {i} reported stores"
         );
-        assert!(
-            ev.iter()
-                .any(|e| matches!(e, Event::Finish { stage, .. } if stage == "backup"))
-        );
+        assert!(ev.iter().any(|e| matches!(e, Event::Finish { stage, .. } if stage == "backup")));
     }
     // Each job's progress saw only its own files.
     let names = |i: usize| -> Vec<String> {
@@ -70,11 +66,8 @@ fn two_jobs_at_once_then_list_and_increment() {
     assert!(names(0).iter().any(|p| p == "big.bin") && !names(0).iter().any(|p| p == "f07"));
     assert!(names(1).iter().any(|p| p == "f07") && !names(1).iter().any(|p| p == "big.bin"));
 
-    let a0 = ArchiveOptions {
-        url: format!("file://{}", archs[0].display()),
-        archive_dir: Some(cache.clone()),
-        name: None,
-    };
+    let a0 =
+        ArchiveOptions { url: format!("file://{}", archs[0].display()), archive_dir: Some(cache.clone()), name: None };
     let sets = api::snapshots(&a0).unwrap();
     assert_eq!(sets.len(), 1);
     assert!(sets[0].volumes >= 3);
@@ -93,20 +86,13 @@ fn two_jobs_at_once_then_list_and_increment() {
     let r = api::backup(&opts(&srcs[0], &archs[0], &cache), &dup::progress::Silent).unwrap();
     assert!(!r.full);
     assert_eq!(r.changes.changed, 1, "{:?}", r.changes);
-    assert_eq!(
-        r.changes.files_read, 1,
-        "only the changed file is read: {:?}",
-        r.changes
-    );
+    assert_eq!(r.changes.files_read, 1, "only the changed file is read: {:?}", r.changes);
     assert_eq!(api::snapshots(&a0).unwrap().len(), 2);
 
     // An explicit incremental with no chain is refused with "no backup".
     let mut o = opts(&srcs[1], &t.path().join("empty"), &cache);
     o.mode = BackupMode::Incremental;
-    assert_eq!(
-        api::backup(&o, &dup::progress::Silent).unwrap_err().kind,
-        dup::Kind::NoBackup
-    );
+    assert_eq!(api::backup(&o, &dup::progress::Silent).unwrap_err().kind, dup::Kind::NoBackup);
 
     if have("duplicity", "two_jobs_at_once_then_list_and_increment") {
         for (i, src) in srcs.iter().enumerate() {

@@ -19,10 +19,7 @@ fn options(help: &str) -> Vec<String> {
     for line in help.lines() {
         for word in line.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']') {
             if let Some(rest) = word.strip_prefix("--") {
-                let name: String = rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-                    .collect();
+                let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
                 if !name.is_empty() && !out.contains(&name) {
                     out.push(name);
                 }
@@ -44,10 +41,7 @@ fn help_matches_man_pages() {
         // roff writes a dash in an option as \-.
         let page = page.replace("\\-", "-");
         for opt in options(&help) {
-            assert!(
-                page.contains(&format!("--{opt}")),
-                "man/{name}.1 does not document --{opt}"
-            );
+            assert!(page.contains(&format!("--{opt}")), "man/{name}.1 does not document --{opt}");
         }
     }
 }

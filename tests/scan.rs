@@ -97,9 +97,7 @@ fn decode(stdout: &[u8]) -> Vec<Record> {
 }
 
 fn entries(recs: &[Record]) -> Vec<&Entry> {
-    recs.iter()
-        .filter_map(|r| if let Record::Entry(e) = r { Some(e) } else { None })
-        .collect()
+    recs.iter().filter_map(|r| if let Record::Entry(e) = r { Some(e) } else { None }).collect()
 }
 
 fn paths(recs: &[Record]) -> Vec<Vec<u8>> {
@@ -126,29 +124,17 @@ fn duplicity_paths(src: &Path, opts: &[String], cwd: &Path) -> Vec<Vec<u8>> {
 }
 
 fn show(paths: &[Vec<u8>]) -> String {
-    paths
-        .iter()
-        .map(|p| format!("  {}\n", String::from_utf8_lossy(p)))
-        .collect()
+    paths.iter().map(|p| format!("  {}\n", String::from_utf8_lossy(p))).collect()
 }
 
 /// dup-scan with `opts` lists what duplicity backs up with the same options
 /// (both run in `cwd`).
 fn same_as_duplicity(opts: &[String], src: &Path, cwd: &Path) {
     let (out, recs) = run_scan(Command::new(DUP_SCAN).args(opts).arg(src).current_dir(cwd));
-    assert!(
-        out.status.success(),
-        "dup-scan {opts:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "dup-scan {opts:?}: {}", String::from_utf8_lossy(&out.stderr));
     let ours = paths(&recs);
     let theirs = duplicity_paths(src, opts, cwd);
-    assert!(
-        ours == theirs,
-        "options {opts:?}\ndup-scan:\n{}duplicity:\n{}",
-        show(&ours),
-        show(&theirs)
-    );
+    assert!(ours == theirs, "options {opts:?}\ndup-scan:\n{}duplicity:\n{}", show(&ours), show(&theirs));
 }
 
 /// Runs one comparison on a fresh tree; `opts` gets the source path as `SRC`.
@@ -185,26 +171,12 @@ fn exclude_glob() {
 
 #[test]
 fn include_then_exclude_everything() {
-    compare(&[
-        "--include",
-        "SRC/dir/sub/keep.txt",
-        "--include",
-        "SRC/a/b",
-        "--exclude",
-        "**",
-    ]);
+    compare(&["--include", "SRC/dir/sub/keep.txt", "--include", "SRC/a/b", "--exclude", "**"]);
 }
 
 #[test]
 fn include_glob_with_double_star() {
-    compare(&[
-        "--exclude",
-        "SRC/dir/sub/*.log",
-        "--include",
-        "SRC/**.txt",
-        "--exclude",
-        "**",
-    ]);
+    compare(&["--exclude", "SRC/dir/sub/*.log", "--include", "SRC/**.txt", "--exclude", "**"]);
 }
 
 #[test]
@@ -227,22 +199,12 @@ fn filelist() {
     let list = tmp.path().join("list");
     let text = format!("# keep one subtree of dir\n+ {s}/dir/sub\n- {s}/dir/**\n\n  '{s}/a/b'  \n- {s}/cache\n");
     fs::write(&list, text).unwrap();
-    same_as_duplicity(
-        &["--exclude-filelist".into(), list.to_str().unwrap().into()],
-        &src,
-        tmp.path(),
-    );
+    same_as_duplicity(&["--exclude-filelist".into(), list.to_str().unwrap().into()], &src, tmp.path());
 }
 
 #[test]
 fn exclude_if_present_and_device_files() {
-    compare(&[
-        "--exclude-if-present",
-        ".nobackup",
-        "--exclude-device-files",
-        "--exclude",
-        "SRC/a",
-    ]);
+    compare(&["--exclude-if-present", ".nobackup", "--exclude-device-files", "--exclude", "SRC/a"]);
 }
 
 #[test]
@@ -258,11 +220,7 @@ fn metadata_of_special_files() {
     let (out, recs) = run_scan(Command::new(DUP_SCAN).arg(&src));
     assert!(out.status.success());
     let es = entries(&recs);
-    let get = |p: &[u8]| {
-        *es.iter()
-            .find(|e| e.path.0 == p)
-            .unwrap_or_else(|| panic!("{p:?} missing"))
-    };
+    let get = |p: &[u8]| *es.iter().find(|e| e.path.0 == p).unwrap_or_else(|| panic!("{p:?} missing"));
     assert_eq!(es[0].path.0, b".");
     assert_eq!(get(b".").ftype, FileType::Dir);
     assert_eq!(get(b"fifo").ftype, FileType::Fifo);
@@ -323,47 +281,24 @@ fn unreadable_items_warn_and_exit_3() {
         eprintln!("note: skipping the unreadable-directory test: nobody cannot run {DUP_SCAN}");
         return;
     }
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let warned: Vec<&[u8]> = recs
         .iter()
-        .filter_map(|r| {
-            if let Record::Warning { path, .. } = r {
-                path.as_ref().map(|p| &p.0[..])
-            } else {
-                None
-            }
-        })
+        .filter_map(|r| if let Record::Warning { path, .. } = r { path.as_ref().map(|p| &p.0[..]) } else { None })
         .collect();
     assert_eq!(warned, [&b"locked"[..], b"mine", b"secret"]);
     assert_eq!(paths(&recs), [&b"."[..], b"ok", b"ok/f"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("locked") && stderr.contains("secret"),
-        "stderr: {stderr}"
-    );
+    assert!(stderr.contains("locked") && stderr.contains("secret"), "stderr: {stderr}");
     mode("locked", 0o755);
 }
 
 #[test]
 fn bad_selections_are_usage_errors() {
     let (_tmp, src) = tree();
-    for opts in [
-        &["--exclude", "/elsewhere/x"][..],
-        &["--include", "**/a"],
-        &["--exclude-older-than", "yesterday"],
-    ] {
+    for opts in [&["--exclude", "/elsewhere/x"][..], &["--include", "**/a"], &["--exclude-older-than", "yesterday"]] {
         let out = Command::new(DUP_SCAN).args(opts).arg(&src).output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{opts:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(2), "{opts:?}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(out.stdout.is_empty());
     }
     let out = Command::new(DUP_SCAN).arg(src.join("missing")).output().unwrap();
@@ -392,9 +327,5 @@ fn filelist_from_stdin() {
     let from_stdin = decode(&out.stdout);
     assert_eq!(paths(&from_stdin), paths(&from_file));
     assert!(paths(&from_file).contains(&b"dir/sub/keep.txt".to_vec()));
-    assert!(
-        !paths(&from_file)
-            .iter()
-            .any(|p| p.starts_with(b"a/") || p == b"dir/other")
-    );
+    assert!(!paths(&from_file).iter().any(|p| p.starts_with(b"a/") || p == b"dir/other"));
 }

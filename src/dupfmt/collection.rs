@@ -123,9 +123,7 @@ impl BackupChain {
     /// The sets a restore at `t` reads (§6.5 step 3): the full set and the
     /// incrementals with T2 ≤ t.
     pub fn sets_at(&self, t: i64) -> Vec<&BackupSet> {
-        std::iter::once(&self.full)
-            .chain(self.incs.iter().filter(|s| s.end_time <= t))
-            .collect()
+        std::iter::once(&self.full).chain(self.incs.iter().filter(|s| s.end_time <= t)).collect()
     }
 
     pub fn num_volumes(&self) -> usize {
@@ -259,8 +257,7 @@ impl Collection {
                     }
                     // A published manifest wins over a stale local `.part`.
                     Some(old) => {
-                        c.warnings
-                            .push(format!("two manifests for one backup set: {old} and {name}"));
+                        c.warnings.push(format!("two manifests for one backup set: {old} and {name}"));
                         if set.partial && !f.partial {
                             set.manifest = Some(name.to_string());
                             set.partial = false;
@@ -271,10 +268,8 @@ impl Collection {
         }
         for set in &mut sets {
             if set.manifest.is_some() {
-                set.local_manifest = parsed_local
-                    .iter()
-                    .find(|(_, f)| f.is_manifest() && set.same_set(f))
-                    .map(|(n, _)| n.to_string());
+                set.local_manifest =
+                    parsed_local.iter().find(|(_, f)| f.is_manifest() && set.same_set(f)).map(|(n, _)| n.to_string());
             }
         }
 
@@ -287,10 +282,7 @@ impl Collection {
         // 3. Chains: fulls open chains; incrementals go to the first chain that takes them.
         for set in complete {
             if set.kind == SetKind::Full {
-                c.chains.push(BackupChain {
-                    full: set,
-                    incs: Vec::new(),
-                });
+                c.chains.push(BackupChain { full: set, incs: Vec::new() });
                 continue;
             }
             let mut set = Some(set);
@@ -331,8 +323,7 @@ impl Collection {
                 // duplicity compares with the second-to-last set's T2, which a
                 // full set does not have: with one incremental this never matches.
                 if let Some(dropped) = chain.incs.pop() {
-                    self.warnings
-                        .push("discarding the last backup set, because of a missing signature file".into());
+                    self.warnings.push("discarding the last backup set, because of a missing signature file".into());
                     self.incomplete_sets.push(dropped);
                 }
             } else {
@@ -343,8 +334,7 @@ impl Collection {
             break;
         }
         if self.primary.is_none() && !self.sig_chains.is_empty() {
-            self.warnings
-                .push("found signatures but no corresponding backup files".into());
+            self.warnings.push("found signatures but no corresponding backup files".into());
         }
     }
 
@@ -360,11 +350,7 @@ impl Collection {
 
     /// All chains but the primary one, by end time.
     pub fn secondary_chains(&self) -> impl Iterator<Item = &BackupChain> {
-        self.chains
-            .iter()
-            .enumerate()
-            .filter(move |(i, _)| Some(*i) != self.primary)
-            .map(|(_, c)| c)
+        self.chains.iter().enumerate().filter(move |(i, _)| Some(*i) != self.primary).map(|(_, c)| c)
     }
 
     /// The chain a restore at `t` uses (§6.5 step 2): the one covering `t`
@@ -381,11 +367,7 @@ impl Collection {
             }
             return Ok(c);
         }
-        Ok(self
-            .chains
-            .iter()
-            .rfind(|c| c.end_time() < t)
-            .unwrap_or(&self.chains[0]))
+        Ok(self.chains.iter().rfind(|c| c.end_time() < t).unwrap_or(&self.chains[0]))
     }
 
     /// The signature chain for `t` (§6.6): the newest covering `t` (a local
@@ -395,11 +377,7 @@ impl Collection {
         let Some(oldest) = self.sig_chains.first() else {
             return Err(Error::new(Kind::NoBackup, "no signature chains found"));
         };
-        if let Some(c) = self
-            .sig_chains
-            .iter()
-            .rfind(|c| c.start_time() <= t && t <= c.end_time())
-        {
+        if let Some(c) = self.sig_chains.iter().rfind(|c| c.start_time() <= t && t <= c.end_time()) {
             return Ok((c, None));
         }
         if let Some(c) = self.sig_chains.iter().rfind(|c| c.end_time() < t) {
@@ -437,13 +415,8 @@ impl Collection {
     /// Sets older than `t` that can't be deleted because a chain ending at or
     /// after `t` depends on them, by time.
     pub fn sets_older_than_required(&self, t: i64) -> Vec<&BackupSet> {
-        let mut v: Vec<&BackupSet> = self
-            .chains
-            .iter()
-            .filter(|c| c.end_time() >= t)
-            .flat_map(|c| c.sets())
-            .filter(|s| s.time() < t)
-            .collect();
+        let mut v: Vec<&BackupSet> =
+            self.chains.iter().filter(|c| c.end_time() >= t).flat_map(|c| c.sets()).filter(|s| s.time() < t).collect();
         v.sort_by_key(|s| s.time());
         v
     }
@@ -475,19 +448,11 @@ impl Collection {
 /// Signature chains of one listing (§1.7 step 4): each full-sig opens a
 /// chain; new-sigs sorted by T1 join the first chain ending at their T1.
 fn sig_chains(files: &[(&String, FileName)], local: bool) -> (Vec<SigChain>, Vec<String>) {
-    let sig = |n: &str, f: &FileName| SigFile {
-        name: n.to_string(),
-        start_time: f.start,
-        end_time: f.end,
-    };
+    let sig = |n: &str, f: &FileName| SigFile { name: n.to_string(), start_time: f.start, end_time: f.end };
     let mut chains: Vec<SigChain> = files
         .iter()
         .filter(|(_, f)| f.kind == FileKind::FullSig)
-        .map(|(n, f)| SigChain {
-            local,
-            full: sig(n, f),
-            incs: Vec::new(),
-        })
+        .map(|(n, f)| SigChain { local, full: sig(n, f), incs: Vec::new() })
         .collect();
     let mut news: Vec<&(&String, FileName)> = files.iter().filter(|(_, f)| f.kind == FileKind::NewSig).collect();
     news.sort_by_key(|(_, f)| f.start);
@@ -508,9 +473,7 @@ mod tests {
 
     fn full(t: i64, vols: u64) -> Vec<String> {
         let ts = to_compact(t);
-        let mut v: Vec<String> = (1..=vols)
-            .map(|n| format!("duplicity-full.{ts}.vol{n}.difftar.gz"))
-            .collect();
+        let mut v: Vec<String> = (1..=vols).map(|n| format!("duplicity-full.{ts}.vol{n}.difftar.gz")).collect();
         v.push(format!("duplicity-full.{ts}.manifest"));
         v.push(format!("duplicity-full-signatures.{ts}.sigtar.gz"));
         v
@@ -518,9 +481,7 @@ mod tests {
 
     fn inc(t1: i64, t2: i64, vols: u64) -> Vec<String> {
         let (a, b) = (to_compact(t1), to_compact(t2));
-        let mut v: Vec<String> = (1..=vols)
-            .map(|n| format!("duplicity-inc.{a}.to.{b}.vol{n}.difftar.gz"))
-            .collect();
+        let mut v: Vec<String> = (1..=vols).map(|n| format!("duplicity-inc.{a}.to.{b}.vol{n}.difftar.gz")).collect();
         v.push(format!("duplicity-inc.{a}.to.{b}.manifest"));
         v.push(format!("duplicity-new-signatures.{a}.to.{b}.sigtar.gz"));
         v
@@ -531,10 +492,7 @@ mod tests {
     }
 
     fn ends(c: &Collection) -> Vec<(i64, i64, usize)> {
-        c.chains
-            .iter()
-            .map(|ch| (ch.start_time(), ch.end_time(), ch.incs.len()))
-            .collect()
+        c.chains.iter().map(|ch| (ch.start_time(), ch.end_time(), ch.incs.len())).collect()
     }
 
     const B: i64 = 1_700_000_000;
@@ -542,14 +500,9 @@ mod tests {
     #[test]
     fn two_chains() {
         // Listing order must not matter for the result.
-        let mut names = [
-            full(B, 2),
-            inc(B, B + 100, 1),
-            inc(B + 100, B + 150, 1),
-            full(B + 200, 1),
-            inc(B + 200, B + 300, 1),
-        ]
-        .concat();
+        let mut names =
+            [full(B, 2), inc(B, B + 100, 1), inc(B + 100, B + 150, 1), full(B + 200, 1), inc(B + 200, B + 300, 1)]
+                .concat();
         names.push("unrelated.txt".into());
         names.reverse();
         let c = build(&names, &[]);
@@ -638,9 +591,7 @@ mod tests {
     fn partial_set_from_cache() {
         // An interrupted full: two volumes uploaded, manifest and sig only as .part in the cache.
         let ts = to_compact(B);
-        let remote: Vec<String> = (1..=2)
-            .map(|n| format!("duplicity-full.{ts}.vol{n}.difftar.gpg"))
-            .collect();
+        let remote: Vec<String> = (1..=2).map(|n| format!("duplicity-full.{ts}.vol{n}.difftar.gpg")).collect();
         let local = vec![
             format!("duplicity-full.{ts}.manifest.part"),
             format!("duplicity-full-signatures.{ts}.sigtar.part"),
@@ -651,11 +602,7 @@ mod tests {
         let set = &c.chains[0].full;
         assert!(set.partial && set.encrypted);
         assert_eq!(set.local_manifest.as_deref(), Some(local[0].as_str()));
-        assert_eq!(
-            set.remote_files().len(),
-            2,
-            "the local partial manifest is not a remote file"
-        );
+        assert_eq!(set.remote_files().len(), 2, "the local partial manifest is not a remote file");
         assert_eq!(c.primary, Some(0), "the local .part sig chain matches");
         assert!(c.primary_sig_chain().unwrap().local);
         // Without the cache the set is incomplete.
@@ -676,19 +623,12 @@ mod tests {
         let names = [full(B, 1), inc(B, B + 100, 1)].concat();
         let local: Vec<String> = vec![
             format!("duplicity-full-signatures.{}.sigtar.gz", to_compact(B)),
-            format!(
-                "duplicity-new-signatures.{}.to.{}.sigtar.gz",
-                to_compact(B),
-                to_compact(B + 100)
-            ),
+            format!("duplicity-new-signatures.{}.to.{}.sigtar.gz", to_compact(B), to_compact(B + 100)),
             format!("duplicity-full.{}.manifest", to_compact(B)),
         ];
         let c = build(&names, &local);
         assert_eq!(c.sig_chains.len(), 2);
-        assert!(
-            !c.sig_chains[0].local && c.sig_chains[1].local,
-            "remote first on equal end times"
-        );
+        assert!(!c.sig_chains[0].local && c.sig_chains[1].local, "remote first on equal end times");
         assert!(c.primary_sig_chain().unwrap().local);
         assert!(c.sig_chain_at(B + 50).unwrap().0.local);
         assert_eq!(c.chains[0].full.local_manifest.as_deref(), Some(local[2].as_str()));

@@ -23,19 +23,12 @@ fn duplicity_python() -> Option<PathBuf> {
     }
     let text = std::fs::read(&path).ok()?;
     let first = text.split(|&b| b == b'\n').next()?;
-    let interp = std::str::from_utf8(first.strip_prefix(b"#!")?)
-        .ok()?
-        .split_whitespace()
-        .next()?;
+    let interp = std::str::from_utf8(first.strip_prefix(b"#!")?).ok()?.split_whitespace().next()?;
     Some(PathBuf::from(interp))
 }
 
 fn have_duplicity(test: &str) -> bool {
-    let ok = Command::new("duplicity")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let ok = Command::new("duplicity").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
     if !ok {
         eprintln!("duplicity not on PATH: skipping {test}");
     }
@@ -78,27 +71,19 @@ fn run_duplicity(args: &[&str], src: &Path, url: &str, cache: &Path) {
         .arg(url)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "duplicity {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "duplicity {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     v.sort();
     v
 }
 
 fn gunzip(path: &Path) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
-        .read_to_end(&mut out)
-        .unwrap();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_end(&mut out).unwrap();
     out
 }
 
@@ -133,11 +118,7 @@ fn duplicity_archive_round_trip() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (src, target, cache) = (
-        tmp.path().join("src"),
-        tmp.path().join("target"),
-        tmp.path().join("cache"),
-    );
+    let (src, target, cache) = (tmp.path().join("src"), tmp.path().join("target"), tmp.path().join("cache"));
     write(&src.join("a.txt"), b"hello world\n");
     write(&src.join("big.bin"), &pseudo_random(1_500_000, 7));
     write(&src.join("exact64k.bin"), &pseudo_random(65_536, 9));
@@ -145,10 +126,7 @@ fn duplicity_archive_round_trip() {
     write(&src.join("ünïcödé.txt"), b"utf-8\n");
     write(&src.join("dir1/file with space.txt"), b"space\n");
     write(&src.join("dir1/nested/deep.txt"), b"deep\n");
-    write(
-        &src.join(format!("{}/{}.txt", "d".repeat(60), "f".repeat(70))),
-        b"long\n",
-    );
+    write(&src.join(format!("{}/{}.txt", "d".repeat(60), "f".repeat(70))), b"long\n");
     write(&src.join("foreign"), b"foreign\n");
     std::fs::create_dir(src.join("emptydir")).unwrap();
     std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
@@ -157,23 +135,14 @@ fn duplicity_archive_round_trip() {
     let (fifo, dev, chown) = unsafe {
         (
             libc::mkfifo(cstr(&src.join("fifo")).as_ptr(), 0o644) == 0,
-            libc::mknod(
-                cstr(&src.join("chardev")).as_ptr(),
-                libc::S_IFCHR | 0o644,
-                libc::makedev(1, 3),
-            ) == 0,
+            libc::mknod(cstr(&src.join("chardev")).as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 3)) == 0,
             libc::lchown(cstr(&src.join("foreign")).as_ptr(), 3_000_000, 3_000_001) == 0,
         )
     };
     eprintln!("fixture has a fifo: {fifo}, a char device: {dev}, a file of uid 3000000: {chown}");
     let url = format!("file://{}", target.display());
     run_duplicity(&["full"], &src, &url, &cache);
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(src.join("a.txt"))
-        .unwrap()
-        .write_all(b"more\n")
-        .unwrap();
+    std::fs::OpenOptions::new().append(true).open(src.join("a.txt")).unwrap().write_all(b"more\n").unwrap();
     std::fs::remove_dir_all(src.join("dir1/nested")).unwrap();
     write(&src.join("new.txt"), b"new\n");
     run_duplicity(&["incremental"], &src, &url, &cache);
@@ -186,11 +155,7 @@ fn duplicity_archive_round_trip() {
     for name in remote.iter().chain(&local) {
         let f = naming.parse(name).unwrap_or_else(|| panic!("{name} not recognised"));
         assert_eq!(naming.format(&f), *name);
-        assert_eq!(
-            f.suffix,
-            if f.is_manifest() { Suffix::None } else { Suffix::Gzip },
-            "{name}"
-        );
+        assert_eq!(f.suffix, if f.is_manifest() { Suffix::None } else { Suffix::Gzip }, "{name}");
     }
 
     // Sets and chains.
@@ -211,20 +176,11 @@ fn duplicity_archive_round_trip() {
         // Manifests: parse, write back byte for byte, same in the cache.
         let manifest_name = set.manifest.as_ref().unwrap();
         let text = std::fs::read(target.join(manifest_name)).unwrap();
-        assert_eq!(
-            std::fs::read(cache.join(set.local_manifest.as_ref().unwrap())).unwrap(),
-            text
-        );
+        assert_eq!(std::fs::read(cache.join(set.local_manifest.as_ref().unwrap())).unwrap(), text);
         let m = Manifest::parse(&text).unwrap();
         assert_eq!(m.to_bytes(), text, "{manifest_name}");
-        assert_eq!(
-            m.localdir.as_deref(),
-            Some(std::os::unix::ffi::OsStrExt::as_bytes(src.as_os_str()))
-        );
-        assert_eq!(
-            m.volumes.keys().copied().collect::<Vec<_>>(),
-            set.volumes.keys().copied().collect::<Vec<_>>()
-        );
+        assert_eq!(m.localdir.as_deref(), Some(std::os::unix::ffi::OsStrExt::as_bytes(src.as_os_str())));
+        assert_eq!(m.volumes.keys().copied().collect::<Vec<_>>(), set.volumes.keys().copied().collect::<Vec<_>>());
         let files = m.files.as_ref().unwrap();
         if set.kind == SetKind::Full {
             assert!(files.iter().any(|f| f.path == b"dir1/file with space.txt"));
@@ -263,40 +219,21 @@ fn duplicity_archive_round_trip() {
     }
 
     // Signature tars: rewritten byte for byte, end marker included.
-    for name in remote
-        .iter()
-        .filter(|n| naming.parse(n).is_some_and(|f| f.is_signature()))
-    {
+    for name in remote.iter().filter(|n| naming.parse(n).is_some_and(|f| f.is_signature())) {
         let plain = gunzip(&target.join(name));
         assert_eq!(gunzip(&cache.join(name)), plain);
         let (again, items) = rewrite(&plain, true);
         assert_eq!(again.finish().unwrap(), plain, "{name} rewritten");
-        let kinds: Vec<EntryType> = items
-            .iter()
-            .map(|i| tar::parse_entry_name(&i.name).unwrap().kind)
-            .collect();
-        assert!(
-            kinds
-                .iter()
-                .all(|k| matches!(k, EntryType::Signature | EntryType::Snapshot | EntryType::Deleted))
-        );
+        let kinds: Vec<EntryType> = items.iter().map(|i| tar::parse_entry_name(&i.name).unwrap().kind).collect();
+        assert!(kinds.iter().all(|k| matches!(k, EntryType::Signature | EntryType::Snapshot | EntryType::Deleted)));
         if naming.parse(name).unwrap().kind == FileKind::FullSig {
             assert_eq!(items[0].name, b"snapshot/");
-            assert!(
-                items.iter().any(|i| i.meta.linkname.len() == 151),
-                "long symlink target"
-            );
+            assert!(items.iter().any(|i| i.meta.linkname.len() == 151), "long symlink target");
             assert!(items.iter().any(|i| i.name.len() > 100), "long name");
-            assert!(
-                items.iter().any(|i| i.name == b"signature/caf\xe9.txt"),
-                "non-UTF-8 name"
-            );
+            assert!(items.iter().any(|i| i.name == b"signature/caf\xe9.txt"), "non-UTF-8 name");
             let has = |f: &dyn Fn(&tar::Item) -> bool| items.iter().any(f);
             assert_eq!(has(&|i| i.meta.typeflag == tar::FIFO), fifo);
-            assert_eq!(
-                has(&|i| i.meta.typeflag == tar::CHAR && (i.meta.devmajor, i.meta.devminor) == (1, 3)),
-                dev
-            );
+            assert_eq!(has(&|i| i.meta.typeflag == tar::CHAR && (i.meta.devmajor, i.meta.devminor) == (1, 3)), dev);
             assert_eq!(has(&|i| (i.meta.uid, i.meta.gid) == (3_000_000, 3_000_001)), chown);
         } else {
             assert!(kinds.contains(&EntryType::Deleted));
@@ -370,15 +307,7 @@ print(json.dumps(out))
             names.push(format!("dns.{t}.{t2s}.st{sfx}"));
         }
     }
-    names.extend(
-        [
-            "unrelated.txt",
-            "lockfile",
-            "duplicity-full.x.y.vol1.difftar",
-            "df.1.2.3.dt",
-        ]
-        .map(String::from),
-    );
+    names.extend(["unrelated.txt", "lockfile", "duplicity-full.x.y.vol1.difftar", "df.1.2.3.dt"].map(String::from));
     // Mutations of the valid names: a character deleted or inserted, outside
     // the compact times (duplicity reads a damaged 15-character time as
     // compact once it has appended "Z" for a UTC local zone; we don't).
@@ -387,15 +316,10 @@ print(json.dumps(out))
     let compact = [compact.clone(), compact.map(|t| t.to_lowercase())].concat();
     let mut seed = 12_345u64;
     for n in &base {
-        let in_time = |i: usize| {
-            compact
-                .iter()
-                .any(|t| n.match_indices(t.as_str()).any(|(s, _)| (s..s + 16).contains(&i)))
-        };
+        let in_time =
+            |i: usize| compact.iter().any(|t| n.match_indices(t.as_str()).any(|(s, _)| (s..s + 16).contains(&i)));
         for _ in 0..6 {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             let i = (seed >> 33) as usize % (n.len() + 1);
             if in_time(i) {
                 continue;
@@ -410,21 +334,12 @@ print(json.dumps(out))
             names.push(m);
         }
     }
-    let prefixed: Vec<String> = names
-        .iter()
-        .flat_map(|n| ["P_A_", "P_M_", "P_S_", "P_", "A_"].map(|p| format!("{p}{n}")))
-        .step_by(3)
-        .collect();
+    let prefixed: Vec<String> =
+        names.iter().flat_map(|n| ["P_A_", "P_M_", "P_S_", "P_", "A_"].map(|p| format!("{p}{n}"))).step_by(3).collect();
 
     let option_sets = [
         (NameOptions::default(), &names),
-        (
-            NameOptions {
-                short: true,
-                ..Default::default()
-            },
-            &names,
-        ),
+        (NameOptions { short: true, ..Default::default() }, &names),
         (
             NameOptions {
                 prefix: "P_".into(),
@@ -438,27 +353,12 @@ print(json.dumps(out))
     ];
     for (opts, names) in option_sets {
         let input = serde_json::json!([
-            [
-                opts.prefix,
-                opts.prefix_archive,
-                opts.prefix_manifest,
-                opts.prefix_signature,
-                opts.short
-            ],
+            [opts.prefix, opts.prefix_archive, opts.prefix_manifest, opts.prefix_signature, opts.short],
             names
         ]);
-        let mut child = Command::new(&python)
-            .args(["-c", SCRIPT])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.to_string().as_bytes())
-            .unwrap();
+        let mut child =
+            Command::new(&python).args(["-c", SCRIPT]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "duplicity's parser failed to run");
         let theirs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
@@ -485,9 +385,7 @@ print(json.dumps(out))
             });
             let ours = ours.unwrap_or(serde_json::Value::Null);
             assert_eq!(ours, want, "{name:?} under {opts:?}");
-            *compared
-                .entry(if want.is_null() { "ignored" } else { "recognised" })
-                .or_insert(0) += 1;
+            *compared.entry(if want.is_null() { "ignored" } else { "recognised" }).or_insert(0) += 1;
         }
         eprintln!("names compared with duplicity under {opts:?}: {compared:?}");
         assert!(compared.get("recognised").copied().unwrap_or(0) > 50, "{compared:?}");

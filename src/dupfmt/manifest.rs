@@ -49,10 +49,7 @@ impl VolumeInfo {
     /// The hash duplicity checks: SHA1, else MD5, else the first one.
     pub fn best_hash(&self) -> Option<(&str, &str)> {
         let find = |n: &str| self.hashes.iter().find(|(k, _)| k == n);
-        find("SHA1")
-            .or_else(|| find("MD5"))
-            .or(self.hashes.first())
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+        find("SHA1").or_else(|| find("MD5")).or(self.hashes.first()).map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// True when the volume may hold `prefix` or something under it (§2.5):
@@ -67,10 +64,9 @@ impl VolumeInfo {
     /// The block as duplicity writes it, with its final LF.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = format!("Volume {}:\n", self.number).into_bytes();
-        for (label, idx, block) in [
-            ("StartingPath   ", &self.start, self.start_block),
-            ("EndingPath     ", &self.end, self.end_block),
-        ] {
+        for (label, idx, block) in
+            [("StartingPath   ", &self.start, self.start_block), ("EndingPath     ", &self.end, self.end_block)]
+        {
             out.extend_from_slice(b"    ");
             out.extend_from_slice(label.as_bytes());
             out.extend_from_slice(&index_text(idx));
@@ -89,11 +85,7 @@ impl VolumeInfo {
 }
 
 fn index_text(idx: &[u8]) -> Vec<u8> {
-    if index::components(idx).next().is_none() {
-        b".".to_vec()
-    } else {
-        quote(idx)
-    }
+    if index::components(idx).next().is_none() { b".".to_vec() } else { quote(idx) }
 }
 
 /// How a file changed in a set (`Filelist` lines).
@@ -139,10 +131,7 @@ impl Manifest {
     /// The whole manifest as duplicity streams it: header, volumes in
     /// ascending order, `Filelist` (when present).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = header_bytes(
-            self.hostname.as_deref().unwrap_or(""),
-            self.localdir.as_deref().unwrap_or(b""),
-        );
+        let mut out = header_bytes(self.hostname.as_deref().unwrap_or(""), self.localdir.as_deref().unwrap_or(b""));
         for v in self.volumes.values() {
             out.extend_from_slice(&v.to_bytes());
         }
@@ -155,11 +144,7 @@ impl Manifest {
     /// The volumes that may hold `prefix` or something under it, ascending
     /// (all of them for the root).
     pub fn volumes_for(&self, prefix: &[u8]) -> Vec<u64> {
-        self.volumes
-            .values()
-            .filter(|v| v.contains(prefix))
-            .map(|v| v.number)
-            .collect()
+        self.volumes.values().filter(|v| v.contains(prefix)).map(|v| v.number).collect()
     }
 
     /// Parses a manifest (§2.4): keywords in any case; `Hostname`/`Localdir`
@@ -308,33 +293,15 @@ fn volume_start(line: &[u8]) -> Option<Pending> {
         return None;
     }
     let number = parse_u64(&rest[..digits])?;
-    Some(Pending {
-        number,
-        start: None,
-        end: None,
-        hashes: Vec::new(),
-    })
+    Some(Pending { number, start: None, end: None, hashes: Vec::new() })
 }
 
 fn finish_volume(m: &mut Manifest, v: Pending, last: &mut Option<u64>) -> Result<()> {
     let (Some((start, start_block)), Some((end, end_block))) = (v.start, v.end) else {
-        return Err(Error::corrupt(format!(
-            "manifest: volume {} lacks StartingPath or EndingPath",
-            v.number
-        )));
+        return Err(Error::corrupt(format!("manifest: volume {} lacks StartingPath or EndingPath", v.number)));
     };
     *last = Some(v.number);
-    m.volumes.insert(
-        v.number,
-        VolumeInfo {
-            number: v.number,
-            start,
-            start_block,
-            end,
-            end_block,
-            hashes: v.hashes,
-        },
-    );
+    m.volumes.insert(v.number, VolumeInfo { number: v.number, start, start_block, end, end_block, hashes: v.hashes });
     Ok(())
 }
 
@@ -400,13 +367,8 @@ pub fn unquote(s: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let mut i = 0;
     while i < inner.len() {
         if inner[i] == b'\\' {
-            let hex = inner
-                .get(i + 1..i + 4)
-                .filter(|h| h[0] == b'x')
-                .ok_or("bad \\x escape")?;
-            let v = std::str::from_utf8(&hex[1..])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = inner.get(i + 1..i + 4).filter(|h| h[0] == b'x').ok_or("bad \\x escape")?;
+            let v = std::str::from_utf8(&hex[1..]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
             out.push(v.ok_or("bad \\x escape")?);
             i += 4;
         } else {
@@ -448,19 +410,10 @@ mod tests {
             (v1.start.as_slice(), v1.start_block, v1.end.as_slice(), v1.end_block),
             (&b"."[..], None, &b"big.bin"[..], Some(15))
         );
-        assert_eq!(
-            v1.best_hash(),
-            Some(("SHA1", "ed36b4b5912dc8b2a8340cda6393a08689fc6a16"))
-        );
+        assert_eq!(v1.best_hash(), Some(("SHA1", "ed36b4b5912dc8b2a8340cda6393a08689fc6a16")));
         let files = m.files.as_ref().unwrap();
         assert_eq!(files.len(), 4);
-        assert_eq!(
-            files[1],
-            FileChange {
-                change: Change::Changed,
-                path: b"caf\xe9.txt".to_vec()
-            }
-        );
+        assert_eq!(files[1], FileChange { change: Change::Changed, path: b"caf\xe9.txt".to_vec() });
         assert_eq!(files[2].path, b"dir1/file with space.txt");
         assert_eq!(m.to_bytes(), sample());
     }
@@ -476,19 +429,13 @@ mod tests {
         assert_eq!(header_bytes("h", b"my dir"), b"Hostname h\nLocaldir \"my\\x20dir\"\n");
         assert_eq!(filelist_bytes(&[]), b"Filelist 0\n");
         let root = VolumeInfo::new(1, b".", None, b".", None, "00");
-        assert!(
-            root.to_bytes()
-                .starts_with(b"Volume 1:\n    StartingPath   .  \n    EndingPath     .  \n")
-        );
+        assert!(root.to_bytes().starts_with(b"Volume 1:\n    StartingPath   .  \n    EndingPath     .  \n"));
     }
 
     #[test]
     fn quoting() {
         assert_eq!(quote(b"plain/caf\xe9"), b"plain/caf\xe9");
-        assert_eq!(
-            quote(b"a b\tc\\d\"e'f\x0b\x0c\r\n"),
-            b"\"a\\x20b\\x09c\\x5cd\\x22e\\x27f\\x0b\\x0c\\x0d\\x0a\""
-        );
+        assert_eq!(quote(b"a b\tc\\d\"e'f\x0b\x0c\r\n"), b"\"a\\x20b\\x09c\\x5cd\\x22e\\x27f\\x0b\\x0c\\x0d\\x0a\"");
         for s in [&b"x y"[..], b"\"", b"'", b"\\x20", b"\x01\x7f\xff", b""] {
             assert_eq!(unquote(&quote(s)).unwrap(), s);
         }
@@ -540,12 +487,7 @@ mod tests {
         for (text, want) in cases {
             let e = Manifest::parse(text).unwrap_err();
             assert_eq!(e.kind, crate::error::Kind::Corrupt);
-            assert!(
-                e.message.contains(want),
-                "{:?}: {}",
-                String::from_utf8_lossy(text),
-                e.message
-            );
+            assert!(e.message.contains(want), "{:?}: {}", String::from_utf8_lossy(text), e.message);
         }
     }
 

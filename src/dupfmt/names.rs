@@ -75,14 +75,7 @@ impl FileName {
     /// A name of the given kind; `start` is ignored (set to `end`) for fulls.
     pub fn new(kind: FileKind, start: i64, end: i64, suffix: Suffix) -> Self {
         let start = if kind.is_full() { end } else { start };
-        FileName {
-            kind,
-            start,
-            end,
-            suffix,
-            partial: false,
-            short: false,
-        }
+        FileName { kind, start, end, suffix, partial: false, short: false }
     }
 
     /// The time a set or signature file is sorted by (T of a full, T2 otherwise).
@@ -121,10 +114,7 @@ impl FileName {
 impl FileKind {
     /// Full set or full signature.
     pub fn is_full(self) -> bool {
-        matches!(
-            self,
-            FileKind::FullVolume(_) | FileKind::FullManifest | FileKind::FullSig
-        )
+        matches!(self, FileKind::FullVolume(_) | FileKind::FullManifest | FileKind::FullSig)
     }
 
     /// duplicity's type word: `full`, `inc`, `full-sig`, `new-sig`.
@@ -188,16 +178,8 @@ struct Patterns {
 impl Patterns {
     fn new(short: bool) -> Patterns {
         // Time fields are lazy; numbers are decimal (long) or base 36 (short).
-        let (t, n) = if short {
-            ("[0-9a-z]+?", "[0-9a-z]+")
-        } else {
-            (".*?", "[0-9]+")
-        };
-        let part = if short {
-            r"(?P<partial>\.p)?"
-        } else {
-            r"(?P<partial>\.part)?"
-        };
+        let (t, n) = if short { ("[0-9a-z]+?", "[0-9a-z]+") } else { (".*?", "[0-9]+") };
+        let part = if short { r"(?P<partial>\.p)?" } else { r"(?P<partial>\.part)?" };
         // The patterns are constant; the tests compile every one of them.
         let re = |body: String| Regex::new(&format!("^{body}(?:$|\\.)")).expect("constant file name pattern");
         if short {
@@ -213,14 +195,10 @@ impl Patterns {
             Patterns {
                 full_vol: re(format!(r"duplicity-full\.(?P<t>{t})\.vol(?P<n>{n})\.difftar{part}")),
                 full_manifest: re(format!(r"duplicity-full\.(?P<t>{t})\.manifest{part}")),
-                inc_vol: re(format!(
-                    r"duplicity-inc\.(?P<t1>{t})\.to\.(?P<t2>{t})\.vol(?P<n>{n})\.difftar"
-                )),
+                inc_vol: re(format!(r"duplicity-inc\.(?P<t1>{t})\.to\.(?P<t2>{t})\.vol(?P<n>{n})\.difftar")),
                 inc_manifest: re(format!(r"duplicity-inc\.(?P<t1>{t})\.to\.(?P<t2>{t})\.manifest{part}")),
                 full_sig: re(format!(r"duplicity-full-signatures\.(?P<t>{t})\.sigtar{part}")),
-                new_sig: re(format!(
-                    r"duplicity-new-signatures\.(?P<t1>{t})\.to\.(?P<t2>{t})\.sigtar{part}"
-                )),
+                new_sig: re(format!(r"duplicity-new-signatures\.(?P<t1>{t})\.to\.(?P<t2>{t})\.sigtar{part}")),
             }
         }
     }
@@ -229,11 +207,7 @@ impl Patterns {
     fn get(short: bool) -> &'static Patterns {
         static SHORT: OnceLock<Patterns> = OnceLock::new();
         static LONG: OnceLock<Patterns> = OnceLock::new();
-        if short {
-            SHORT.get_or_init(|| Patterns::new(true))
-        } else {
-            LONG.get_or_init(|| Patterns::new(false))
-        }
+        if short { SHORT.get_or_init(|| Patterns::new(true)) } else { LONG.get_or_init(|| Patterns::new(false)) }
     }
 }
 
@@ -297,11 +271,7 @@ impl Naming {
 
     fn parse_kind(&self, name: &str) -> Option<FileName> {
         let time = |short: bool, s: &str| -> Option<i64> {
-            let t = if short {
-                i64::try_from(from_base36(s)?).ok()?
-            } else {
-                time::parse_name_time(s)?
-            };
+            let t = if short { i64::try_from(from_base36(s)?).ok()? } else { time::parse_name_time(s)? };
             (t != 0).then_some(t)
         };
         let num = |short: bool, s: &str| -> Option<u64> {
@@ -309,14 +279,7 @@ impl Naming {
             (n != 0).then_some(n)
         };
         let partial = |c: &regex::Captures| c.name("partial").is_some();
-        let mk = |kind, start, end, partial, short| FileName {
-            kind,
-            start,
-            end,
-            suffix: Suffix::None,
-            partial,
-            short,
-        };
+        let mk = |kind, start, end, partial, short| FileName { kind, start, end, suffix: Suffix::None, partial, short };
         use Role::*;
 
         // Full: a volume match wins over a manifest match.
@@ -355,11 +318,7 @@ impl Naming {
     pub fn format(&self, f: &FileName) -> String {
         let o = &self.opts;
         let t = |v: i64| {
-            if f.short {
-                to_base36(v.max(0) as u64)
-            } else {
-                time::to_compact(v)
-            }
+            if f.short { to_base36(v.max(0) as u64) } else { time::to_compact(v) }
         };
         let n = |v: u64| if f.short { to_base36(v) } else { v.to_string() };
         let part = match (f.partial, f.short) {
@@ -380,19 +339,15 @@ impl Naming {
             (FileKind::FullVolume(v), true) => (&o.prefix_archive, format!("df.{t2}.{}.dt", n(v))),
             (FileKind::FullManifest, false) => (&o.prefix_manifest, format!("duplicity-full.{t2}.manifest")),
             (FileKind::FullManifest, true) => (&o.prefix_manifest, format!("df.{t2}.m")),
-            (FileKind::IncVolume(v), false) => (
-                &o.prefix_archive,
-                format!("duplicity-inc.{t1}.to.{t2}.vol{}.difftar", n(v)),
-            ),
+            (FileKind::IncVolume(v), false) => {
+                (&o.prefix_archive, format!("duplicity-inc.{t1}.to.{t2}.vol{}.difftar", n(v)))
+            }
             (FileKind::IncVolume(v), true) => (&o.prefix_archive, format!("di.{t1}.{t2}.{}.dt", n(v))),
             (FileKind::IncManifest, false) => (&o.prefix_manifest, format!("duplicity-inc.{t1}.to.{t2}.manifest")),
             (FileKind::IncManifest, true) => (&o.prefix_manifest, format!("di.{t1}.{t2}.m")),
             (FileKind::FullSig, false) => (&o.prefix_signature, format!("duplicity-full-signatures.{t2}.sigtar")),
             (FileKind::FullSig, true) => (&o.prefix_signature, format!("dfs.{t2}.st")),
-            (FileKind::NewSig, false) => (
-                &o.prefix_signature,
-                format!("duplicity-new-signatures.{t1}.to.{t2}.sigtar"),
-            ),
+            (FileKind::NewSig, false) => (&o.prefix_signature, format!("duplicity-new-signatures.{t1}.to.{t2}.sigtar")),
             (FileKind::NewSig, true) => (&o.prefix_signature, format!("dns.{t1}.{t2}.st")),
         };
         format!("{}{kind_prefix}{body}{part}{sfx}", o.prefix)
@@ -435,54 +390,12 @@ mod tests {
     fn spec_examples_long() {
         let n = long();
         let cases: &[(&str, FileKind, i64, i64, Suffix, bool)] = &[
-            (
-                "duplicity-full.20261126T035930Z.vol1.difftar.gz",
-                FileKind::FullVolume(1),
-                T,
-                T,
-                Suffix::Gzip,
-                false,
-            ),
-            (
-                "duplicity-full.20261126T035930Z.vol12.difftar.gpg",
-                FileKind::FullVolume(12),
-                T,
-                T,
-                Suffix::Gpg,
-                false,
-            ),
-            (
-                "duplicity-full.20261126T035930Z.vol3.difftar",
-                FileKind::FullVolume(3),
-                T,
-                T,
-                Suffix::None,
-                false,
-            ),
-            (
-                "duplicity-full.20261126T035930Z.manifest",
-                FileKind::FullManifest,
-                T,
-                T,
-                Suffix::None,
-                false,
-            ),
-            (
-                "duplicity-full.20261126T035930Z.manifest.gpg",
-                FileKind::FullManifest,
-                T,
-                T,
-                Suffix::Gpg,
-                false,
-            ),
-            (
-                "duplicity-full.20261126T035930Z.manifest.part",
-                FileKind::FullManifest,
-                T,
-                T,
-                Suffix::None,
-                true,
-            ),
+            ("duplicity-full.20261126T035930Z.vol1.difftar.gz", FileKind::FullVolume(1), T, T, Suffix::Gzip, false),
+            ("duplicity-full.20261126T035930Z.vol12.difftar.gpg", FileKind::FullVolume(12), T, T, Suffix::Gpg, false),
+            ("duplicity-full.20261126T035930Z.vol3.difftar", FileKind::FullVolume(3), T, T, Suffix::None, false),
+            ("duplicity-full.20261126T035930Z.manifest", FileKind::FullManifest, T, T, Suffix::None, false),
+            ("duplicity-full.20261126T035930Z.manifest.gpg", FileKind::FullManifest, T, T, Suffix::Gpg, false),
+            ("duplicity-full.20261126T035930Z.manifest.part", FileKind::FullManifest, T, T, Suffix::None, true),
             (
                 "duplicity-inc.20261126T035930Z.to.20261126T040019Z.vol1.difftar.gz",
                 FileKind::IncVolume(1),
@@ -499,22 +412,8 @@ mod tests {
                 Suffix::None,
                 true,
             ),
-            (
-                "duplicity-full-signatures.20261126T035930Z.sigtar.gz",
-                FileKind::FullSig,
-                T,
-                T,
-                Suffix::Gzip,
-                false,
-            ),
-            (
-                "duplicity-full-signatures.20261126T035930Z.sigtar.part",
-                FileKind::FullSig,
-                T,
-                T,
-                Suffix::None,
-                true,
-            ),
+            ("duplicity-full-signatures.20261126T035930Z.sigtar.gz", FileKind::FullSig, T, T, Suffix::Gzip, false),
+            ("duplicity-full-signatures.20261126T035930Z.sigtar.part", FileKind::FullSig, T, T, Suffix::None, true),
             (
                 "duplicity-new-signatures.20261126T035930Z.to.20261126T040019Z.sigtar.gpg",
                 FileKind::NewSig,
@@ -539,53 +438,31 @@ mod tests {
     fn short_names() {
         let t = 1_795_665_687; // tp3cif
         let t2 = from_base36("tp3cih").unwrap() as i64;
-        for mode in [
-            long(),
-            Naming::new(NameOptions {
-                short: true,
-                ..Default::default()
-            }),
-        ] {
+        for mode in [long(), Naming::new(NameOptions { short: true, ..Default::default() })] {
             let cases: &[(&str, FileKind, i64, Suffix, bool)] = &[
                 ("df.tp3cif.1.dt.z", FileKind::FullVolume(1), t, Suffix::Gzip, false),
                 ("df.tp3cif.a.dt.g", FileKind::FullVolume(10), t, Suffix::Gpg, false),
                 ("df.tp3cif.m", FileKind::FullManifest, t, Suffix::None, false),
                 ("df.tp3cif.m.p", FileKind::FullManifest, t, Suffix::None, true),
                 ("dfs.tp3cif.st.z", FileKind::FullSig, t, Suffix::Gzip, false),
-                (
-                    "di.tp3cif.tp3cih.1.dt.z",
-                    FileKind::IncVolume(1),
-                    t2,
-                    Suffix::Gzip,
-                    false,
-                ),
+                ("di.tp3cif.tp3cih.1.dt.z", FileKind::IncVolume(1), t2, Suffix::Gzip, false),
                 ("di.tp3cif.tp3cih.m", FileKind::IncManifest, t2, Suffix::None, false),
                 ("dns.tp3cif.tp3cih.st.z", FileKind::NewSig, t2, Suffix::Gzip, false),
                 ("dns.tp3cif.tp3cih.st.p", FileKind::NewSig, t2, Suffix::None, true),
             ];
             for &(name, kind, end, suffix, partial) in cases {
                 let f = mode.parse(name).unwrap_or_else(|| panic!("{name} not recognised"));
-                assert_eq!(
-                    (f.kind, f.end, f.suffix, f.partial, f.short),
-                    (kind, end, suffix, partial, true),
-                    "{name}"
-                );
+                assert_eq!((f.kind, f.end, f.suffix, f.partial, f.short), (kind, end, suffix, partial, true), "{name}");
                 assert_eq!(f.start, t, "{name}");
                 assert_eq!(mode.format(&f), name);
             }
         }
         // Short mode does not see long names, nor long suffixes.
-        let short = Naming::new(NameOptions {
-            short: true,
-            ..Default::default()
-        });
+        let short = Naming::new(NameOptions { short: true, ..Default::default() });
         assert_eq!(short.parse("duplicity-full.20261126T035930Z.manifest"), None);
         assert_eq!(short.parse("df.tp3cif.1.dt.gz").map(|f| f.suffix), Some(Suffix::None));
         assert_eq!(long().parse("df.tp3cif.1.dt.gz").map(|f| f.suffix), Some(Suffix::Gzip));
-        assert_eq!(
-            short.name(FileKind::NewSig, t, t2, Suffix::Gzip, true),
-            "dns.tp3cif.tp3cih.st.p.z"
-        );
+        assert_eq!(short.name(FileKind::NewSig, t, t2, Suffix::Gzip, true), "dns.tp3cif.tp3cih.st.p.z");
     }
 
     #[test]
@@ -609,10 +486,7 @@ mod tests {
         }
         // A prefix belongs to its kind only; regex characters are literal.
         assert_eq!(n.parse("P_M_duplicity-full.20261126T040623Z.vol1.difftar.gz"), None);
-        let dots = Naming::new(NameOptions {
-            prefix: "a.b*".into(),
-            ..Default::default()
-        });
+        let dots = Naming::new(NameOptions { prefix: "a.b*".into(), ..Default::default() });
         assert!(dots.parse("a.b*duplicity-full.20261126T040623Z.manifest").is_some());
         assert!(dots.parse("aXbbduplicity-full.20261126T040623Z.manifest").is_none());
         assert_eq!(
@@ -641,23 +515,12 @@ mod tests {
             assert_eq!(n.parse(name), None, "{name:?}");
         }
         // Legacy and integer times; anything after a dot is suffix.
-        let f = n
-            .parse("duplicity-full.2002-04-26T04:22:01-07:00.vol1.difftar.gpg")
-            .unwrap();
-        assert_eq!(
-            (f.kind, f.end, f.suffix),
-            (FileKind::FullVolume(1), 1_019_820_121, Suffix::Gpg)
-        );
+        let f = n.parse("duplicity-full.2002-04-26T04:22:01-07:00.vol1.difftar.gpg").unwrap();
+        assert_eq!((f.kind, f.end, f.suffix), (FileKind::FullVolume(1), 1_019_820_121, Suffix::Gpg));
         let f = n.parse("duplicity-full.1700000000.manifest.whatever").unwrap();
-        assert_eq!(
-            (f.kind, f.end, f.suffix),
-            (FileKind::FullManifest, 1_700_000_000, Suffix::None)
-        );
+        assert_eq!((f.kind, f.end, f.suffix), (FileKind::FullManifest, 1_700_000_000, Suffix::None));
         // "gz" without a dot still counts as compressed in long mode.
-        assert_eq!(
-            n.parse("duplicity-full.1700000000.manifest.xgz").unwrap().suffix,
-            Suffix::Gzip
-        );
+        assert_eq!(n.parse("duplicity-full.1700000000.manifest.xgz").unwrap().suffix, Suffix::Gzip);
         // Volumes never carry the partial flag.
         let f = n.parse("duplicity-full.20261126T035930Z.vol1.difftar.part").unwrap();
         assert_eq!((f.kind, f.partial), (FileKind::FullVolume(1), false));

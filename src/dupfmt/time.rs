@@ -55,8 +55,7 @@ fn digits(s: &[u8]) -> Option<u32> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    s.iter()
-        .try_fold(0u32, |acc, &b| acc.checked_mul(10)?.checked_add(u32::from(b - b'0')))
+    s.iter().try_fold(0u32, |acc, &b| acc.checked_mul(10)?.checked_add(u32::from(b - b'0')))
 }
 
 /// duplicity's field ranges for datetimes (year strictly between 1900 and 2100).
@@ -122,19 +121,14 @@ pub fn local_to_unix(year: i64, month: u32, day: u32, hour: u32, min: u32, sec: 
 
 /// The current time, whole seconds since the epoch.
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Local time in `asctime` form (`Tue Jan  2 03:04:05 2024`), as duplicity
 /// prints times in listings.
 pub fn pretty(t: i64) -> String {
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     // SAFETY: an all-zero `tm` is valid; localtime_r fills the struct we own.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     let tt: libc::time_t = t;
@@ -278,13 +272,7 @@ mod tests {
         for t in [1_000_000_000i64, 1_700_000_000, 4_102_444_799] {
             assert_eq!(parse_compact(&to_compact(t)), Some(t));
         }
-        for bad in [
-            "20261126T035930",
-            "20261126X035930Z",
-            "2026112xT035930Z",
-            "18991126T035930Z",
-            "20261326T035930Z",
-        ] {
+        for bad in ["20261126T035930", "20261126X035930Z", "2026112xT035930Z", "18991126T035930Z", "20261326T035930Z"] {
             assert_eq!(parse_compact(bad), None, "{bad}");
         }
     }
@@ -306,20 +294,11 @@ mod tests {
         let tt: libc::time_t = t;
         assert!(!unsafe { libc::localtime_r(&tt, &mut tm) }.is_null());
         if tm.tm_isdst == 0 {
-            assert_eq!(
-                (tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec),
-                (124, 0, 2, 3, 4, 5)
-            );
+            assert_eq!((tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec), (124, 0, 2, 3, 4, 5));
         }
         let utc = parse_w3c("2024-01-02T03:04:05Z").unwrap();
-        assert_eq!(
-            t - utc,
-            -i64::from(tm.tm_gmtoff as i32) + if tm.tm_isdst > 0 { 3600 } else { 0 }
-        );
-        assert_eq!(
-            parse_time("2024-01-02", 0).unwrap(),
-            parse_w3c("2024-01-02T00:00:00").unwrap()
-        );
+        assert_eq!(t - utc, -i64::from(tm.tm_gmtoff as i32) + if tm.tm_isdst > 0 { 3600 } else { 0 });
+        assert_eq!(parse_time("2024-01-02", 0).unwrap(), parse_w3c("2024-01-02T00:00:00").unwrap());
         assert!(pretty(t).contains(" 2024"));
     }
 
@@ -334,26 +313,14 @@ mod tests {
         assert_eq!(parse_time("2W5D", now).unwrap(), now - 19 * 86_400);
         assert_eq!(parse_time("1h30m", now).unwrap(), now - 5400);
         assert_eq!(parse_time("1h78m", now).unwrap(), now - 3600 - 78 * 60);
-        assert_eq!(
-            parse_time("2M1Y10s", now).unwrap(),
-            now - 60 * 86_400 - 365 * 86_400 - 10
-        );
+        assert_eq!(parse_time("2M1Y10s", now).unwrap(), now - 60 * 86_400 - 365 * 86_400 - 10);
         let d = parse_time("2002-03-05", now).unwrap();
         for same in ["2002/3/5", "03-05-2002", "2002-3-05", "3/5/2002", "20020305Z"] {
             assert_eq!(parse_time(same, now).unwrap(), d, "{same}");
         }
         let err = parse_time("yesterday", now).unwrap_err();
         assert_eq!(err.kind, crate::error::Kind::Usage);
-        for bad in [
-            "",
-            "3d",
-            "D",
-            "3D4",
-            "2002-13-05",
-            "2002-3-5-1",
-            "1/2/3",
-            "99999999999999999999999",
-        ] {
+        for bad in ["", "3d", "D", "3D4", "2002-13-05", "2002-3-5-1", "1/2/3", "99999999999999999999999"] {
             assert!(parse_time(bad, now).is_err(), "{bad}");
         }
         assert_eq!(parse_interval("3D"), Some(259_200));

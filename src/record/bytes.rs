@@ -104,11 +104,7 @@ pub fn unescape(s: &str) -> Result<Vec<u8>, String> {
 
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.serialize_str(&B64.encode(&self.0))
-        } else {
-            s.serialize_bytes(&self.0)
-        }
+        if s.is_human_readable() { s.serialize_str(&B64.encode(&self.0)) } else { s.serialize_bytes(&self.0) }
     }
 }
 

@@ -11,10 +11,7 @@ use std::process::{Command, Output, Stdio};
 
 /// The directory holding the built dup binaries.
 pub fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_dup-scan"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_BIN_EXE_dup-scan")).parent().unwrap().to_path_buf()
 }
 
 /// The project's scripts directory.
@@ -24,11 +21,7 @@ pub fn scripts() -> PathBuf {
 
 /// True when `cmd` is on PATH; otherwise prints why the caller skips.
 pub fn have(cmd: &str, test: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let ok = Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().is_ok_and(|o| o.status.success());
     if !ok {
         eprintln!("{test}: skipped, {cmd} is not installed (scripts/test installs it)");
     }
@@ -86,10 +79,7 @@ pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
 
 pub fn set_mtime(p: &Path, secs: i64) {
     let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let t = libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: 0,
-    };
+    let t = libc::timespec { tv_sec: secs as libc::time_t, tv_nsec: 0 };
     let times = [t, t];
     // SAFETY: valid C string and array of two timespecs.
     let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
@@ -138,11 +128,7 @@ pub fn hard_tree(root: &Path) {
     write(&j(b"a b"), b"a b\n", 0o644);
     let long_dir = "d".repeat(60);
     fs::create_dir(root.join(&long_dir)).unwrap();
-    write(
-        &root.join(&long_dir).join(format!("{}.txt", "f".repeat(70))),
-        b"long path\n",
-        0o644,
-    );
+    write(&root.join(&long_dir).join(format!("{}.txt", "f".repeat(70))), b"long path\n", 0o644);
     symlink("a.txt", j(b"link")).unwrap();
     symlink("/nonexistent/target", j(b"dangling")).unwrap();
     mkfifo(&j(b"fifo"));
@@ -176,13 +162,7 @@ pub enum Item {
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(Vec<u8>, Item)>) {
     let rel = dir.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
     let m = fs::symlink_metadata(dir).unwrap();
-    out.push((
-        rel,
-        Item::Dir {
-            mode: m.mode() & 0o7777,
-            mtime: m.mtime(),
-        },
-    ));
+    out.push((rel, Item::Dir { mode: m.mode() & 0o7777, mtime: m.mtime() }));
     let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     for n in names {
@@ -195,20 +175,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(Vec<u8>, Item)>) {
             continue;
         }
         let item = if ft.is_symlink() {
-            Item::Symlink {
-                target: fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec(),
-            }
+            Item::Symlink { target: fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec() }
         } else if ft.is_file() {
-            Item::File {
-                mode: m.mode() & 0o7777,
-                mtime: m.mtime(),
-                content: fs::read(&p).unwrap(),
-            }
+            Item::File { mode: m.mode() & 0o7777, mtime: m.mtime(), content: fs::read(&p).unwrap() }
         } else if m.mode() & libc::S_IFMT == libc::S_IFIFO {
-            Item::Fifo {
-                mode: m.mode() & 0o7777,
-                mtime: m.mtime(),
-            }
+            Item::Fifo { mode: m.mode() & 0o7777, mtime: m.mtime() }
         } else {
             Item::Other(m.mode())
         };
@@ -234,26 +205,11 @@ pub fn assert_same_tree(want: &Path, got: &Path) {
             *mtime = 0;
         }
     }
-    let names = |v: &Vec<(Vec<u8>, Item)>| {
-        v.iter()
-            .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        names(&a),
-        names(&b),
-        "different names in {} and {}",
-        want.display(),
-        got.display()
-    );
+    let names =
+        |v: &Vec<(Vec<u8>, Item)>| v.iter().map(|(n, _)| String::from_utf8_lossy(n).into_owned()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b), "different names in {} and {}", want.display(), got.display());
     for ((n, x), (_, y)) in a.iter().zip(&b) {
-        assert!(
-            x == y,
-            "{}: {:?} != {:?}",
-            String::from_utf8_lossy(n),
-            short(x),
-            short(y)
-        );
+        assert!(x == y, "{}: {:?} != {:?}", String::from_utf8_lossy(n), short(x), short(y));
     }
 }
 
@@ -268,25 +224,11 @@ fn short(i: &Item) -> String {
 /// with `inc`); `pack` adds dup-pack options.
 pub fn dup_backup(cwd: &Path, src: &Path, url: &str, cache: &Path, inc: bool, pack: &str) {
     let c = format!("--archive-dir {}", q(cache));
-    let basis = if inc {
-        format!("--basis <(dup-sig {c} --archive {})", q(url))
-    } else {
-        String::new()
-    };
-    sh_ok(
-        cwd,
-        &format!(
-            "dup-scan {} | dup-delta {basis} | dup-pack {pack} | dup-put {c} {}",
-            q(src),
-            q(url)
-        ),
-    );
+    let basis = if inc { format!("--basis <(dup-sig {c} --archive {})", q(url)) } else { String::new() };
+    sh_ok(cwd, &format!("dup-scan {} | dup-delta {basis} | dup-pack {pack} | dup-put {c} {}", q(src), q(url)));
 }
 
 /// Runs real duplicity with its cache in `cache`; fails the test on error.
 pub fn duplicity(cwd: &Path, cache: &Path, args: &str) -> Output {
-    sh_ok(
-        cwd,
-        &format!("duplicity --no-encryption --archive-dir {} {args}", q(cache)),
-    )
+    sh_ok(cwd, &format!("duplicity --no-encryption --archive-dir {} {args}", q(cache)))
 }
