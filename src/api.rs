@@ -231,3 +231,10 @@ pub fn files_at(archive: &ArchiveOptions, t: Option<i64>, mut each: impl FnMut(E
     }
     Ok(())
 }
+
+/// Tests that the archive's backend answers: lists, writes, reads back and
+/// deletes a probe file. Says what went wrong (unreachable, authentication
+/// refused, permission denied, not found) instead of failing.
+pub fn test_connection(archive: &ArchiveOptions) -> Result<crate::storage::Check> {
+    crate::storage::test_connection(&archive.url)
+}

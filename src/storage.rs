@@ -1,41 +1,169 @@
 //! Backends: opendal behind one small blocking interface.
 //!
-//! URLs follow duplicity (`file:///abs/path`, `file://relative/path`). Each
-//! [`Storage`] owns its tokio runtime (opendal is async inside), so several
-//! can live in one process with no shared state.
+//! URLs follow duplicity (man/dup-backends.7): `file://`, `s3://`,
+//! `s3+http://`, `sftp://` (`scp://`), `webdav://`, `webdavs://`.
+//! Credentials come from the environment duplicity users already set and are
+//! never logged; messages show URLs without their password. Each [`Storage`]
+//! owns its tokio runtime (opendal is async inside), so several can live in
+//! one process with no shared state.
 
-use std::io::{self, Read};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
-use opendal::layers::{LoggingLayer, RetryLayer};
+use opendal::layers::{LoggingInterceptor, LoggingLayer, RetryEvent, RetryLayer, TimeoutLayer};
+use opendal::options::WriteOptions;
+use opendal::raw::Operation;
+use opendal::{Buffer, ErrorKind};
 
 use crate::error::{Error, Kind, Result};
+use crate::record::content_error;
+use crate::spool::{Spool, SpoolReader};
 
 /// A backend holding one archive (a flat directory of archive files).
 pub struct Storage {
-    op: opendal::blocking::Operator,
+    op: opendal::Operator,
+    blocking: opendal::blocking::Operator,
+    /// The URL without its password, for messages.
     url: String,
+    target: Target,
+    settings: Settings,
     can_rename: bool,
-    // Declared last: dropped after the operator that uses it.
-    _rt: Arc<tokio::runtime::Runtime>,
+    /// False for backends that take a file in one request (WebDAV).
+    multi_write: bool,
+    // Declared last: dropped after the operators that use it.
+    rt: Arc<tokio::runtime::Runtime>,
 }
 
 /// Prefix of the temporary names files are written under before being
 /// renamed into place; duplicity and dup ignore such names.
 pub const TEMP_PREFIX: &str = ".dup-tmp.";
 
+/// The schemes this build reads, for messages.
+pub const SCHEMES: &str = "file://, s3://, s3+http://, sftp://, scp://, webdav://, webdavs://";
+
+/// Looks up an environment variable (the process environment by default;
+/// front ends can pass their own).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
 /// A parsed backend URL: opendal's scheme and its configuration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Target {
     pub scheme: String,
     pub config: Vec<(String, String)>,
 }
 
-/// Parses a duplicity-style URL.
+const SECRET_KEYS: &[&str] = &["password", "secret_access_key", "session_token"];
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown: Vec<(&str, &str)> = self
+            .config
+            .iter()
+            .map(|(k, v)| (k.as_str(), if SECRET_KEYS.contains(&k.as_str()) { "***" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("Target").field("scheme", &self.scheme).field("config", &shown).finish()
+    }
+}
+
+impl Target {
+    /// The value of one configuration key.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.config.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn set(&mut self, key: &str, value: impl Into<String>) {
+        let value = value.into();
+        match self.config.iter_mut().find(|(k, _)| k == key) {
+            Some(kv) => kv.1 = value,
+            None => self.config.push((key.to_string(), value)),
+        }
+    }
+}
+
+/// Parses a duplicity-style URL, with credentials from the process environment.
 pub fn parse_url(url: &str) -> Result<Target> {
-    let bad = |why: &str| {
-        Error::usage(format!("{url}: {why}")).hint("URLs look like file:///absolute/path or file://relative/path")
+    parse_url_with(url, &process_env)
+}
+
+/// The parts of `scheme://[user[:password]@]host[:port][/path]`.
+#[derive(Debug, Default, PartialEq)]
+struct Parts {
+    user: Option<String>,
+    password: Option<String>,
+    host: String,
+    port: Option<u16>,
+    /// Everything after the authority, without its first `/`.
+    path: String,
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn split_url(rest: &str) -> std::result::Result<Parts, String> {
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
     };
+    let (userinfo, hostport) = match authority.rfind('@') {
+        Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+        None => (None, authority),
+    };
+    let (user, password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((u, p)) => (Some(percent_decode(u)), Some(percent_decode(p))),
+            None => (Some(percent_decode(u)), None),
+        },
+        None => (None, None),
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or("an IPv6 address needs its closing ]")?;
+        (format!("[{h}]"), after.strip_prefix(':'))
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (hostport.to_string(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().map_err(|_| format!("'{p}' is not a port number"))?),
+        None => None,
+    };
+    if host.is_empty() {
+        return Err("no host name".into());
+    }
+    Ok(Parts { user: user.filter(|u| !u.is_empty()), password, host, port, path: path.to_string() })
+}
+
+/// Parses a duplicity-style URL; environment variables are read through `env`.
+pub fn parse_url_with(url: &str, env: Env) -> Result<Target> {
+    let shown = redact(url);
+    let bad =
+        |why: &str| Error::usage(format!("{shown}: {why}")).hint(format!("see dup-backends(7); supported: {SCHEMES}"));
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("not a URL (no scheme://)"))?;
     match scheme {
         "file" => {
@@ -48,64 +176,310 @@ pub fn parse_url(url: &str) -> Result<Target> {
                 let cwd = std::env::current_dir().map_err(|e| Error::io("current directory", e))?;
                 cwd.join(rest).to_string_lossy().into_owned()
             };
-            Ok(Target {
-                scheme: "fs".into(),
-                config: vec![("root".into(), root)],
-            })
+            Ok(Target { scheme: "fs".into(), config: vec![("root".into(), root)] })
         }
-        other => Err(Error::usage(format!(
-            "{url}: the backend '{other}://' is not supported by this build"
-        ))
-        .hint("supported: file://")),
+        "s3" | "s3+http" | "boto3+s3" => parse_s3(scheme, rest, env).map_err(|why| bad(&why)),
+        "sftp" | "scp" => {
+            let p = split_url(rest).map_err(|why| bad(&why))?;
+            if p.password.is_some() {
+                return Err(bad("passwords are not supported for sftp:// (dup runs the ssh client in batch mode)")
+                    .hint(
+                        "log in with a key: ssh-agent, IdentityFile in ~/.ssh/config, or DUP_SSH_KEY=/path/to/key; \
+                     remove the password from the URL",
+                    ));
+            }
+            let endpoint = match p.port {
+                Some(port) => format!("ssh://{}:{port}", p.host),
+                None => format!("ssh://{}", p.host),
+            };
+            // duplicity: sftp://host/rel is relative to the login directory,
+            // sftp://host//abs absolute; a relative root is resolved at open.
+            let mut config = vec![("endpoint".to_string(), endpoint), ("root".to_string(), p.path.clone())];
+            if let Some(u) = p.user {
+                config.push(("user".into(), u));
+            }
+            if let Some(k) = env("DUP_SSH_KEY") {
+                config.push(("key".into(), k));
+            }
+            let strategy = env("DUP_SSH_KNOWN_HOSTS").unwrap_or_else(|| "strict".into());
+            if !["strict", "add", "accept"].contains(&strategy.as_str()) {
+                return Err(Error::usage(format!("DUP_SSH_KNOWN_HOSTS={strategy}: use strict, add or accept")));
+            }
+            config.push(("known_hosts_strategy".into(), strategy));
+            Ok(Target { scheme: "sftp".into(), config })
+        }
+        "webdav" | "webdavs" => {
+            let p = split_url(rest).map_err(|why| bad(&why))?;
+            let http = if scheme == "webdavs" { "https" } else { "http" };
+            let endpoint = match p.port {
+                Some(port) => format!("{http}://{}:{port}", p.host),
+                None => format!("{http}://{}", p.host),
+            };
+            let mut config = vec![("endpoint".to_string(), endpoint), ("root".to_string(), format!("/{}", p.path))];
+            if let Some(u) = p.user {
+                config.push(("username".into(), u));
+                if let Some(pw) = p.password.or_else(|| env("FTP_PASSWORD")) {
+                    config.push(("password".into(), pw));
+                }
+            }
+            Ok(Target { scheme: "webdav".into(), config })
+        }
+        other => Err(Error::usage(format!("{shown}: the backend '{other}://' is not supported by this build"))
+            .hint(format!("supported: {SCHEMES} (see dup-backends(7))"))),
     }
 }
 
-fn backend_error(url: &str, what: &str, e: opendal::Error) -> Error {
-    let kind = match e.kind() {
-        opendal::ErrorKind::NotFound => Kind::Corrupt,
-        _ => Kind::Other,
+/// The S3 endpoint given by the environment, if any.
+fn s3_endpoint_env(env: Env) -> Option<String> {
+    ["DUP_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"].iter().find_map(|k| env(k))
+}
+
+/// `s3://bucket[/prefix]` with the endpoint from the environment (or AWS);
+/// duplicity 0.8's `s3://host[:port]/bucket[/prefix]` when no endpoint is set
+/// and the first part has a dot or a port; `s3+http://bucket[/prefix]`.
+fn parse_s3(scheme: &str, rest: &str, env: Env) -> std::result::Result<Target, String> {
+    let rest = rest.trim_end_matches('/');
+    let (first, after) = rest.split_once('/').unwrap_or((rest, ""));
+    if first.is_empty() {
+        return Err("no bucket name".into());
+    }
+    let mut endpoint = s3_endpoint_env(env);
+    let (bucket, prefix) = if scheme == "s3" && endpoint.is_none() && (first.contains('.') || first.contains(':')) {
+        let http = if env("DUP_S3_UNENCRYPTED_CONNECTION").is_some_and(|v| v != "0") { "http" } else { "https" };
+        endpoint = Some(format!("{http}://{first}"));
+        let (b, p) = after.split_once('/').unwrap_or((after, ""));
+        if b.is_empty() {
+            return Err(format!("no bucket name after the host {first}"));
+        }
+        (b, p)
+    } else {
+        (first, after)
     };
-    let hint = match e.kind() {
-        opendal::ErrorKind::NotFound => "the file is missing on the backend; `dup-ls URL` shows what the archive holds",
-        opendal::ErrorKind::PermissionDenied => "check the credentials and permissions for the backend",
-        _ => "check that the backend is reachable and try again",
+    if bucket.contains(':') || bucket.contains('@') {
+        return Err(format!("'{bucket}' is not a bucket name"));
+    }
+    let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
+    let mut config = vec![
+        ("bucket".to_string(), bucket.to_string()),
+        ("root".to_string(), format!("/{prefix}")),
+        ("region".to_string(), region),
+        // Never ask the EC2 instance metadata service (a request off this host).
+        ("disable_ec2_metadata".to_string(), "true".to_string()),
+    ];
+    if let Some(e) = endpoint {
+        config.push(("endpoint".into(), e.trim_end_matches('/').to_string()));
+    }
+    match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        (Some(ak), Some(sk)) => {
+            config.push(("access_key_id".into(), ak));
+            config.push(("secret_access_key".into(), sk));
+            if let Some(t) = env("AWS_SESSION_TOKEN") {
+                config.push(("session_token".into(), t));
+            }
+            // Only these keys: no ~/.aws files.
+            config.push(("disable_config_load".into(), "true".into()));
+        }
+        // Like boto3: the shared files ~/.aws/credentials and ~/.aws/config.
+        _ => {
+            if let Some(p) = env("AWS_PROFILE") {
+                config.push(("profile".into(), p));
+            }
+        }
+    }
+    Ok(Target { scheme: "s3".into(), config })
+}
+
+/// The URL with any password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..end];
+    match authority.rfind('@') {
+        Some(at) if authority[..at].contains(':') => {
+            let user = &authority[..at].split_once(':').map(|(u, _)| u).unwrap_or_default();
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Retries and timeouts, from `DUP_NUM_RETRIES` and `DUP_TIMEOUT`
+/// (duplicity's --num-retries and --timeout).
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    retries: usize,
+    timeout: Duration,
+}
+
+impl Settings {
+    fn from_env(env: Env) -> Result<Settings> {
+        let num = |key: &str, default: u64| -> Result<u64> {
+            match env(key) {
+                None => Ok(default),
+                Some(v) => v.trim().parse().map_err(|_| Error::usage(format!("{key}={v}: not a number"))),
+            }
+        };
+        let retries = num("DUP_NUM_RETRIES", 5)? as usize;
+        let secs = num("DUP_TIMEOUT", 30)?;
+        if secs == 0 {
+            return Err(Error::usage("DUP_TIMEOUT=0: the timeout must be at least one second"));
+        }
+        Ok(Settings { retries, timeout: Duration::from_secs(secs) })
+    }
+}
+
+/// Bytes per request part: S3 multipart parts, and reads from the source.
+const S3_PART: usize = 8 << 20;
+const WRITE_CHUNK: usize = 1 << 20;
+/// S3 parts in flight at once.
+const S3_CONCURRENT: usize = 4;
+/// An I/O call may take its size at this rate on top of the timeout.
+const MIN_RATE: u64 = 64 << 10;
+
+/// The most bytes one request carries (a multipart part, a read chunk).
+fn piece(t: &Target) -> usize {
+    if t.scheme == "s3" { S3_PART } else { WRITE_CHUNK }
+}
+
+/// How long one I/O call moving `bytes` may take: the timeout, plus the
+/// time to move them at a slow but working rate.
+fn io_timeout(settings: &Settings, bytes: impl TryInto<u64>) -> Duration {
+    settings.timeout + Duration::from_secs(bytes.try_into().unwrap_or(u64::MAX) / MIN_RATE)
+}
+
+/// opendal's operation log, at debug level: failures are reported once, by
+/// the caller, with what to check.
+#[derive(Debug, Clone, Copy)]
+struct DebugLog;
+
+impl LoggingInterceptor for DebugLog {
+    fn log(
+        &self,
+        info: &opendal::raw::ServiceInfo,
+        operation: Operation,
+        context: &[(&str, &str)],
+        message: &str,
+        err: Option<&opendal::Error>,
+    ) {
+        if !log::log_enabled!(target: "dup::storage", log::Level::Debug) {
+            return;
+        }
+        let ctx: Vec<String> = context.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        match err {
+            Some(e) => {
+                log::debug!(target: "dup::storage", "{} {operation} {} {message}: {e}", info.scheme(), ctx.join(" "))
+            }
+            None => log::debug!(target: "dup::storage", "{} {operation} {} {message}", info.scheme(), ctx.join(" ")),
+        }
+    }
+}
+
+fn build(target: &Target, settings: &Settings, url: &str, io_timeout: Duration) -> opendal::Result<opendal::Operator> {
+    let url = url.to_string();
+    let retries = settings.retries;
+    let notify = move |ev: RetryEvent<'_>| {
+        log::warn!(
+            "{url}: {} failed ({}); retry {} of {retries} in {:.1} s",
+            ev.op,
+            cause(ev.err),
+            ev.attempt,
+            ev.retry_after.as_secs_f64()
+        );
     };
-    Error::new(kind, format!("{url}: {what}: {}", e.kind())).hint(format!("{hint} ({e})"))
+    // Timeout below retry: each attempt is timed out on its own.
+    Ok(opendal::Operator::via_iter(target.scheme.as_str(), target.config.clone())?
+        .layer(
+            TimeoutLayer::new().with_timeout(settings.timeout.max(Duration::from_secs(5))).with_io_timeout(io_timeout),
+        )
+        .layer(
+            RetryLayer::new()
+                .with_jitter()
+                .with_factor(2.0)
+                .with_min_delay(Duration::from_secs(1))
+                .with_max_delay(Duration::from_secs(30))
+                .with_max_times(retries)
+                .with_notify(notify),
+        )
+        .layer(LoggingLayer::new(DebugLog)))
 }
 
 impl Storage {
-    /// Connects to the backend at `url` (creating a `file://` directory).
+    /// Connects to the backend at `url` (creating a `file://` directory),
+    /// with credentials from the process environment.
     pub fn open(url: &str) -> Result<Storage> {
-        let target = parse_url(url)?;
+        Self::open_with(url, &process_env)
+    }
+
+    /// Like [`Storage::open`], reading environment variables through `env`.
+    pub fn open_with(url: &str, env: Env) -> Result<Storage> {
+        Self::connect(url, env)?.or_else(Check::into_error)
+    }
+
+    /// Opens the backend; the inner error is a server's answer (only SFTP
+    /// with a relative path talks to the server here), the outer one a
+    /// wrong URL or setting.
+    fn connect(url: &str, env: Env) -> Result<std::result::Result<Storage, Check>> {
+        let mut target = parse_url_with(url, env)?;
+        let shown = redact(url);
+        let settings = Settings::from_env(env)?;
+        if target.scheme == "sftp" && !target.get("root").unwrap_or_default().starts_with('/') {
+            let home = match sftp_home(&target, &settings) {
+                Ok(h) => h,
+                Err((status, detail)) => {
+                    return Ok(Err(Check {
+                        status,
+                        url: shown,
+                        message: format!("finding the login directory: {}: {detail}", status.phrase()),
+                        hint: Some(hint(status, &target)),
+                        files: None,
+                        archive: false,
+                    }));
+                }
+            };
+            let rel = target.get("root").unwrap_or_default().to_string();
+            target.set("root", format!("{}/{rel}", home.trim_end_matches('/')));
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("dup-storage")
             .enable_all()
             .build()
             .map_err(|e| Error::io("starting the storage runtime", e))?;
-        let _guard = rt.enter();
-        let op = opendal::Operator::via_iter(target.scheme.as_str(), target.config.clone())
-            .map_err(|e| backend_error(url, "opening the backend", e))?
-            .layer(RetryLayer::new().with_jitter().with_max_times(4))
-            .layer(LoggingLayer::default());
-        let can_rename = op.info().capability().rename;
-        let op = opendal::blocking::Operator::new(op).map_err(|e| backend_error(url, "opening the backend", e))?;
-        drop(_guard);
-        Ok(Storage {
+        let guard = rt.enter();
+        let op = build(&target, &settings, &shown, io_timeout(&settings, piece(&target)))
+            .map_err(|e| open_error(&shown, &target, e))?;
+        let cap = op.info().capability();
+        let blocking = opendal::blocking::Operator::new(op.clone()).map_err(|e| open_error(&shown, &target, e))?;
+        drop(guard);
+        Ok(Ok(Storage {
             op,
-            url: url.to_string(),
-            can_rename,
-            _rt: Arc::new(rt),
-        })
+            blocking,
+            url: shown,
+            can_rename: cap.rename,
+            multi_write: cap.write_can_multi,
+            target,
+            settings,
+            rt: Arc::new(rt),
+        }))
     }
 
+    /// The URL, without its password.
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    /// Names and sizes of the files at the archive's top level.
+    fn error(&self, what: &str, e: opendal::Error) -> Error {
+        backend_error(&self.url, &self.target, what, e)
+    }
+
+    /// Names and sizes of the files at the archive's top level (none when
+    /// the archive's directory does not exist yet).
     pub fn list(&self) -> Result<Vec<(String, u64)>> {
-        let entries = self.op.list("").map_err(|e| backend_error(&self.url, "listing", e))?;
+        let entries = match self.blocking.list("") {
+            Ok(v) => v,
+            Err(e) if e.kind() == ErrorKind::NotFound && !is_missing_bucket(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(self.error("listing", e)),
+        };
         let mut out = Vec::new();
         for e in entries {
             let name = e.name();
@@ -122,67 +496,698 @@ impl Storage {
     pub fn reader(&self, name: &str) -> Result<impl Read + use<>> {
         let what = format!("reading {name}");
         // Readers open lazily; stat first so a missing file is reported here.
-        self.op.stat(name).map_err(|e| backend_error(&self.url, &what, e))?;
-        let r = self.op.reader(name).map_err(|e| backend_error(&self.url, &what, e))?;
-        r.into_std_read(..).map_err(|e| backend_error(&self.url, &what, e))
+        self.blocking.stat(name).map_err(|e| self.error(&what, e))?;
+        let r = self.blocking.reader(name).map_err(|e| self.error(&what, e))?;
+        r.into_std_read(..).map_err(|e| self.error(&what, e))
     }
 
     /// Stores `data` under `name`, atomically where the backend can rename
-    /// (written under a temporary name first); returns the bytes written.
-    pub fn put(&self, name: &str, mut data: impl Read) -> Result<u64> {
+    /// (written under a temporary name first; S3 objects appear only when
+    /// complete); returns the bytes written. Nothing is left on failure.
+    pub fn put(&self, name: &str, data: impl Read) -> Result<u64> {
         let what = format!("writing {name}");
-        let tmp = if self.can_rename {
-            format!("{TEMP_PREFIX}{name}.{}", std::process::id())
-        } else {
-            name.into()
-        };
-        let result = (|| -> Result<u64> {
-            let w = self.op.writer(&tmp).map_err(|e| backend_error(&self.url, &what, e))?;
-            let mut w = w.into_std_write();
-            let n = io::copy(&mut data, &mut w).map_err(|e| io_error(&self.url, &what, e))?;
-            w.close().map_err(|e| io_error(&self.url, &what, e))?;
-            if tmp != name {
-                self.op
-                    .rename(&tmp, name)
-                    .map_err(|e| backend_error(&self.url, &what, e))?;
-            }
-            Ok(n)
-        })();
+        let tmp = if self.can_rename { format!("{TEMP_PREFIX}{name}.{}", std::process::id()) } else { name.into() };
+        let mut result =
+            if self.multi_write { self.put_stream(&tmp, data, &what) } else { self.put_once(&tmp, data, &what) };
+        if result.is_ok() && tmp != name {
+            result = self.rename(&tmp, name).map_err(|e| self.error(&what, e)).and(result);
+        }
         if result.is_err() && tmp != name {
-            let _ = self.op.delete(&tmp);
+            let _ = self.blocking.delete(&tmp);
         }
         result
     }
 
+    /// Streams `data` in chunks (S3 multipart, fs, sftp); aborts on error.
+    fn put_stream(&self, path: &str, mut data: impl Read, what: &str) -> Result<u64> {
+        let s3 = self.target.scheme == "s3";
+        let opts = if s3 {
+            WriteOptions { chunk: Some(S3_PART), concurrent: S3_CONCURRENT, ..Default::default() }
+        } else {
+            WriteOptions::default()
+        };
+        let piece = piece(&self.target);
+        let mut w = self.rt.block_on(self.op.writer_options(path, opts)).map_err(|e| self.error(what, e))?;
+        let mut n = 0u64;
+        let copied = loop {
+            let mut buf = Vec::with_capacity(piece);
+            match (&mut data).take(piece as u64).read_to_end(&mut buf) {
+                Err(e) => break Err(content_error(what, e)),
+                Ok(0) => break Ok(()),
+                Ok(k) => {
+                    n += k as u64;
+                    if let Err(e) = self.rt.block_on(w.write(buf)) {
+                        break Err(self.error(what, e));
+                    }
+                }
+            }
+        };
+        match copied.and_then(|()| self.rt.block_on(w.close()).map_err(|e| self.error(what, e))) {
+            Ok(_) => Ok(n),
+            Err(e) => {
+                if let Err(a) = self.rt.block_on(w.abort()) {
+                    log::debug!("{}: aborting the upload of {path}: {a}", self.url);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Backends that take a file in one request (WebDAV): the data is spooled
+    /// to an unlinked temporary file, mapped into memory (file-backed pages
+    /// the kernel can drop, not heap) and sent in one write.
+    fn put_once(&self, path: &str, mut data: impl Read, what: &str) -> Result<u64> {
+        let mut spool = Spool::new();
+        let n = io::copy(&mut data, &mut spool).map_err(|e| content_error(what, e))?;
+        let buf = match spool.into_reader().map_err(|e| Error::io("spooling the upload", e))? {
+            SpoolReader::Mem(c) => Buffer::from(c.into_inner()),
+            SpoolReader::File(f) => {
+                mapped_buffer(f.into_inner(), n).map_err(|e| Error::io("spooling the upload", e))?
+            }
+        };
+        // The whole upload is one call: give it time for its size.
+        let op = if n > piece(&self.target) as u64 {
+            let _guard = self.rt.enter();
+            let t = io_timeout(&self.settings, n);
+            build(&self.target, &self.settings, &self.url, t).map_err(|e| self.error(what, e))?
+        } else {
+            self.op.clone()
+        };
+        self.rt.block_on(op.write(path, buf)).map_err(|e| self.error(what, e))?;
+        Ok(n)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> opendal::Result<()> {
+        match self.blocking.rename(from, to) {
+            // SFTP servers without posix-rename refuse to replace a file.
+            Err(e) if self.target.scheme == "sftp" && e.kind() != ErrorKind::NotFound => {
+                if self.blocking.exists(to)? {
+                    self.blocking.delete(to)?;
+                    return self.blocking.rename(from, to);
+                }
+                Err(e)
+            }
+            r => r,
+        }
+    }
+
     /// Removes one file (absent files are not an error).
     pub fn delete(&self, name: &str) -> Result<()> {
-        self.op
-            .delete(name)
-            .map_err(|e| backend_error(&self.url, &format!("deleting {name}"), e))
+        self.blocking.delete(name).map_err(|e| self.error(&format!("deleting {name}"), e))
+    }
+
+    /// Tests the connection the way a backup uses it: lists the archive,
+    /// then writes, reads back and deletes a small probe file under a
+    /// temporary name (which readers ignore).
+    pub fn check(&self) -> Check {
+        let mut c = Check {
+            status: CheckStatus::Ok,
+            url: self.url.clone(),
+            message: String::new(),
+            hint: None,
+            files: None,
+            archive: false,
+        };
+        let fail = |mut c: Check, what: &str, e: opendal::Error| {
+            c.status = classify(&e);
+            c.message = format!("{what}: {}: {}", c.status.phrase(), cause(&e));
+            c.hint = Some(hint(c.status, &self.target));
+            c
+        };
+        let listing = match self.blocking.list("") {
+            Ok(v) => v,
+            Err(e) if e.kind() == ErrorKind::NotFound && !is_missing_bucket(&e) => Vec::new(),
+            Err(e) => return fail(c, "listing", e),
+        };
+        let naming = crate::dupfmt::names::Naming::default();
+        let names: Vec<&str> = listing.iter().filter(|e| !e.metadata().is_dir()).map(|e| e.name()).collect();
+        c.files = Some(names.len());
+        c.archive = names.iter().any(|n| naming.parse(n).is_some_and(|f| f.is_manifest()));
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let probe = format!("{TEMP_PREFIX}check.{}.{nanos}", std::process::id());
+        let body: Vec<u8> = format!("dup connection test {nanos}\n").into_bytes();
+        if let Err(e) = self.blocking.write(&probe, body.clone()) {
+            return fail(c, "writing a test file", e);
+        }
+        let back = self.blocking.read(&probe).map(|b| b.to_vec());
+        let deleted = self.blocking.delete(&probe);
+        match back {
+            Err(e) => return fail(c, "reading the test file back", e),
+            Ok(b) if b != body => {
+                c.status = CheckStatus::Failed;
+                c.message = format!("the test file {probe} read back differs from what was written");
+                c.hint = Some("the server does not store files faithfully; check it".into());
+                return c;
+            }
+            Ok(_) => {}
+        }
+        if let Err(e) = deleted {
+            return fail(c, "deleting the test file", e);
+        }
+        c
     }
 }
 
-fn io_error(url: &str, what: &str, e: io::Error) -> Error {
-    // Errors from reading the data being stored come back wrapped; keep their kind.
-    if e.get_ref().is_some_and(|i| i.is::<Error>()) {
-        return crate::record::content_error(what, e);
+/// The answer of [`Storage::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    /// Listing, writing, reading and deleting work.
+    Ok,
+    /// No connection: refused, timed out, unknown host.
+    Unreachable,
+    /// The server refused the credentials (key, password, signature).
+    AuthRefused,
+    /// Logged in, but not allowed to list or write here.
+    PermissionDenied,
+    /// The bucket or path does not exist.
+    NotFound,
+    /// Anything else.
+    Failed,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Ok => "ok",
+            CheckStatus::Unreachable => "unreachable",
+            CheckStatus::AuthRefused => "auth_refused",
+            CheckStatus::PermissionDenied => "permission_denied",
+            CheckStatus::NotFound => "not_found",
+            CheckStatus::Failed => "failed",
+        }
     }
-    Error::other(format!("{url}: {what}: {e}")).hint("check that the backend is reachable and has space")
+
+    fn phrase(self) -> &'static str {
+        match self {
+            CheckStatus::Ok => "ok",
+            CheckStatus::Unreachable => "cannot connect",
+            CheckStatus::AuthRefused => "login refused",
+            CheckStatus::PermissionDenied => "permission denied",
+            CheckStatus::NotFound => "not found",
+            CheckStatus::Failed => "failed",
+        }
+    }
+}
+
+/// What [`Storage::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Check {
+    pub status: CheckStatus,
+    /// The URL, without its password.
+    pub url: String,
+    /// What failed, and the server's or system's words (empty when ok).
+    pub message: String,
+    /// What to check next.
+    pub hint: Option<String>,
+    /// Files at the archive's top level, when listing worked.
+    pub files: Option<usize>,
+    /// Whether a backup (a manifest) is there.
+    pub archive: bool,
+}
+
+impl Check {
+    pub fn is_ok(&self) -> bool {
+        self.status == CheckStatus::Ok
+    }
+
+    /// The check as an error (exit code 1) unless it is ok.
+    pub fn into_result(self) -> Result<Check> {
+        if self.is_ok() { Ok(self) } else { Self::into_error(self) }
+    }
+
+    fn into_error<T>(self) -> Result<T> {
+        let e = Error::other(format!("{}: {}", self.url, self.message));
+        Err(match self.hint {
+            Some(h) => e.hint(h),
+            None => e,
+        })
+    }
+}
+
+/// Opens the backend at `url` and checks it (see [`Storage::check`]). An
+/// error means the URL or the settings are wrong (a usage error); every
+/// answer of the server is a [`Check`].
+pub fn test_connection(url: &str) -> Result<Check> {
+    test_connection_with(url, &process_env)
+}
+
+/// Like [`test_connection`], reading environment variables through `env`.
+pub fn test_connection_with(url: &str, env: Env) -> Result<Check> {
+    Ok(match Storage::connect(url, env)? {
+        Ok(s) => s.check(),
+        Err(c) => c,
+    })
+}
+
+/// The innermost error message: what the server or the system said.
+fn cause(e: &opendal::Error) -> String {
+    let mut msg = e.message().to_string();
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !text.is_empty() {
+            msg = text;
+        }
+        src = s.source();
+    }
+    // An HTML error page: its title says it.
+    if let (Some(a), Some(b)) = (msg.find("<title>"), msg.find("</title>"))
+        && a + 7 <= b
+    {
+        msg = msg[a + 7..b].to_string();
+    }
+    let msg = msg.trim().replace('\n', " ");
+    if msg.len() > 300 {
+        let mut end = 300;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        return format!("{}...", &msg[..end]);
+    }
+    msg
+}
+
+fn is_missing_bucket(e: &opendal::Error) -> bool {
+    format!("{e:?}").contains("NoSuchBucket")
+}
+
+/// Which of the check answers an error is.
+fn classify(e: &opendal::Error) -> CheckStatus {
+    let text = format!("{e:?}").to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+    let auth = [
+        "signaturedoesnotmatch",
+        "invalidaccesskeyid",
+        "invalidtoken",
+        "expiredtoken",
+        "status: 401",
+        "unauthorized",
+        "permission denied (publickey",
+        "permission denied (password",
+        "host key verification failed",
+        "no valid credential",
+        "too many authentication failures",
+    ];
+    match e.kind() {
+        _ if text.contains("nosuchbucket") => CheckStatus::NotFound,
+        ErrorKind::NotFound => CheckStatus::NotFound,
+        ErrorKind::PermissionDenied if has(&auth) => CheckStatus::AuthRefused,
+        ErrorKind::PermissionDenied => CheckStatus::PermissionDenied,
+        _ if has(&auth) => CheckStatus::AuthRefused,
+        _ if has(&[
+            "connection refused",
+            "timed out",
+            "timeout",
+            "dns error",
+            "could not resolve",
+            "name or service not known",
+            "failed to lookup",
+            "network is unreachable",
+            "no route to host",
+            "connection reset",
+            "error sending request",
+            "tcp connect error",
+            "connection closed",
+            "connectionaborted",
+            "connection aborted",
+        ]) =>
+        {
+            CheckStatus::Unreachable
+        }
+        _ => CheckStatus::Failed,
+    }
+}
+
+/// What to check, for each kind of failure and backend.
+fn hint(status: CheckStatus, t: &Target) -> String {
+    let endpoint = t.get("endpoint").unwrap_or("the AWS endpoint for AWS_REGION").to_string();
+    let scheme = t.scheme.as_str();
+    match (status, scheme) {
+        (CheckStatus::Unreachable, "s3") => format!(
+            "check that the S3 server at {endpoint} is up and reachable (the host and port in the URL, or \
+             DUP_S3_ENDPOINT / AWS_ENDPOINT_URL); DUP_TIMEOUT and DUP_NUM_RETRIES set how long dup waits"
+        ),
+        (CheckStatus::Unreachable, "sftp") => {
+            format!("check that `{}` connects from here (host, port, network; ~/.ssh/config applies)", ssh_command(t))
+        }
+        (CheckStatus::Unreachable, _) => format!(
+            "check that the server at {endpoint} is up and reachable; DUP_TIMEOUT and DUP_NUM_RETRIES set how long dup waits"
+        ),
+        (CheckStatus::AuthRefused, "s3") => {
+            "the server refused the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and \
+             AWS_SESSION_TOKEN, AWS_REGION)"
+                .into()
+        }
+        (CheckStatus::AuthRefused, "sftp") => "ssh could not log in: check the key (ssh-agent, IdentityFile in \
+             ~/.ssh/config, DUP_SSH_KEY), the user in the URL, and that the host key is in ~/.ssh/known_hosts \
+             (DUP_SSH_KNOWN_HOSTS=add accepts a new host)"
+            .into(),
+        (CheckStatus::AuthRefused, _) => {
+            "the server refused the login: check the user in the URL and the password (in the URL or FTP_PASSWORD)"
+                .into()
+        }
+        (CheckStatus::PermissionDenied, "s3") => {
+            "the credentials were accepted but may not list or write here: check the bucket policy for this key".into()
+        }
+        (CheckStatus::PermissionDenied, _) => {
+            "the login was accepted but may not list or write here: check the permissions of the path".into()
+        }
+        (CheckStatus::NotFound, "s3") => {
+            "the bucket does not exist: check its name and region, or create it (dup does not create buckets)".into()
+        }
+        (CheckStatus::NotFound, _) => "the path does not exist on the server: check the URL".into(),
+        _ => "check that the backend is reachable and try again".into(),
+    }
+}
+
+/// The ssh command line that reaches an SFTP target, for hints.
+fn ssh_command(t: &Target) -> String {
+    let (host, port) = ssh_host_port(t);
+    let mut cmd = String::from("ssh");
+    if let Some(p) = port {
+        cmd.push_str(&format!(" -p {p}"));
+    }
+    if let Some(k) = t.get("key") {
+        cmd.push_str(&format!(" -i {k}"));
+    }
+    match t.get("user") {
+        Some(u) => cmd.push_str(&format!(" {u}@{host}")),
+        None => cmd.push_str(&format!(" {host}")),
+    }
+    cmd
+}
+
+/// Host and port of an SFTP target's `ssh://host[:port]` endpoint.
+fn ssh_host_port(t: &Target) -> (&str, Option<&str>) {
+    let endpoint = t.get("endpoint").unwrap_or_default().trim_start_matches("ssh://");
+    let (host, port) = match endpoint.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, Some(p)),
+        _ => (endpoint, None),
+    };
+    (host.trim_start_matches('[').trim_end_matches(']'), port)
+}
+
+fn open_error(url: &str, t: &Target, e: opendal::Error) -> Error {
+    if e.kind() == ErrorKind::ConfigInvalid {
+        return Error::usage(format!("{url}: {}", cause(&e))).hint("see dup-backends(7)");
+    }
+    backend_error(url, t, "opening the backend", e)
+}
+
+fn backend_error(url: &str, t: &Target, what: &str, e: opendal::Error) -> Error {
+    log::debug!("{url}: {what}: {e:?}");
+    if e.kind() == ErrorKind::NotFound && !is_missing_bucket(&e) {
+        return Error::new(Kind::Corrupt, format!("{url}: {what}: the file is missing on the backend"))
+            .hint("`dup-ls URL` shows what the archive holds");
+    }
+    let status = classify(&e);
+    Error::other(format!("{url}: {what}: {}: {}", status.phrase(), cause(&e))).hint(hint(status, t))
+}
+
+/// A read-only memory map of a whole file; unmapped when the last buffer
+/// referring to it is dropped.
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+    _file: File,
+}
+
+// SAFETY: the mapping is read-only and owned; nothing else writes the
+// (unlinked, private) file while it is mapped.
+unsafe impl Send for Mapped {}
+unsafe impl Sync for Mapped {}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: ptr/len describe a live PROT_READ mapping owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping created in mapped_buffer, once.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// opendal's byte type, named through its buffer (no extra dependency).
+type Bytes = <Buffer as Iterator>::Item;
+
+/// The first `len` bytes of `file` as one buffer backed by a memory map.
+fn mapped_buffer(file: File, len: u64) -> io::Result<Buffer> {
+    use std::os::fd::AsRawFd;
+    let len = usize::try_from(len).map_err(|_| io::Error::other("file too large to map"))?;
+    if len == 0 {
+        return Ok(Buffer::new());
+    }
+    // SAFETY: a fresh read-only private mapping of an open file we own.
+    let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: advice on the mapping just created.
+    unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
+    Ok(Buffer::from(Bytes::from_owner(Mapped { ptr, len, _file: file })))
+}
+
+/// The login directory on an SFTP server (duplicity's relative paths start
+/// there): asks the server's SFTP subsystem for the real path of `.`,
+/// through the same `ssh` client opendal runs.
+fn sftp_home(t: &Target, settings: &Settings) -> std::result::Result<String, (CheckStatus, String)> {
+    let (host, port) = ssh_host_port(t);
+    let strict = match t.get("known_hosts_strategy") {
+        Some("add") => "accept-new",
+        Some("accept") => "no",
+        _ => "yes",
+    };
+    let mut cmd = Command::new("ssh");
+    cmd.args(["-o", "BatchMode=yes", "-o"])
+        .arg(format!("StrictHostKeyChecking={strict}"))
+        .arg("-o")
+        .arg(format!("ConnectTimeout={}", settings.timeout.as_secs()));
+    if let Some(p) = port {
+        cmd.args(["-p", p]);
+    }
+    if let Some(u) = t.get("user") {
+        cmd.args(["-l", u]);
+    }
+    if let Some(k) = t.get("key") {
+        cmd.args(["-o", "IdentitiesOnly=yes", "-i", k]);
+    }
+    cmd.args(["-s", host, "sftp"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let failed = |e: io::Error| (CheckStatus::Failed, format!("running ssh: {e}"));
+    let mut child = cmd.spawn().map_err(failed)?;
+    let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err((CheckStatus::Failed, "running ssh: no pipes".into()));
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(sftp_realpath_dot(to, from));
+    });
+    // ssh's ConnectTimeout covers connecting; this, a server that stalls.
+    let talk = rx
+        .recv_timeout(settings.timeout + Duration::from_secs(5))
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out waiting for the SFTP server")));
+    let _ = child.kill();
+    let output = child.wait_with_output().map_err(failed)?;
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    match talk {
+        Ok(Some(home)) if home.starts_with('/') => Ok(home),
+        Ok(_) => {
+            let low = stderr.to_lowercase();
+            let status = if ["permission denied", "host key verification failed", "too many authentication"]
+                .iter()
+                .any(|w| low.contains(w))
+            {
+                CheckStatus::AuthRefused
+            } else if ["connection refused", "timed out", "could not resolve", "unreachable", "no route"]
+                .iter()
+                .any(|w| low.contains(w))
+            {
+                CheckStatus::Unreachable
+            } else {
+                CheckStatus::Failed
+            };
+            Err((status, if stderr.is_empty() { "ssh ended without an answer".into() } else { stderr }))
+        }
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err((CheckStatus::Unreachable, e.to_string())),
+        Err(e) => Err((CheckStatus::Failed, e.to_string())),
+    }
+}
+
+/// Sends SSH_FXP_INIT and SSH_FXP_REALPATH "." and returns the answer; None
+/// when ssh ended first (its stderr says why).
+fn sftp_realpath_dot(mut to: impl Write, mut from: impl Read) -> io::Result<Option<String>> {
+    let mut out = Vec::new();
+    // INIT: length 5, type 1, version 3.
+    out.extend_from_slice(&5u32.to_be_bytes());
+    out.push(1);
+    out.extend_from_slice(&3u32.to_be_bytes());
+    // REALPATH: length 10, type 16, id 1, the string ".".
+    out.extend_from_slice(&10u32.to_be_bytes());
+    out.push(16);
+    out.extend_from_slice(&1u32.to_be_bytes());
+    out.extend_from_slice(&1u32.to_be_bytes());
+    out.push(b'.');
+    if to.write_all(&out).and_then(|_| to.flush()).is_err() {
+        return Ok(None);
+    }
+    let mut packet = || -> io::Result<Option<Vec<u8>>> {
+        let mut len = [0u8; 4];
+        if from.read_exact(&mut len).is_err() {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > 1 << 20 {
+            return Err(io::Error::other("oversized SFTP packet"));
+        }
+        let mut p = vec![0u8; len];
+        from.read_exact(&mut p)?;
+        Ok(Some(p))
+    };
+    let Some(_version) = packet()? else { return Ok(None) };
+    let Some(p) = packet()? else { return Ok(None) };
+    // NAME: type 104, id, count, then the first name as a string.
+    if p.first() != Some(&104) || p.len() < 13 {
+        return Err(io::Error::other("the server did not resolve its login directory"));
+    }
+    let n = u32::from_be_bytes([p[9], p[10], p[11], p[12]]) as usize;
+    let name = p.get(13..13 + n).ok_or_else(|| io::Error::other("short SFTP reply"))?;
+    Ok(Some(String::from_utf8_lossy(name).into_owned()))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+
+    fn parse(url: &str, vars: &[(&str, &str)]) -> Result<Target> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        parse_url_with(url, &move |k: &str| map.get(k).cloned())
+    }
+
+    fn cfg(t: &Target) -> Vec<(&str, &str)> {
+        let mut v: Vec<(&str, &str)> = t.config.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        v.sort();
+        v
+    }
 
     #[test]
     fn urls() {
-        assert_eq!(
-            parse_url("file:///tmp/x").unwrap().config,
-            vec![("root".to_string(), "/tmp/x".to_string())]
-        );
+        assert_eq!(parse_url("file:///tmp/x").unwrap().config, vec![("root".to_string(), "/tmp/x".to_string())]);
         assert!(parse_url("/tmp/x").is_err());
         assert!(parse_url("file://").is_err());
-        assert_eq!(parse_url("gopher://x").unwrap_err().kind, Kind::Usage);
+        let e = parse_url("gopher://x").unwrap_err();
+        assert_eq!(e.kind, Kind::Usage);
+        assert!(e.hint.unwrap().contains("s3://"));
+        assert_eq!(
+            parse_url("ftp://u:secret@h/x").unwrap_err().message,
+            "ftp://u:***@h/x: the backend 'ftp://' is not supported by this build"
+        );
+    }
+
+    #[test]
+    fn s3_urls() {
+        let keys = [("AWS_ACCESS_KEY_ID", "AK"), ("AWS_SECRET_ACCESS_KEY", "SK")];
+        // duplicity 0.8: host and port in the URL.
+        let t = parse("s3://127.0.0.1:9000/bucket/some/prefix", &keys).unwrap();
+        assert_eq!(
+            cfg(&t),
+            vec![
+                ("access_key_id", "AK"),
+                ("bucket", "bucket"),
+                ("disable_config_load", "true"),
+                ("disable_ec2_metadata", "true"),
+                ("endpoint", "https://127.0.0.1:9000"),
+                ("region", "us-east-1"),
+                ("root", "/some/prefix"),
+                ("secret_access_key", "SK"),
+            ]
+        );
+        let t = parse("s3://s3.example.com/b", &[("DUP_S3_UNENCRYPTED_CONNECTION", "1")]).unwrap();
+        assert_eq!(t.get("endpoint"), Some("http://s3.example.com"));
+        assert_eq!(t.get("bucket"), Some("b"));
+        assert_eq!(t.get("root"), Some("/"));
+        assert_eq!(t.get("disable_config_load"), None);
+        // Bucket form: the endpoint from the environment, or AWS.
+        let env = [("AWS_ENDPOINT_URL", "http://127.0.0.1:1/"), ("AWS_DEFAULT_REGION", "eu-west-3")];
+        let t = parse("s3://my.bucket/p/q/", &env).unwrap();
+        assert_eq!((t.get("bucket"), t.get("root")), (Some("my.bucket"), Some("/p/q")));
+        assert_eq!((t.get("endpoint"), t.get("region")), (Some("http://127.0.0.1:1"), Some("eu-west-3")));
+        let t = parse("s3+http://bucket/x", &[("AWS_REGION", "r1"), ("AWS_DEFAULT_REGION", "r2")]).unwrap();
+        assert_eq!((t.get("bucket"), t.get("endpoint"), t.get("region")), (Some("bucket"), None, Some("r1")));
+        let t = parse("s3://bucket", &[("DUP_S3_ENDPOINT", "http://a:1"), ("AWS_ENDPOINT_URL", "http://b:2")]).unwrap();
+        assert_eq!(t.get("endpoint"), Some("http://a:1"));
+        assert_eq!(parse("s3://", &[]).unwrap_err().kind, Kind::Usage);
+        assert_eq!(parse("s3://host.example.com/", &[]).unwrap_err().kind, Kind::Usage);
+        // Secrets never show in Debug.
+        let t = parse("s3://b", &keys).unwrap();
+        assert!(!format!("{t:?}").contains("SK"));
+    }
+
+    #[test]
+    fn sftp_and_webdav_urls() {
+        let t = parse("sftp://alice@host.example:2222/backups/x", &[("DUP_SSH_KEY", "/k")]).unwrap();
+        assert_eq!(
+            cfg(&t),
+            vec![
+                ("endpoint", "ssh://host.example:2222"),
+                ("key", "/k"),
+                ("known_hosts_strategy", "strict"),
+                ("root", "backups/x"),
+                ("user", "alice"),
+            ]
+        );
+        let t = parse("scp://h//abs/path", &[("DUP_SSH_KNOWN_HOSTS", "add")]).unwrap();
+        assert_eq!(
+            (t.get("root"), t.get("user"), t.get("known_hosts_strategy")),
+            (Some("/abs/path"), None, Some("add"))
+        );
+        let e = parse("sftp://u:pw@h/x", &[]).unwrap_err();
+        assert_eq!(e.kind, Kind::Usage);
+        assert!(!e.message.contains("pw@"), "{}", e.message);
+        assert_eq!(parse("sftp://h:99999/x", &[]).unwrap_err().kind, Kind::Usage);
+        assert_eq!(parse("sftp://[::1]:22/x", &[]).unwrap().get("endpoint"), Some("ssh://[::1]:22"));
+
+        let t = parse("webdav://bob:p%40ss@dav.example:8080/remote/dir", &[("FTP_PASSWORD", "other")]).unwrap();
+        assert_eq!(
+            cfg(&t),
+            vec![
+                ("endpoint", "http://dav.example:8080"),
+                ("password", "p@ss"),
+                ("root", "/remote/dir"),
+                ("username", "bob"),
+            ]
+        );
+        let t = parse("webdavs://bob@dav.example/d", &[("FTP_PASSWORD", "from-env")]).unwrap();
+        assert_eq!((t.get("endpoint"), t.get("password")), (Some("https://dav.example"), Some("from-env")));
+        assert!(!format!("{t:?}").contains("from-env"));
+    }
+
+    #[test]
+    fn redacts() {
+        assert_eq!(redact("webdav://u:p@h/x:y@z"), "webdav://u:***@h/x:y@z");
+        assert_eq!(redact("sftp://u@h/x"), "sftp://u@h/x");
+        assert_eq!(redact("file:///a:b@c"), "file:///a:b@c");
+    }
+
+    #[test]
+    fn settings() {
+        let s = Settings::from_env(&|k: &str| (k == "DUP_TIMEOUT").then(|| "7".to_string())).unwrap();
+        assert_eq!((s.retries, s.timeout), (5, Duration::from_secs(7)));
+        assert_eq!(Settings::from_env(&|_: &str| Some("x".into())).unwrap_err().kind, Kind::Usage);
+    }
+
+    #[test]
+    fn shareable_between_threads() {
+        // dup-put could upload volumes from several threads through one Storage.
+        fn check<T: Send + Sync>() {}
+        check::<Storage>();
     }
 
     #[test]
@@ -199,6 +1204,38 @@ mod tests {
         s.delete("a.bin").unwrap();
         assert!(s.list().unwrap().is_empty());
         assert_eq!(s.reader("a.bin").err().unwrap().kind, Kind::Corrupt);
+        let c = s.check();
+        assert_eq!((c.status, c.files, c.archive), (CheckStatus::Ok, Some(0), false), "{c:?}");
+        assert!(s.list().unwrap().is_empty(), "the probe is gone");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn failed_input_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("dup-storage-fail-{}", std::process::id()));
+        let s = Storage::open(&format!("file://{}", dir.display())).unwrap();
+        let broken = (&[1u8; 5000][..]).chain(FailingReader);
+        assert!(s.put("x.bin", broken).is_err());
+        assert!(s.list().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    struct FailingReader;
+    impl Read for FailingReader {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("input broke"))
+        }
+    }
+
+    #[test]
+    fn mapped_buffers() {
+        let mut f = crate::spool::temp_file().unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        f.write_all(&data).unwrap();
+        let b = mapped_buffer(f, data.len() as u64).unwrap();
+        assert_eq!(b.to_vec(), data);
+        let c = b.clone();
+        drop(b);
+        assert_eq!(c.len(), data.len());
     }
 }
