@@ -7,6 +7,7 @@ pub mod api;
 pub mod archive;
 pub mod cache;
 pub mod cli;
+pub mod crypto;
 pub mod delta;
 pub mod dupfmt;
 pub mod error;
