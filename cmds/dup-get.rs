@@ -67,6 +67,18 @@ struct Args {
     /// name of this archive's cache (default: the MD5 of the URL, as duplicity)
     #[argh(option)]
     name: Option<String>,
+    /// read the passphrase of an encrypted archive from this file's first line (else $PASSPHRASE)
+    #[argh(option)]
+    passphrase_file: Option<OsArg>,
+    /// read the passphrase from this file descriptor
+    #[argh(option)]
+    passphrase_fd: Option<i32>,
+    /// a secret key file to decrypt with (armored or binary; repeatable; else the GnuPG keyring)
+    #[argh(option)]
+    key_file: Vec<OsArg>,
+    /// require every decrypted file to be signed by this key
+    #[argh(option)]
+    sign_key: Option<String>,
     /// report progress (a bar on a terminal, JSON events on stderr otherwise)
     #[argh(switch)]
     progress: bool,
@@ -93,7 +105,10 @@ fn run(args: &Args) -> Result<Status> {
         return Err(Error::usage("--force goes with DEST"));
     }
     let progress = progress::for_cli(args.progress, args.log_fd)?;
+    let keys =
+        cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, args.sign_key.as_deref())?;
     let opts = restore::Options {
+        keys: Some(keys),
         url: args.url.clone(),
         time: args.time.as_deref().map(|t| time::parse_time(t, time::now())).transpose()?,
         path: args.path.as_ref().map(|p| p.0.clone()),

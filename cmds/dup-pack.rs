@@ -1,7 +1,7 @@
 //! dup-pack: cut a change stream into difftar volumes, the signature tar and the manifest.
 
 use argh::FromArgs;
-use dup::cli::{self, Status};
+use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::names::Naming;
 use dup::dupfmt::time;
 use dup::error::{Error, Result};
@@ -24,6 +24,27 @@ struct Args {
     /// time of this backup, in duplicity's time syntax (default: now)
     #[argh(option)]
     time: Option<String>,
+    /// encrypt with a passphrase ($PASSPHRASE, --passphrase-file or --passphrase-fd; asked on a terminal)
+    #[argh(switch)]
+    encrypt: bool,
+    /// encrypt to this public key (key ID, fingerprint or email in the GnuPG keyring, or a key file; repeatable)
+    #[argh(option)]
+    encrypt_key: Vec<String>,
+    /// encrypt to this public key without writing its key ID (repeatable)
+    #[argh(option)]
+    hidden_encrypt_key: Vec<String>,
+    /// sign with this secret key ($SIGN_PASSPHRASE unlocks it)
+    #[argh(option)]
+    sign_key: Option<String>,
+    /// a key file to find keys in before the GnuPG keyring (repeatable)
+    #[argh(option)]
+    key_file: Vec<OsArg>,
+    /// read the passphrase from this file's first line
+    #[argh(option)]
+    passphrase_file: Option<OsArg>,
+    /// read the passphrase from this file descriptor
+    #[argh(option)]
+    passphrase_fd: Option<i32>,
     /// host name written in the manifest (default: this machine's)
     #[argh(option)]
     hostname: Option<String>,
@@ -61,10 +82,30 @@ fn run(args: &Args) -> Result<Status> {
         naming: Naming::default(),
         hostname: args.hostname.clone().unwrap_or_else(pack::hostname),
         localdir: None,
+        keys: encryption_keys(args)?,
     };
     let mut input = cli::stdin_records()?;
     let out = cli::stdout_records(args.json, StreamKind::Files, "dup-pack")?;
     let (_, stats) = pack::run(&mut input, out, &opts, progress.as_ref())?;
     log::info!("{} volumes, {} bytes", stats.volumes, stats.volume_bytes);
     Ok(Status::Ok)
+}
+
+/// The keys to encrypt with, when any encryption option is given.
+fn encryption_keys(args: &Args) -> Result<Option<dup::crypto::Keys>> {
+    use dup::crypto::{KeyEnv, KeyOptions, Keys, Purpose};
+    let public = !args.encrypt_key.is_empty() || !args.hidden_encrypt_key.is_empty();
+    if !(args.encrypt || public || args.sign_key.is_some()) {
+        return Ok(None);
+    }
+    let opts = KeyOptions {
+        encrypt_keys: args.encrypt_key.clone(),
+        hidden_encrypt_keys: args.hidden_encrypt_key.clone(),
+        sign_key: args.sign_key.clone(),
+        key_files: args.key_file.iter().map(|k| k.as_path().to_path_buf()).collect(),
+        passphrase_file: args.passphrase_file.as_ref().map(|p| p.as_path().to_path_buf()),
+        passphrase_fd: args.passphrase_fd,
+        ..KeyOptions::default()
+    };
+    Ok(Some(Keys::build(&opts, &KeyEnv::from_process(), Purpose::Encrypt)?))
 }

@@ -31,6 +31,18 @@ struct Args {
     /// write an empty state (so the next backup is a full) when the archive has no backup chain, instead of failing
     #[argh(switch)]
     or_empty: bool,
+    /// before writing anything, check that the passphrase decrypts the chain's newest manifest (so an incremental never mixes passphrases in one chain)
+    #[argh(switch)]
+    check_passphrase: bool,
+    /// read the passphrase of an encrypted archive from this file's first line (else $PASSPHRASE)
+    #[argh(option)]
+    passphrase_file: Option<OsArg>,
+    /// read the passphrase from this file descriptor
+    #[argh(option)]
+    passphrase_fd: Option<i32>,
+    /// a secret key file to decrypt with (armored or binary; repeatable; else the GnuPG keyring)
+    #[argh(option)]
+    key_file: Vec<OsArg>,
     /// directory of the local metadata caches (default $XDG_CACHE_HOME/dup)
     #[argh(option)]
     archive_dir: Option<OsArg>,
@@ -51,8 +63,18 @@ fn main() {
 }
 
 fn archive(args: &Args, url: &str) -> Result<Status> {
-    let a = Archive::open(url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?;
+    let keys = cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, None)?;
+    let a = Archive::open(url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?
+        .with_keys(Some(keys.clone()));
     let coll = a.collection()?;
+    if args.check_passphrase
+        && let Some(chain) = coll.primary_chain()
+        && let Some(m) = chain.last().manifest.as_deref()
+        && a.naming.parse(m).is_some_and(|f| f.encrypted())
+    {
+        dup::crypto::check_decryptable(&keys, m, a.storage.reader(m)?)
+            .map_err(|e| e.hint("an incremental must use the passphrase of the chain it extends"))?;
+    }
     let now = time::now();
     let t = args.time.as_deref().map(|s| time::parse_time(s, now)).transpose()?;
     let empty = match coll.primary_chain() {
@@ -78,7 +100,7 @@ fn archive(args: &Args, url: &str) -> Result<Status> {
         Writer::with_head(cli::stdout(), Encoding::for_stdout(args.json), head)?.finish()?;
         return Ok(Status::Ok);
     }
-    let mut state = SigState::at(&coll, t, &a.cache, Some(&a.storage), &a.naming)?;
+    let mut state = SigState::at(&coll, t, &a)?;
     let mut out = Writer::with_head(cli::stdout(), Encoding::for_stdout(args.json), state.head())?;
     state.write_stream(&mut out)?;
     out.finish()?;

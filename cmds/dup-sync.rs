@@ -1,11 +1,9 @@
 //! dup-sync: bring the local metadata cache into agreement with the backend.
 
 use argh::FromArgs;
-use dup::cache::Cache;
+use dup::archive::Archive;
 use dup::cli::{self, OsArg, Status};
-use dup::dupfmt::names::Naming;
 use dup::error::Result;
-use dup::storage::Storage;
 use dup::{progress, sync};
 
 /// Make the local metadata cache of the archive at URL agree with the
@@ -23,6 +21,18 @@ struct Args {
     /// name of this archive's cache (default: the MD5 of the URL, as duplicity)
     #[argh(option)]
     name: Option<String>,
+    /// read the passphrase of an encrypted archive from this file's first line (else $PASSPHRASE)
+    #[argh(option)]
+    passphrase_file: Option<OsArg>,
+    /// read the passphrase from this file descriptor
+    #[argh(option)]
+    passphrase_fd: Option<i32>,
+    /// a secret key file to decrypt with (armored or binary; repeatable; else the GnuPG keyring)
+    #[argh(option)]
+    key_file: Vec<OsArg>,
+    /// require signatures by this key on what is decrypted
+    #[argh(option)]
+    sign_key: Option<String>,
     /// report progress (a bar on a terminal, JSON events on stderr otherwise)
     #[argh(switch)]
     progress: bool,
@@ -38,10 +48,12 @@ fn main() {
 
 fn run(args: &Args) -> Result<Status> {
     let progress = progress::for_cli(args.progress, args.log_fd)?;
-    let storage = Storage::open(&args.url)?;
-    let cache = Cache::open(args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref(), &args.url)?;
-    let _lock = cache.lock()?;
-    let stats = sync::run(&storage, &cache, &Naming::default(), progress.as_ref())?;
+    let keys =
+        cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, args.sign_key.as_deref())?;
+    let archive = Archive::open(&args.url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?
+        .with_keys(Some(keys));
+    let _lock = archive.cache.lock()?;
+    let stats = sync::run(&archive, progress.as_ref())?;
     for n in &stats.copied {
         log::info!("copied {n} to the cache");
     }

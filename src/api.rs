@@ -28,6 +28,8 @@ pub struct ArchiveOptions {
     pub archive_dir: Option<PathBuf>,
     /// This archive's cache name (default: MD5 of the URL).
     pub name: Option<String>,
+    /// Keys to read an encrypted archive with.
+    pub keys: Option<crate::crypto::Keys>,
 }
 
 impl ArchiveOptions {
@@ -36,7 +38,7 @@ impl ArchiveOptions {
     }
 
     fn open(&self) -> Result<Archive> {
-        Archive::open(&self.url, self.archive_dir.as_deref(), self.name.as_deref())
+        Ok(Archive::open(&self.url, self.archive_dir.as_deref(), self.name.as_deref())?.with_keys(self.keys.clone()))
     }
 }
 
@@ -61,6 +63,9 @@ pub struct BackupOptions {
     pub volsize: u64,
     pub compress: bool,
     pub max_block: u32,
+    /// OpenPGP keys to encrypt (and sign) with; `None` writes an unencrypted
+    /// archive (duplicity's `--no-encryption`).
+    pub keys: Option<crate::crypto::Keys>,
 }
 
 impl BackupOptions {
@@ -74,6 +79,7 @@ impl BackupOptions {
             volsize: 200 << 20,
             compress: true,
             max_block: rsync::DEFAULT_MAX_BLOCK,
+            keys: None,
         }
     }
 }
@@ -112,7 +118,7 @@ fn root_cause(errors: Vec<Error>) -> Error {
 pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
     let a = opts.archive.open()?;
     let _lock = a.cache.lock()?;
-    sync::run(&a.storage, &a.cache, &a.naming, progress)?;
+    sync::run(&a, progress)?;
     let coll = a.collection()?;
     let has_chain = coll.primary_chain().is_some();
     let full = match opts.mode {
@@ -124,8 +130,7 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
                 .hint("run a full backup first"));
         }
     };
-    let mut basis_state =
-        if full { None } else { Some(SigState::at(&coll, None, &a.cache, Some(&a.storage), &a.naming)?) };
+    let mut basis_state = if full { None } else { Some(SigState::at(&coll, None, &a)?) };
     // A set's time is whole seconds and must come after the chain it extends.
     let mut now = time::now();
     if let Some(s) = &basis_state {
@@ -143,6 +148,7 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
         naming: Naming::default(),
         hostname: pack::hostname(),
         localdir: None,
+        keys: opts.keys.clone(),
     };
     let dopts = delta::Options { source: Some(opts.source.clone()), max_block: opts.max_block, signatures_only: false };
     let (r_entries, w_entries) = pipe();
@@ -222,10 +228,10 @@ pub fn files_at(archive: &ArchiveOptions, t: Option<i64>, mut each: impl FnMut(E
     let a = archive.open()?;
     {
         let _lock = a.cache.lock()?;
-        sync::run(&a.storage, &a.cache, &a.naming, &crate::progress::Silent)?;
+        sync::run(&a, &crate::progress::Silent)?;
     }
     let coll = a.collection()?;
-    let mut state = SigState::at(&coll, t, &a.cache, Some(&a.storage), &a.naming)?;
+    let mut state = SigState::at(&coll, t, &a)?;
     while let Some(e) = state.next()? {
         each(e)?;
     }

@@ -1,18 +1,25 @@
 //! An archive as the commands see it: its backend, its local cache, the
-//! naming options, and the collection of sets and chains they hold.
+//! naming options, the keys to decrypt it with, and the collection of sets
+//! and chains they hold.
 
+use std::io::Read;
 use std::path::Path;
 
+use flate2::read::MultiGzDecoder;
+
 use crate::cache::Cache;
+use crate::crypto::{self, Keys};
 use crate::dupfmt::collection::Collection;
 use crate::dupfmt::names::Naming;
-use crate::error::Result;
+use crate::error::{Error, Kind, Result};
 use crate::storage::Storage;
 
 pub struct Archive {
     pub storage: Storage,
     pub cache: Cache,
     pub naming: Naming,
+    /// For reading encrypted files; `None` for an unencrypted archive.
+    pub keys: Option<Keys>,
 }
 
 impl Archive {
@@ -23,7 +30,14 @@ impl Archive {
             storage: Storage::open(url)?,
             cache: Cache::open(archive_dir, name, url)?,
             naming: Naming::default(),
+            keys: None,
         })
+    }
+
+    /// The same archive, decrypting with `keys`.
+    pub fn with_keys(mut self, keys: Option<Keys>) -> Archive {
+        self.keys = keys;
+        self
     }
 
     /// Sets, chains and signature chains from the backend's listing and the cache's.
@@ -31,5 +45,22 @@ impl Archive {
         let remote: Vec<String> = self.storage.list()?.into_iter().map(|(n, _)| n).collect();
         let local = self.cache.list()?;
         Collection::build(&remote, &local, &self.naming)
+    }
+
+    /// The content of the archive file `name` read from `r`, as plaintext:
+    /// decrypted when it is encrypted, gunzipped when it is gzipped.
+    pub fn plaintext(&self, name: &str, r: impl Read + Send + 'static) -> Result<Box<dyn Read + Send>> {
+        let f = self.naming.parse(name);
+        if f.is_some_and(|f| f.encrypted()) {
+            let keys = self.keys.as_ref().ok_or_else(|| {
+                Error::new(Kind::Crypto, format!("{name} is encrypted, and no passphrase or key was given"))
+                    .hint("set PASSPHRASE, or pass --passphrase-file, --passphrase-fd or --key-file")
+            })?;
+            return Ok(Box::new(crypto::decryptor(keys, name, r)?));
+        }
+        if f.is_some_and(|f| f.compressed()) {
+            return Ok(Box::new(MultiGzDecoder::new(r)));
+        }
+        Ok(Box::new(r))
     }
 }

@@ -110,3 +110,24 @@ pub fn stdout_records(json: bool, stream: StreamKind, producer: &str) -> Result<
 pub fn stdin_records() -> Result<crate::record::Reader<io::BufReader<io::Stdin>>> {
     crate::record::Reader::new(io::BufReader::with_capacity(256 * 1024, io::stdin()), "standard input")
 }
+
+/// Keys to read an encrypted archive with, from the decryption options every
+/// reading binary takes and the environment (`PASSPHRASE`, `GNUPGHOME`);
+/// secret keys are looked up in the key files, then the GnuPG keyring, when
+/// a file needs them.
+pub fn decrypt_keys(
+    passphrase_file: Option<&OsArg>,
+    passphrase_fd: Option<i32>,
+    key_files: &[OsArg],
+    sign_key: Option<&str>,
+) -> Result<crate::crypto::Keys> {
+    use crate::crypto::{KeyEnv, KeyOptions, Keys, Purpose};
+    let opts = KeyOptions {
+        passphrase_file: passphrase_file.map(|p| p.as_path().to_path_buf()),
+        passphrase_fd,
+        key_files: key_files.iter().map(|k| k.as_path().to_path_buf()).collect(),
+        sign_key: sign_key.map(str::to_string),
+        ..KeyOptions::default()
+    };
+    Keys::build(&opts, &KeyEnv::from_process(), Purpose::Decrypt)
+}

@@ -10,6 +10,7 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use flate2::{Compression, GzBuilder};
 use sha1::{Digest, Sha1};
 
+use crate::crypto::{self, Keys};
 use crate::dupfmt::manifest::{self, Change, FileChange, VolumeInfo};
 use crate::dupfmt::names::{FileKind, Naming, Suffix};
 use crate::dupfmt::tar::{self as dtar, EntryType, Meta};
@@ -35,6 +36,8 @@ pub struct Options {
     pub hostname: String,
     /// Manifest `Localdir` (default: the stream's source).
     pub localdir: Option<Vec<u8>>,
+    /// Encrypt everything with these keys (then nothing is gzipped).
+    pub keys: Option<Keys>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -79,9 +82,11 @@ impl Write for Sink {
 const GZ_BLOCK: usize = 1 << 20;
 
 /// The volume (or signature tar) encoder: plain, or gzip in parallel blocks.
-enum Enc {
+enum Enc<'k> {
     Plain(Sink),
     Gzip(ParGz),
+    /// OpenPGP (compression inside, as gpg does; never gzip first).
+    Gpg(Box<crypto::EncryptWriter<'k, Sink>>),
 }
 
 struct ParGz {
@@ -153,22 +158,25 @@ impl ParGz {
     }
 }
 
-impl Enc {
-    fn new(compress: bool) -> Enc {
+impl<'k> Enc<'k> {
+    fn new(compress: bool, keys: Option<&'k Keys>) -> Result<Enc<'k>> {
         let sink = Sink { spool: Spool::new(), sha1: Sha1::new() };
+        if let Some(k) = keys {
+            return Ok(Enc::Gpg(Box::new(crypto::encryptor(k, sink)?)));
+        }
         if !compress {
-            return Enc::Plain(sink);
+            return Ok(Enc::Plain(sink));
         }
         let mtime =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
-        Enc::Gzip(ParGz {
+        Ok(Enc::Gzip(ParGz {
             sink,
             pending: Vec::with_capacity(GZ_BLOCK),
             inflight: VecDeque::new(),
             mtime,
             members: 0,
             bytes_in: 0,
-        })
+        }))
     }
 
     /// Bytes stored so far (estimated for blocks still being compressed).
@@ -176,21 +184,24 @@ impl Enc {
         match self {
             Enc::Plain(s) => s.spool.len(),
             Enc::Gzip(g) => g.stored(),
+            Enc::Gpg(g) => g.estimated_size(),
         }
     }
 
-    fn finish(self) -> io::Result<Sink> {
+    fn finish(self) -> Result<Sink> {
         match self {
             Enc::Plain(s) => Ok(s),
-            Enc::Gzip(g) => g.finish(),
+            Enc::Gzip(g) => g.finish().map_err(|e| Error::io("compressing", e)),
+            Enc::Gpg(g) => g.finish(),
         }
     }
 }
 
-impl Write for Enc {
+impl Write for Enc<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Enc::Plain(s) => s.write(buf),
+            Enc::Gpg(g) => g.write(buf),
             Enc::Gzip(g) => {
                 let n = buf.len().min(GZ_BLOCK - g.pending.len());
                 g.pending.extend_from_slice(&buf[..n]);
@@ -204,6 +215,14 @@ impl Write for Enc {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// `plain` encrypted with `keys`.
+fn encrypt(keys: &Keys, plain: &mut Spool) -> Result<Spool> {
+    let mut w = crypto::encryptor(keys, Spool::new())?;
+    io::copy(&mut plain.reader().map_err(|e| Error::io("reading back", e))?, &mut w)
+        .map_err(|e| crate::record::content_error("encrypting", e))?;
+    w.finish()
 }
 
 /// Where the current volume starts and ends (for its manifest block).
@@ -221,10 +240,10 @@ struct Pack<'a, W: Write> {
     times: (i64, i64),
     full: bool,
     suffix: Suffix,
-    vol: dtar::Writer<Enc>,
+    vol: dtar::Writer<Enc<'a>>,
     vol_number: u64,
     range: Range,
-    sig: dtar::Writer<Enc>,
+    sig: dtar::Writer<Enc<'a>>,
     manifest: Vec<u8>,
     files: Vec<FileChange>,
     stats: Stats,
@@ -254,11 +273,17 @@ pub fn run<R: BufRead, W: Write>(
         progress,
         times: (basis.unwrap_or(t2), t2),
         full: basis.is_none(),
-        suffix: if opts.compress { Suffix::Gzip } else { Suffix::None },
-        vol: dtar::Writer::new(Enc::new(opts.compress)),
+        suffix: match (&opts.keys, opts.compress) {
+            (Some(_), _) => Suffix::Gpg,
+            (None, true) => Suffix::Gzip,
+            (None, false) => Suffix::None,
+        },
+        vol: dtar::Writer::new(Enc::new(opts.compress, opts.keys.as_ref())?),
         vol_number: 1,
         range: Range::default(),
-        sig: dtar::Writer::new(Enc::new(opts.compress)),
+        // Encrypted archives keep the signature tar plain until the end: the
+        // cache gets it gzipped, the backend encrypted.
+        sig: dtar::Writer::new(Enc::new(opts.compress && opts.keys.is_none(), None)?),
         manifest: manifest::header_bytes(&opts.hostname, &localdir),
         files: Vec::new(),
         stats: Stats::default(),
@@ -334,7 +359,7 @@ impl<W: Write> Pack<'_, W> {
         if self.range.start.is_some() && self.opts.volsize.saturating_sub(stored) < PIECE as u64 {
             self.close_volume()?;
             self.vol_number += 1;
-            self.vol = dtar::Writer::new(Enc::new(self.opts.compress));
+            self.vol = dtar::Writer::new(Enc::new(self.opts.compress, self.opts.keys.as_ref())?);
         }
         if self.range.start.is_none() {
             self.range.start = Some((index.to_vec(), block));
@@ -350,7 +375,7 @@ impl<W: Write> Pack<'_, W> {
             dtar::Writer::new(Enc::Plain(Sink { spool: Spool::new(), sha1: Sha1::new() })),
         );
         let enc = vol.into_inner()?;
-        let mut sink = enc.finish().map_err(|e| Error::io("compressing a volume", e))?;
+        let mut sink = enc.finish().map_err(|e| e.context("a volume"))?;
         let sha1: String = sink.sha1.finalize_reset().iter().map(|b| format!("{b:02x}")).collect();
         let dot = (index::ROOT.to_vec(), None);
         let range = std::mem::take(&mut self.range);
@@ -451,16 +476,33 @@ impl<W: Write> Pack<'_, W> {
 
     fn finish(mut self) -> Result<(W, Stats)> {
         self.close_volume()?;
-        let sig = std::mem::replace(&mut self.sig, dtar::Writer::new(Enc::new(false)));
-        let sink = sig.finish()?.finish().map_err(|e| Error::io("compressing the signature tar", e))?;
+        let sig = std::mem::replace(&mut self.sig, dtar::Writer::new(Enc::new(false, None)?));
+        let sink = sig.finish()?.finish().map_err(|e| e.context("the signature tar"))?;
         let sig_kind = if self.full { FileKind::FullSig } else { FileKind::NewSig };
-        let sig_name = self.name(sig_kind, self.suffix);
-        self.emit(&sig_name, FileRole::Signature, sink.spool)?;
         self.manifest.extend_from_slice(&manifest::filelist_bytes(&self.files));
         let mut m = Spool::new();
         m.write_all(&self.manifest).map_err(|e| Error::io("writing the manifest", e))?;
-        let man_name = self.name(self.kind(None), Suffix::None);
-        self.emit(&man_name, FileRole::Manifest, m)?;
+        let man_kind = self.kind(None);
+        match &self.opts.keys {
+            None => {
+                self.emit(&self.name(sig_kind, self.suffix), FileRole::Signature, sink.spool)?;
+                self.emit(&self.name(man_kind, Suffix::None), FileRole::Manifest, m)?;
+            }
+            Some(keys) => {
+                // The cache keeps plaintext (gzipped signatures): sent first,
+                // as `cache` files, then the encrypted forms for the backend.
+                let mut plain = sink.spool;
+                let mut gz = Enc::new(true, None)?;
+                io::copy(&mut plain.reader().map_err(|e| Error::io("the signature tar", e))?, &mut gz)
+                    .map_err(|e| Error::io("compressing the signature tar", e))?;
+                self.emit(&self.name(sig_kind, Suffix::Gzip), FileRole::Cache, gz.finish()?.spool)?;
+                let sig_gpg = encrypt(keys, &mut plain)?;
+                self.emit(&self.name(sig_kind, Suffix::Gpg), FileRole::Signature, sig_gpg)?;
+                let man_gpg = encrypt(keys, &mut m)?;
+                self.emit(&self.name(man_kind, Suffix::None), FileRole::Cache, m)?;
+                self.emit(&self.name(man_kind, Suffix::Gpg), FileRole::Manifest, man_gpg)?;
+            }
+        }
         self.progress.event(Event::Finish {
             stage: "pack".into(),
             items: self.stats.entries,

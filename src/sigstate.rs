@@ -7,15 +7,13 @@ use std::io::Read;
 
 use flate2::read::MultiGzDecoder;
 
-use crate::cache::Cache;
+use crate::archive::Archive;
 use crate::dupfmt::collection::{Collection, SigChain};
-use crate::dupfmt::names::Naming;
 use crate::dupfmt::tar::{EntryType, Item, parse_entry_name};
 use crate::dupfmt::tarstream::{EntryData, TarStream};
 use crate::error::{Error, Kind, Result};
 use crate::index;
 use crate::record::{Entry, FileType};
-use crate::storage::Storage;
 
 /// One signature tar being merged.
 struct Source {
@@ -62,36 +60,25 @@ pub struct SigState {
     pub end_time: i64,
 }
 
-/// A signature tar as a decompressed byte stream, from the cache when the
-/// chain is local, else from the backend.
-fn open_file(cache: &Cache, storage: Option<&Storage>, naming: &Naming, local: bool, name: &str) -> Result<TarStream> {
-    let f = naming.parse(name).ok_or_else(|| Error::corrupt(format!("{name}: not a signature file name")))?;
-    if f.encrypted() {
-        return Err(Error::usage(format!("{name}: encrypted archives are not supported by this build yet")));
-    }
-    let raw: Box<dyn Read + Send> = if local {
-        Box::new(cache.open_file(name)?)
+/// A signature tar as a plain byte stream, from the cache when the chain
+/// is local (always gzip there), else from the backend (decrypted or
+/// gunzipped as its name says).
+fn open_file(archive: &Archive, local: bool, name: &str) -> Result<TarStream> {
+    let plain: Box<dyn Read + Send> = if local {
+        Box::new(MultiGzDecoder::new(archive.cache.open_file(name)?))
     } else {
-        let s = storage.ok_or_else(|| Error::other(format!("{name} is not in the cache; run dup-sync")))?;
-        Box::new(s.reader(name)?)
+        archive.plaintext(name, archive.storage.reader(name)?)?
     };
-    let plain: Box<dyn Read + Send> = if f.compressed() { Box::new(MultiGzDecoder::new(raw)) } else { raw };
     Ok(TarStream::new(plain, name))
 }
 
 impl SigState {
     /// Opens the state of `chain` at `t` (None: its end).
-    pub fn open(
-        chain: &SigChain,
-        t: Option<i64>,
-        cache: &Cache,
-        storage: Option<&Storage>,
-        naming: &Naming,
-    ) -> Result<SigState> {
+    pub fn open(chain: &SigChain, t: Option<i64>, archive: &Archive) -> Result<SigState> {
         let mut sources = Vec::new();
         let mut end_time = chain.full.end_time;
         for s in std::iter::once(&chain.full).chain(chain.incs.iter().filter(|s| t.is_none_or(|t| s.end_time <= t))) {
-            let mut src = Source { stream: open_file(cache, storage, naming, chain.local, &s.name)?, head: None };
+            let mut src = Source { stream: open_file(archive, chain.local, &s.name)?, head: None };
             src.advance()?;
             sources.push(src);
             end_time = s.end_time;
@@ -100,18 +87,12 @@ impl SigState {
     }
 
     /// Opens the state of the archive at `t` (None: now) from a collection.
-    pub fn at(
-        coll: &Collection,
-        t: Option<i64>,
-        cache: &Cache,
-        storage: Option<&Storage>,
-        naming: &Naming,
-    ) -> Result<SigState> {
+    pub fn at(coll: &Collection, t: Option<i64>, archive: &Archive) -> Result<SigState> {
         let (chain, warning) = coll.sig_chain_at(t.unwrap_or(i64::MAX))?;
         if let Some(w) = warning {
             log::warn!("{w}");
         }
-        Self::open(chain, t, cache, storage, naming)
+        Self::open(chain, t, archive)
     }
 
     /// The next item present at the time; a `File` item has signature data

@@ -7,14 +7,13 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 use flate2::Compression;
-use flate2::read::{GzEncoder, MultiGzDecoder};
+use flate2::read::GzEncoder;
 
-use crate::cache::Cache;
+use crate::archive::Archive;
 use crate::dupfmt::names::{FileName, Naming, Suffix};
 use crate::error::{Error, Result};
 use crate::progress::{Event, Progress};
 use crate::put::cache_name;
-use crate::storage::Storage;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
@@ -28,7 +27,8 @@ fn key(naming: &Naming, f: &FileName) -> String {
 }
 
 /// Brings `cache` into agreement with `storage`.
-pub fn run(storage: &Storage, cache: &Cache, naming: &Naming, progress: &dyn Progress) -> Result<Stats> {
+pub fn run(archive: &Archive, progress: &dyn Progress) -> Result<Stats> {
+    let (storage, cache, naming) = (&archive.storage, &archive.cache, &archive.naming);
     let mut remote: BTreeMap<String, (String, FileName)> = BTreeMap::new();
     for (name, _) in storage.list()? {
         if let Some(f) = naming.parse(&name)
@@ -56,16 +56,12 @@ pub fn run(storage: &Storage, cache: &Cache, naming: &Naming, progress: &dyn Pro
             continue;
         }
         let Some(cn) = cache_name(naming, f) else { continue };
-        if f.encrypted() {
-            return Err(Error::usage(format!("{name}: encrypted archives are not supported by this build yet")));
-        }
-        let r = storage.reader(name)?;
+        let r = archive.plaintext(name, storage.reader(name)?)?;
         let n = if f.is_signature() {
             // The cache always holds gzip; re-compress whatever the remote form.
-            let plain: Box<dyn Read> = if f.compressed() { Box::new(MultiGzDecoder::new(r)) } else { Box::new(r) };
-            cache.write(&cn, GzEncoder::new(Checked(plain, name), Compression::new(6)))?
+            cache.write(&cn, GzEncoder::new(Checked(r, name), Compression::new(6)))?
         } else {
-            cache.write(&cn, r)?
+            cache.write(&cn, Checked(r, name))?
         };
         progress.event(Event::File { name: name.clone(), bytes: n, action: "cached".into() });
         stats.copied.push(name.clone());
@@ -78,6 +74,9 @@ struct Checked<'a, R>(R, &'a str);
 
 impl<R: Read> Read for Checked<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf).map_err(|e| io::Error::other(Error::corrupt(format!("{}: {e}", self.1))))
+        self.0.read(buf).map_err(|e| match crate::error::carried(e) {
+            Ok(err) => io::Error::other(err),
+            Err(e) => io::Error::other(Error::corrupt(format!("{}: {e}", self.1))),
+        })
     }
 }

@@ -52,6 +52,8 @@ pub struct Options {
     pub archive_dir: Option<PathBuf>,
     /// Name of this archive's cache (default: the MD5 of the URL).
     pub name: Option<String>,
+    /// Keys to decrypt an encrypted archive with.
+    pub keys: Option<crate::crypto::Keys>,
 }
 
 /// What to do with the restored tree.
@@ -251,7 +253,8 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
             .ok_or_else(|| Error::usage(format!("--path {}: a path with '..' is never in a backup", show(p))))?,
         None => index::ROOT.to_vec(),
     };
-    let archive = Archive::open(&opts.url, opts.archive_dir.as_deref(), opts.name.as_deref())?;
+    let archive =
+        Archive::open(&opts.url, opts.archive_dir.as_deref(), opts.name.as_deref())?.with_keys(opts.keys.clone());
     let coll = archive.collection()?;
     for w in &coll.warnings {
         log::info!("{w}");
@@ -284,8 +287,7 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
 
     let rep = Reporter { progress, stats: RefCell::new(Stats { time: t, sets: sets.len(), ..Stats::default() }) };
     progress.event(Event::Start { stage: stage.into() });
-    let mut streams: Vec<SetStream> =
-        plans.into_iter().map(|p| SetStream::new(&archive.storage, p.volumes, &prefix)).collect();
+    let mut streams: Vec<SetStream> = plans.into_iter().map(|p| SetStream::new(&archive, p.volumes, &prefix)).collect();
     let found = merge(&mut streams, target.as_mut(), &rep, &prefix)?;
     drop(streams);
     target.finish(&rep)?;
@@ -324,16 +326,7 @@ fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan
         let hash = info.and_then(|v| v.best_hash()).map(|(k, v)| (k.to_string(), v.to_ascii_lowercase()));
         match set.volumes.get(&n) {
             Some(name) => {
-                let f = naming.parse(name);
-                if f.is_some_and(|f| f.encrypted()) {
-                    return Err(encrypted(name));
-                }
-                volumes.push(VolPlan {
-                    name: name.clone(),
-                    hash,
-                    compressed: f.is_some_and(|f| f.compressed()),
-                    missing: false,
-                });
+                volumes.push(VolPlan { name: name.clone(), hash, missing: false });
             }
             None => {
                 let kind = if set.kind == crate::dupfmt::collection::SetKind::Full {
@@ -342,16 +335,11 @@ fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan
                     FileKind::IncVolume(n)
                 };
                 let name = naming.name(kind, set.start_time, set.end_time, set.suffix(), false);
-                volumes.push(VolPlan { name, hash, compressed: false, missing: true });
+                volumes.push(VolPlan { name, hash, missing: true });
             }
         }
     }
     Ok(SetPlan { volumes, localdir: manifest.localdir })
-}
-
-fn encrypted(name: &str) -> Error {
-    Error::usage(format!("{name}: encrypted archives are not supported by this build yet"))
-        .hint("restore it with duplicity for now")
 }
 
 /// The manifest of a set: the cache's copy, else the backend's.
@@ -369,11 +357,11 @@ fn load_manifest(archive: &Archive, set: &BackupSet) -> Result<Manifest> {
         }
     }
     let name = set.manifest.as_deref().ok_or_else(|| Error::corrupt("a backup set without a manifest"))?;
-    if archive.naming.parse(name).is_some_and(|f| f.encrypted()) {
-        return Err(encrypted(name));
-    }
     let mut v = Vec::new();
-    archive.storage.reader(name)?.read_to_end(&mut v).map_err(|e| Error::corrupt(format!("{name}: reading: {e}")))?;
+    archive
+        .plaintext(name, archive.storage.reader(name)?)?
+        .read_to_end(&mut v)
+        .map_err(|e| crate::error::carried(e).unwrap_or_else(|e| Error::corrupt(format!("{name}: reading: {e}"))))?;
     Manifest::parse(&v).map_err(|e| e.context(name))
 }
 

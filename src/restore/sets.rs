@@ -13,24 +13,22 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex};
 
-use flate2::read::MultiGzDecoder;
 use md5::Md5;
 use sha1::{Digest, Sha1};
 
 use super::{Reporter, show};
+use crate::archive::Archive;
 use crate::dupfmt::tar::{EntryName, EntryType, Item, parse_entry_name};
 use crate::dupfmt::tarstream::TarStream;
 use crate::error::{Error, Kind, Result};
 use crate::index;
 use crate::record::{Entry, FileType, PathBytes};
-use crate::storage::Storage;
 
 /// A volume to read.
 pub(crate) struct VolPlan {
     pub name: String,
     /// (hash name, lowercase hex) from the manifest.
     pub hash: Option<(String, String)>,
-    pub compressed: bool,
     /// Listed in the manifest but not on the backend.
     pub missing: bool,
 }
@@ -61,7 +59,7 @@ enum Raw {
 }
 
 pub(crate) struct SetStream<'a> {
-    storage: &'a Storage,
+    archive: &'a Archive,
     volumes: VecDeque<VolPlan>,
     /// The volume being read, and its name.
     tar: Option<Volume>,
@@ -82,9 +80,9 @@ pub(crate) struct SetStream<'a> {
 }
 
 impl<'a> SetStream<'a> {
-    pub fn new(storage: &'a Storage, volumes: Vec<VolPlan>, prefix: &[u8]) -> Self {
+    pub fn new(archive: &'a Archive, volumes: Vec<VolPlan>, prefix: &[u8]) -> Self {
         SetStream {
-            storage,
+            archive,
             volumes: volumes.into(),
             tar: None,
             pending: None,
@@ -199,7 +197,7 @@ impl<'a> SetStream<'a> {
                 let Some(v) = self.volumes.pop_front() else {
                     return Raw::End;
                 };
-                match open_volume(self.storage, &v, rep) {
+                match open_volume(self.archive, &v, rep) {
                     Ok((stream, rest)) => self.tar = Some(Volume { stream, name: v.name, rest }),
                     Err(e) => {
                         self.lost(rep, &v.name, &e);
@@ -382,11 +380,11 @@ impl Read for Shared {
 
 /// Downloads a volume to a temporary file, checks its hash and returns its
 /// tar entries.
-fn open_volume(storage: &Storage, v: &VolPlan, rep: &Reporter) -> Result<(TarStream, Shared)> {
+fn open_volume(archive: &Archive, v: &VolPlan, rep: &Reporter) -> Result<(TarStream, Shared)> {
     if v.missing {
         return Err(Error::corrupt(format!("{} is listed in the manifest but missing on the backend", v.name)));
     }
-    let mut src = storage.reader(&v.name)?;
+    let mut src = archive.storage.reader(&v.name)?;
     let mut file = crate::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
     let mut hasher = v.hash.as_ref().map(|(k, _)| Hasher::new(k));
     let mut buf = vec![0u8; 256 << 10];
@@ -420,7 +418,8 @@ fn open_volume(storage: &Storage, v: &VolPlan, rep: &Reporter) -> Result<(TarStr
     rep.fetched(&v.name, total);
     file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("{}: temporary copy", v.name), e))?;
     let r = BufReader::with_capacity(256 << 10, file);
-    let input: Box<dyn Read + Send> = if v.compressed { Box::new(MultiGzDecoder::new(r)) } else { Box::new(r) };
+    // Decrypted or gunzipped as its name says.
+    let input = archive.plaintext(&v.name, r)?;
     let shared = Shared(Arc::new(Mutex::new(input)));
     Ok((TarStream::new(shared.clone(), &v.name), shared))
 }
