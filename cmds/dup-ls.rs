@@ -43,12 +43,24 @@ struct Args {
     /// select for deletion orphaned and incomplete sets and orphaned signatures
     #[argh(switch)]
     cleanup: bool,
+    /// test the connection to URL instead (list, then write, read back and delete a small file) and print the answer as a check record; the exit code tells it too
+    #[argh(switch)]
+    check: bool,
     /// directory of the local metadata caches (default $XDG_CACHE_HOME/dup)
     #[argh(option)]
     archive_dir: Option<OsArg>,
     /// name of this archive's cache (default: the MD5 of the URL, as duplicity)
     #[argh(option)]
     name: Option<String>,
+    /// read the passphrase of an encrypted archive from this file's first line (else $PASSPHRASE)
+    #[argh(option)]
+    passphrase_file: Option<OsArg>,
+    /// read the passphrase from this file descriptor
+    #[argh(option)]
+    passphrase_fd: Option<i32>,
+    /// a secret key file to decrypt with (armored or binary; repeatable; else the GnuPG keyring)
+    #[argh(option)]
+    key_file: Vec<OsArg>,
     /// archive URL (file:///path ...); omit to read a stream from standard input
     #[argh(positional)]
     url: Option<String>,
@@ -58,6 +70,7 @@ fn main() {
     let args: Args = cli::args("dup-ls");
     cli::main("dup-ls", || match &args.url {
         None => render(args.json),
+        Some(url) if args.check => check(&args, url),
         Some(url) => list(&args, url),
     })
 }
@@ -92,11 +105,40 @@ fn policy(args: &Args) -> Result<Option<Policy>> {
     Ok(p.pop())
 }
 
+/// The connection test: one `check` record (a line in a table), and the
+/// exit code of its answer (error.rs: 14 unreachable, 15 auth refused, 16
+/// permission denied, 17 not found, 1 other).
+fn check(args: &Args, url: &str) -> Result<Status> {
+    if args.files || args.time.is_some() || policy(args)?.is_some() {
+        return Err(Error::usage("--check takes no other command"));
+    }
+    let c = dup::storage::test_connection(url)?;
+    if !args.json && (args.table || io::stdout().is_terminal()) {
+        let mut out = cli::stdout();
+        put(&mut out, dup::table::check_line(&c).as_bytes())?;
+        out.flush().map_err(|e| Error::io("writing to standard output", e))?;
+    } else {
+        let mut w = cli::stdout_records(args.json, StreamKind::Listing, "dup-ls")?;
+        w.write(&Record::Check(c.clone()))?;
+        w.finish()?;
+    }
+    if c.is_ok() {
+        return Ok(Status::Ok);
+    }
+    let e = Error::new(c.error_kind(), format!("{}: {}", c.url, c.message));
+    Err(match c.hint {
+        Some(h) => e.hint(h),
+        None => e,
+    })
+}
+
 fn list(args: &Args, url: &str) -> Result<Status> {
     if args.time.is_some() && !args.files {
         return Err(Error::usage("--time applies to --files"));
     }
-    let a = Archive::open(url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?;
+    let keys = cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, None)?;
+    let a =
+        Archive::open(url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?.with_keys(Some(keys));
     let coll = a.collection()?;
     for w in &coll.warnings {
         log::warn!("{w}");
@@ -124,7 +166,7 @@ fn list(args: &Args, url: &str) -> Result<Status> {
     }
     if args.files {
         let t = args.time.as_deref().map(|s| time::parse_time(s, time::now())).transpose()?;
-        let mut state = SigState::at(&coll, t, &a.cache, Some(&a.storage), &a.naming)?;
+        let mut state = SigState::at(&coll, t, &a)?;
         if table {
             while let Some(e) = state.next()? {
                 let mut line = time::pretty(e.mtime).into_bytes();

@@ -4,16 +4,18 @@ use argh::FromArgs;
 use dup::cache::Cache;
 use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::names::Naming;
-use dup::error::Result;
+use dup::error::{Error, Result};
 use dup::storage::Storage;
 use dup::{progress, put};
 
 /// Read a stream of archive files (from dup-pack, or deletions selected by
-/// dup-ls) on standard input and apply it to the backend at URL, in stream
-/// order: files are written under a temporary name and renamed into place, a
-/// manifest only once every volume it lists is stored, and the cache gets its
-/// copy of each manifest and signature. If the stream breaks before its
-/// manifest, the files this run stored for that set are removed again.
+/// dup-ls) on standard input and apply it to the backend at URL: volumes are
+/// uploaded several at a time, a manifest strictly last (once every volume
+/// it lists is stored with the SHA1 it lists), and the cache gets its copy
+/// of each manifest and signature. A file an interrupted earlier run already
+/// stored (same name, size and SHA1) is not sent again. If the stream breaks
+/// before its manifest, the files this run stored for that set are removed
+/// again; if the backend fails, they are kept for the next run to resume.
 #[derive(FromArgs)]
 struct Args {
     /// archive URL (file:///path)
@@ -25,6 +27,9 @@ struct Args {
     /// name of this archive's cache (default: the MD5 of the URL, as duplicity)
     #[argh(option)]
     name: Option<String>,
+    /// uploads in flight at once (default 4)
+    #[argh(option, default = "put::DEFAULT_CONCURRENCY")]
+    concurrency: usize,
     /// report progress (a bar on a terminal, JSON events on stderr otherwise)
     #[argh(switch)]
     progress: bool,
@@ -33,18 +38,33 @@ struct Args {
     log_fd: Option<i32>,
 }
 
+const MAX_CONCURRENCY: usize = 64;
+
 fn main() {
     let args: Args = cli::args("dup-put");
     cli::main("dup-put", || run(&args))
 }
 
 fn run(args: &Args) -> Result<Status> {
+    if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
+        return Err(Error::usage(format!("--concurrency must be between 1 and {MAX_CONCURRENCY}")));
+    }
     let progress = progress::for_cli(args.progress, args.log_fd)?;
-    let storage = Storage::open(&args.url)?;
+    let mut storage = Storage::open(&args.url)?;
+    // About four S3 parts in flight in all, each buffered in memory.
+    storage.set_part_concurrency(4 / args.concurrency);
     let cache = Cache::open(args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref(), &args.url)?;
     let _lock = cache.lock()?;
     let mut input = cli::stdin_records()?;
-    let stats = put::run(&mut input, &storage, Some(&cache), &Naming::default(), progress.as_ref())?;
-    log::info!("stored {} files ({} bytes), deleted {}", stats.stored, stats.bytes, stats.deleted);
+    let opts = put::Options { concurrency: args.concurrency };
+    let stats = put::run_with(&mut input, &storage, Some(&cache), &Naming::default(), progress.as_ref(), &opts)?;
+    log::info!(
+        "stored {} files ({} bytes), skipped {} already stored ({} bytes), deleted {}",
+        stats.stored,
+        stats.bytes,
+        stats.skipped,
+        stats.skipped_bytes,
+        stats.deleted
+    );
     Ok(Status::Ok)
 }

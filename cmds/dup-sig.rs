@@ -67,12 +67,16 @@ fn archive(args: &Args, url: &str) -> Result<Status> {
     let a = Archive::open(url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?
         .with_keys(Some(keys.clone()));
     let coll = a.collection()?;
+    // The newest encrypted manifest of the chain: the passphrase must open it.
+    let newest_encrypted = coll.primary_chain().and_then(|chain| {
+        let mut sets: Vec<_> = chain.sets().collect();
+        sets.reverse();
+        sets.into_iter().filter_map(|s| s.manifest.clone()).find(|m| a.naming.parse(m).is_some_and(|f| f.encrypted()))
+    });
     if args.check_passphrase
-        && let Some(chain) = coll.primary_chain()
-        && let Some(m) = chain.last().manifest.as_deref()
-        && a.naming.parse(m).is_some_and(|f| f.encrypted())
+        && let Some(m) = newest_encrypted
     {
-        dup::crypto::check_decryptable(&keys, m, a.storage.reader(m)?)
+        dup::crypto::check_decryptable(&keys, &m, a.storage.reader(&m)?)
             .map_err(|e| e.hint("an incremental must use the passphrase of the chain it extends"))?;
     }
     let now = time::now();

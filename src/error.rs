@@ -22,6 +22,14 @@ pub enum Kind {
     Corrupt,
     /// A record stream is malformed, truncated or of another version.
     Stream,
+    /// A connection test (dup-ls --check): the backend cannot be reached.
+    Unreachable,
+    /// A connection test: the backend refused the credentials.
+    AuthRefused,
+    /// A connection test: logged in, but not allowed to list or write there.
+    PermissionDenied,
+    /// A connection test: the bucket or path does not exist.
+    NotFound,
     /// Interrupted by a signal.
     Interrupted,
     /// Standard output was closed by the reader (`| head`): not a failure.
@@ -40,6 +48,10 @@ impl Kind {
             Kind::Locked => 11,
             Kind::Crypto => 12,
             Kind::Corrupt => 13,
+            Kind::Unreachable => 14,
+            Kind::AuthRefused => 15,
+            Kind::PermissionDenied => 16,
+            Kind::NotFound => 17,
             Kind::Interrupted => 130,
         }
     }

@@ -142,6 +142,10 @@ pub enum FileRole {
     Volume,
     Signature,
     Manifest,
+    /// A plaintext manifest or signature for the local cache only (sent
+    /// before its encrypted form, which the cache cannot be filled from
+    /// when only the public key is at hand).
+    Cache,
 }
 
 /// Whether a set is a full or an incremental.
@@ -239,6 +243,8 @@ pub enum Record {
     },
     /// A backup set of an archive (dup-ls URL).
     Set(SetInfo),
+    /// The answer of a connection test (dup-ls URL --check).
+    Check(crate::storage::Check),
     /// Closes every stream; `records` counts the records before it, header included.
     End { records: u64 },
 }
@@ -256,6 +262,7 @@ impl Record {
             Record::Chunk { .. } => "chunk",
             Record::File { .. } => "file",
             Record::Set(_) => "set",
+            Record::Check(_) => "check",
             Record::End { .. } => "end",
         }
     }

@@ -34,6 +34,8 @@ pub struct Storage {
     can_rename: bool,
     /// False for backends that take a file in one request (WebDAV).
     multi_write: bool,
+    /// Parts of one S3 upload in flight at once.
+    part_concurrency: usize,
     // Declared last: dropped after the operators that use it.
     rt: Arc<tokio::runtime::Runtime>,
 }
@@ -457,6 +459,7 @@ impl Storage {
             url: shown,
             can_rename: cap.rename,
             multi_write: cap.write_can_multi,
+            part_concurrency: S3_CONCURRENT,
             target,
             settings,
             rt: Arc::new(rt),
@@ -505,10 +508,33 @@ impl Storage {
     /// (written under a temporary name first; S3 objects appear only when
     /// complete); returns the bytes written. Nothing is left on failure.
     pub fn put(&self, name: &str, data: impl Read) -> Result<u64> {
+        self.put_via(name, |tmp, what| {
+            if self.multi_write { self.put_stream(tmp, data, what) } else { self.put_once(tmp, data, what) }
+        })
+    }
+
+    /// Like [`Storage::put`], for content already spooled (backends that
+    /// take a file in one request send the spool as it is, with no copy).
+    pub fn put_spool(&self, name: &str, spool: Spool) -> Result<u64> {
+        self.put_via(name, |tmp, what| {
+            let n = spool.len();
+            let r = spool.into_reader().map_err(|e| Error::io("reading the spooled upload", e))?;
+            if self.multi_write { self.put_stream(tmp, r, what) } else { self.send_once(tmp, r, n, what) }
+        })
+    }
+
+    /// Sets how many parts of one S3 upload are in flight at once (default
+    /// 4); callers that upload several files at once lower it to bound memory.
+    pub fn set_part_concurrency(&mut self, n: usize) {
+        self.part_concurrency = n.max(1);
+    }
+
+    /// Writes through `send(path, what)` under a temporary name (where the
+    /// backend can rename), then renames it to `name`.
+    fn put_via(&self, name: &str, send: impl FnOnce(&str, &str) -> Result<u64>) -> Result<u64> {
         let what = format!("writing {name}");
         let tmp = if self.can_rename { format!("{TEMP_PREFIX}{name}.{}", std::process::id()) } else { name.into() };
-        let mut result =
-            if self.multi_write { self.put_stream(&tmp, data, &what) } else { self.put_once(&tmp, data, &what) };
+        let mut result = send(&tmp, &what);
         if result.is_ok() && tmp != name {
             result = self.rename(&tmp, name).map_err(|e| self.error(&what, e)).and(result);
         }
@@ -522,7 +548,7 @@ impl Storage {
     fn put_stream(&self, path: &str, mut data: impl Read, what: &str) -> Result<u64> {
         let s3 = self.target.scheme == "s3";
         let opts = if s3 {
-            WriteOptions { chunk: Some(S3_PART), concurrent: S3_CONCURRENT, ..Default::default() }
+            WriteOptions { chunk: Some(S3_PART), concurrent: self.part_concurrency, ..Default::default() }
         } else {
             WriteOptions::default()
         };
@@ -559,7 +585,13 @@ impl Storage {
     fn put_once(&self, path: &str, mut data: impl Read, what: &str) -> Result<u64> {
         let mut spool = Spool::new();
         let n = io::copy(&mut data, &mut spool).map_err(|e| content_error(what, e))?;
-        let buf = match spool.into_reader().map_err(|e| Error::io("spooling the upload", e))? {
+        let r = spool.into_reader().map_err(|e| Error::io("spooling the upload", e))?;
+        self.send_once(path, r, n, what)
+    }
+
+    /// Sends `n` spooled bytes in one write.
+    fn send_once(&self, path: &str, spooled: SpoolReader, n: u64, what: &str) -> Result<u64> {
+        let buf = match spooled {
             SpoolReader::Mem(c) => Buffer::from(c.into_inner()),
             SpoolReader::File(f) => {
                 mapped_buffer(f.into_inner(), n).map_err(|e| Error::io("spooling the upload", e))?
@@ -699,8 +731,10 @@ pub struct Check {
     /// What failed, and the server's or system's words (empty when ok).
     pub message: String,
     /// What to check next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
     /// Files at the archive's top level, when listing worked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<usize>,
     /// Whether a backup (a manifest) is there.
     pub archive: bool,
@@ -709,6 +743,19 @@ pub struct Check {
 impl Check {
     pub fn is_ok(&self) -> bool {
         self.status == CheckStatus::Ok
+    }
+
+    /// The error kind of a failed check, which sets the exit code of
+    /// `dup-ls --check` (man/dup-ls.1): 14 unreachable, 15 authentication
+    /// refused, 16 permission denied, 17 not found, 1 anything else.
+    pub fn error_kind(&self) -> Kind {
+        match self.status {
+            CheckStatus::Ok | CheckStatus::Failed => Kind::Other,
+            CheckStatus::Unreachable => Kind::Unreachable,
+            CheckStatus::AuthRefused => Kind::AuthRefused,
+            CheckStatus::PermissionDenied => Kind::PermissionDenied,
+            CheckStatus::NotFound => Kind::NotFound,
+        }
     }
 
     /// The check as an error (exit code 1) unless it is ok.

@@ -111,6 +111,17 @@ pub fn set_line(s: &SetInfo) -> String {
     )
 }
 
+/// A connection test's answer: `check ok s3://b  (3 files, a backup)`, or
+/// what failed.
+pub fn check_line(c: &crate::storage::Check) -> String {
+    if !c.is_ok() {
+        return format!("{:<9} {:<10} {}: {}", "check", c.status.as_str(), c.url, c.message);
+    }
+    let files = c.files.map(|n| format!("{n} files, ")).unwrap_or_default();
+    let backup = if c.archive { "a backup" } else { "no backup" };
+    format!("{:<9} {:<10} {}  ({files}{backup})", "check", c.status.as_str(), c.url)
+}
+
 /// One line for a record; `content` is the length of the chunks that
 /// followed it, if any.
 pub fn line(rec: &Record, content: Option<u64>) -> String {
@@ -143,6 +154,7 @@ pub fn line(rec: &Record, content: Option<u64>) -> String {
                 FileRole::Volume => "volume",
                 FileRole::Signature => "signature",
                 FileRole::Manifest => "manifest",
+                FileRole::Cache => "cache",
             };
             let what = if *delete { "delete" } else { "store" };
             match content {
@@ -151,6 +163,7 @@ pub fn line(rec: &Record, content: Option<u64>) -> String {
             }
         }
         Record::Set(s) => set_line(s),
+        Record::Check(c) => check_line(c),
         Record::End { records } => format!("# end, {records} records"),
     }
 }

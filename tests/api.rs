@@ -66,8 +66,12 @@ fn two_jobs_at_once_then_list_and_increment() {
     assert!(names(0).iter().any(|p| p == "big.bin") && !names(0).iter().any(|p| p == "f07"));
     assert!(names(1).iter().any(|p| p == "f07") && !names(1).iter().any(|p| p == "big.bin"));
 
-    let a0 =
-        ArchiveOptions { url: format!("file://{}", archs[0].display()), archive_dir: Some(cache.clone()), name: None };
+    let a0 = ArchiveOptions {
+        url: format!("file://{}", archs[0].display()),
+        archive_dir: Some(cache.clone()),
+        name: None,
+        keys: None,
+    };
     let sets = api::snapshots(&a0).unwrap();
     assert_eq!(sets.len(), 1);
     assert!(sets[0].volumes >= 3);
