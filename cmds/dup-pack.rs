@@ -69,12 +69,7 @@ fn run(args: &Args) -> Result<Status> {
         return Err(Error::usage("--volsize must be at least 1 (MiB)"));
     }
     let progress = progress::for_cli(args.progress, args.log_fd)?;
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let t = match &args.time {
-        Some(s) => time::parse_time(s, now)?,
-        None => now,
-    };
+    let t = args.time.as_deref().map(|s| time::parse_time(s, time::now())).transpose()?;
     let opts = pack::Options {
         volsize: args.volsize.saturating_mul(1 << 20),
         compress: !args.no_compression,

@@ -144,7 +144,7 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
     let popts = pack::Options {
         volsize: opts.volsize,
         compress: opts.compress,
-        time: now,
+        time: Some(now),
         naming: Naming::default(),
         hostname: pack::hostname(),
         localdir: None,

@@ -29,8 +29,10 @@ pub struct Options {
     pub volsize: u64,
     /// gzip volumes and the signature tar (`--no-compression` turns it off).
     pub compress: bool,
-    /// Time of this backup (T of a full, T2 of an incremental).
-    pub time: i64,
+    /// Time of this backup (T of a full, T2 of an incremental); `None`:
+    /// now, after waiting (up to a few seconds, as duplicity does) until it
+    /// is later than the end of the chain the stream extends.
+    pub time: Option<i64>,
     pub naming: Naming,
     /// Manifest `Hostname`.
     pub hostname: String,
@@ -259,7 +261,22 @@ pub fn run<R: BufRead, W: Write>(
 ) -> Result<(W, Stats)> {
     input.expect_kind(&[StreamKind::Changes])?;
     let basis = input.head().basis_time;
-    let t2 = opts.time;
+    let t2 = match opts.time {
+        Some(t) => t,
+        None => {
+            // Set times are whole seconds, and an incremental must end after
+            // the set before it.
+            let mut now = crate::dupfmt::time::now();
+            while let Some(t1) = basis
+                && now <= t1
+                && t1 - now < 5
+            {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                now = crate::dupfmt::time::now();
+            }
+            now
+        }
+    };
     if let Some(t1) = basis
         && t1 >= t2
     {

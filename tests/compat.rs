@@ -229,3 +229,23 @@ fn dup_extends_a_duplicity_chain() {
     duplicity(t.path(), &shared, &format!("restore {} {}", q(url(&arch)), q(&out)));
     assert_same_tree(&src, &out);
 }
+
+#[test]
+fn back_to_back_backups_wait_for_a_new_second() {
+    // Regression: an incremental packed in the same second as the set it
+    // extends was refused; dup-pack now waits, as duplicity does.
+    let t = tempfile::tempdir().unwrap();
+    let (src, arch, cache) = (t.path().join("src"), t.path().join("arch"), t.path().join("c"));
+    fs::create_dir(&src).unwrap();
+    for i in 0..3 {
+        fs::write(src.join("f"), format!("{i}\n")).unwrap();
+        dup_backup(t.path(), &src, &url(&arch), &cache, i > 0, "");
+    }
+    let mut manifests: Vec<String> = fs::read_dir(&arch)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".manifest"))
+        .collect();
+    manifests.sort();
+    assert_eq!(manifests.len(), 3, "{manifests:?}");
+}
