@@ -8,9 +8,10 @@
 //! is on the backend, and each volume this run handled has the SHA1 the
 //! manifest gives for it.
 //!
-//! Resume: each file stored is noted with its size and SHA1 in a journal in
-//! the archive's cache ([`JOURNAL`]). A volume or signature whose name is on
-//! the backend with the size and SHA1 the journal gives, both equal to this
+//! Resume: each file stored for a set not yet published is noted with its
+//! size and SHA1 in a journal in the archive's cache ([`JOURNAL`]; removed
+//! when it lists nothing). A volume or signature whose name is on the
+//! backend with the size and SHA1 the journal gives, both equal to this
 //! run's, is not sent again; so rerunning an interrupted upload (the same
 //! stream, or a stream packed again byte for byte) sends only what is
 //! missing. Without a cache there is no journal and everything is sent.
@@ -129,7 +130,9 @@ pub fn run_with<R: BufRead>(
         let idle = put.wait_idle();
         r.and(idle)
     });
-    let resumable = feed.backend_failed && put.journal.get().is_some();
+    // The backend failed if an upload or a call of the reading thread did.
+    let backend_failed = feed.backend_failed;
+    let journaled = put.journal.get().is_some();
     let state = put.state.into_inner().unwrap_or_else(|p| p.into_inner());
     let Err(e) = result else {
         if !state.unpublished.is_empty() {
@@ -144,7 +147,7 @@ pub fn run_with<R: BufRead>(
     if state.unpublished.is_empty() {
         return Err(e);
     }
-    if resumable || (state.worker_failed && put.journal.get().is_some()) {
+    if journaled && (state.worker_failed || backend_failed) {
         log::warn!(
             "keeping the {} files this run stored for a set it did not finish: the same backup run again resumes \
              from them (`dup-ls --cleanup URL | dup-put URL` removes them)",
@@ -152,10 +155,17 @@ pub fn run_with<R: BufRead>(
         );
     } else {
         log::warn!("removing the {} files this run stored for a set it did not finish", state.unpublished.len());
+        let mut gone = Vec::new();
         for name in state.unpublished.iter().rev() {
-            if let Err(d) = storage.delete(name) {
-                log::warn!("{}", d.message);
+            match storage.delete(name) {
+                Ok(()) => gone.push(name.as_str()),
+                Err(d) => log::warn!("{}", d.message),
             }
+        }
+        if let (Some(j), Some(c)) = (put.journal.get(), cache)
+            && let Err(d) = j.forget(c, |n| gone.contains(&n))
+        {
+            log::warn!("{}", d.message);
         }
     }
     Err(e)
@@ -330,12 +340,11 @@ impl Feed<'_, '_> {
                 self.put.progress.event(Event::File { name, bytes: 0, action: "deleted".into() });
                 continue;
             }
-            if role == FileRole::Cache {
-                self.cache_only(&name, &parsed, &mut input.content())?;
-                continue;
-            }
             let named_as = match role {
-                FileRole::Cache => unreachable!("handled above"),
+                FileRole::Cache => {
+                    self.cache_only(&name, &parsed, &mut input.content())?;
+                    continue;
+                }
                 FileRole::Volume => parsed.is_volume(),
                 FileRole::Signature => parsed.is_signature(),
                 FileRole::Manifest => parsed.is_manifest(),
@@ -386,6 +395,21 @@ impl Feed<'_, '_> {
                 let _ = self.put.journal.set(Journal::open(cache, &listing)?);
             }
             self.remote = Some(listing);
+        }
+        let f = job.parsed;
+        let published = self.remote.as_ref().is_some_and(|r| {
+            r.keys().any(|n| {
+                self.put.naming.parse(n).is_some_and(|o| {
+                    o.is_manifest() && o.kind.is_full() == f.kind.is_full() && (o.start, o.end) == (f.start, f.end)
+                })
+            })
+        });
+        if published {
+            return Err(Error::other(format!(
+                "{}: its set is already published (its manifest is on the backend); not replacing its files",
+                job.name
+            ))
+            .hint("a set is stored once: pack a new backup (another --time) instead"));
         }
         self.handled.insert(job.name.clone(), job.sha1.clone());
         let size = job.spool.len();
@@ -471,6 +495,15 @@ impl Feed<'_, '_> {
         let stored = self.put.store_one(name, f, spool);
         let n = self.backend(stored)?;
         self.handled.clear();
+        // Published: the journal no longer needs the set's files.
+        if let (Some(j), Some(c)) = (self.put.journal.get(), self.put.cache) {
+            let naming = self.put.naming;
+            j.forget(c, |n| {
+                naming
+                    .parse(n)
+                    .is_some_and(|o| o.kind.is_full() == f.kind.is_full() && (o.start, o.end) == (f.start, f.end))
+            })?;
+        }
         let mut st = self.put.lock();
         // The set is published.
         st.unpublished.clear();
@@ -505,15 +538,18 @@ impl Hashing {
     }
 }
 
-/// What earlier runs stored on this archive's backend: name → (size, SHA1).
+/// Files stored on the backend for sets not yet published: name → (size,
+/// SHA1). The file exists only while it lists something.
 struct Journal {
-    entries: HashMap<String, (u64, String)>,
-    file: Mutex<std::fs::File>,
+    path: std::path::PathBuf,
+    entries: Mutex<HashMap<String, (u64, String)>>,
+    /// Opened for appending at the first entry after each rewrite.
+    file: Mutex<Option<std::fs::File>>,
 }
 
 impl Journal {
     /// Reads the journal, keeping only files the backend still has with the
-    /// noted size, and opens it for appending.
+    /// noted size.
     fn open(cache: &Cache, listing: &HashMap<String, u64>) -> Result<Journal> {
         let path = cache.path(JOURNAL);
         let text = match std::fs::read_to_string(&path) {
@@ -533,27 +569,223 @@ impl Journal {
                 entries.insert(name.to_string(), (size, sha1.to_string()));
             }
         }
-        let mut kept: Vec<String> = entries.iter().map(|(n, (s, h))| format!("{h} {s} {n}\n")).collect();
-        kept.sort();
-        if kept.concat() != text {
-            cache.write(JOURNAL, kept.concat().as_bytes())?;
+        let j = Journal { path, entries: Mutex::new(entries), file: Mutex::new(None) };
+        if j.text() != text {
+            j.rewrite(cache)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io(path.display(), e))?;
-        Ok(Journal { entries, file: Mutex::new(file) })
+        Ok(j)
+    }
+
+    fn text(&self) -> String {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines: Vec<String> = entries.iter().map(|(n, (s, h))| format!("{h} {s} {n}\n")).collect();
+        lines.sort();
+        lines.concat()
+    }
+
+    /// Replaces the file with the entries (removes it when there are none).
+    fn rewrite(&self, cache: &Cache) -> Result<()> {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        *file = None;
+        let text = self.text();
+        if text.is_empty() { cache.remove(JOURNAL) } else { cache.write(JOURNAL, text.as_bytes()).map(|_| ()) }
     }
 
     fn has(&self, name: &str, size: u64, sha1: &str) -> bool {
-        self.entries.get(name).is_some_and(|(s, h)| *s == size && h == sha1)
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(name).is_some_and(|(s, h)| *s == size && h == sha1)
     }
 
-    /// Notes a file just stored (one write, so a killed run leaves whole
-    /// lines, or a last partial one that the next run drops).
+    /// Notes a file just stored, in one write: a killed run leaves whole
+    /// lines, or a last partial one that the next run drops.
     fn add(&self, name: &str, size: u64, sha1: &str) -> Result<()> {
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(format!("{sha1} {size} {name}\n").as_bytes()).map_err(|e| Error::io(JOURNAL, e))
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), (size, sha1.to_string()));
+        let f = match &mut *file {
+            Some(f) => f,
+            None => file.insert(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                    .map_err(|e| Error::io(self.path.display(), e))?,
+            ),
+        };
+        f.write_all(format!("{sha1} {size} {name}\n").as_bytes()).map_err(|e| Error::io(self.path.display(), e))
+    }
+
+    /// Drops the entries `which` selects, rewriting the file if any.
+    fn forget(&self, cache: &Cache, which: impl Fn(&str) -> bool) -> Result<()> {
+        let before = self.entries.lock().unwrap_or_else(|p| p.into_inner()).len();
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).retain(|n, _| !which(n));
+        if self.entries.lock().unwrap_or_else(|p| p.into_inner()).len() == before {
+            return Ok(());
+        }
+        self.rewrite(cache)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dupfmt::manifest::VolumeInfo;
+    use crate::progress::Silent;
+    use crate::record::{Encoding, Writer};
+
+    const T: i64 = 1_700_000_000;
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        storage: Storage,
+        cache: Cache,
+        naming: Naming,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&format!("file://{}", dir.path().join("arch").display())).unwrap();
+        let cache = Cache::open(Some(&dir.path().join("cache")), Some("c"), "file:///x").unwrap();
+        Setup { _dir: dir, storage, cache, naming: Naming::default() }
+    }
+
+    fn sha1(data: &[u8]) -> String {
+        Sha1::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A full set of `n` volumes: (name, role, content) in dup-pack's order.
+    fn set(naming: &Naming, n: u64, wrong_hash: bool) -> Vec<(String, FileRole, Vec<u8>)> {
+        let mut files = Vec::new();
+        let mut volumes = BTreeMap::new();
+        for v in 1..=n {
+            let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + v as u32) as u8).collect();
+            let hash = if wrong_hash && v == 1 { "0".repeat(40) } else { sha1(&data) };
+            volumes.insert(v, VolumeInfo::new(v, b"a", None, b"b", None, &hash));
+            files.push((naming.name(FileKind::FullVolume(v), T, T, Suffix::Gzip, false), FileRole::Volume, data));
+        }
+        files.push((naming.name(FileKind::FullSig, T, T, Suffix::Gzip, false), FileRole::Signature, b"sig".to_vec()));
+        let m = Manifest { hostname: Some("h".into()), localdir: Some(b"src".to_vec()), volumes, files: None };
+        files.push((naming.name(FileKind::FullManifest, T, T, Suffix::None, false), FileRole::Manifest, m.to_bytes()));
+        files
+    }
+
+    /// A files stream of `files`; without its end record unless `finish`.
+    fn stream(files: &[(String, FileRole, Vec<u8>)], finish: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = Writer::new(&mut out, Encoding::Cbor, StreamKind::Files, "test").unwrap();
+        for (name, role, data) in files {
+            w.write(&Record::File { name: name.clone(), role: *role, delete: false }).unwrap();
+            w.write_content(&data[..]).unwrap();
+        }
+        if finish {
+            w.finish().unwrap();
+        }
+        out
+    }
+
+    fn put(s: &Setup, bytes: &[u8], concurrency: usize) -> Result<Stats> {
+        let mut r = Reader::new(bytes, "test").unwrap();
+        run_with(&mut r, &s.storage, Some(&s.cache), &s.naming, &Silent, &Options { concurrency })
+    }
+
+    fn names(s: &Setup) -> Vec<String> {
+        s.storage.list().unwrap().into_iter().map(|(n, _)| n).collect()
+    }
+
+    #[test]
+    fn stores_a_set_in_parallel_manifest_last() {
+        let s = setup();
+        let files = set(&s.naming, 5, false);
+        let order = Mutex::new(Vec::new());
+        let progress = |ev: Event| {
+            if let Event::File { name, .. } = ev {
+                order.lock().unwrap().push(name);
+            }
+        };
+        let bytes = stream(&files, true);
+        let mut r = Reader::new(&bytes[..], "test").unwrap();
+        let st =
+            run_with(&mut r, &s.storage, Some(&s.cache), &s.naming, &progress, &Options { concurrency: 3 }).unwrap();
+        assert_eq!((st.stored, st.skipped), (7, 0));
+        assert_eq!(st.bytes, files.iter().map(|f| f.2.len() as u64).sum::<u64>());
+        let order = order.into_inner().unwrap();
+        assert_eq!(order.last(), Some(&files[6].0), "the manifest comes last: {order:?}");
+        assert_eq!(names(&s).len(), 7);
+        assert!(!s.cache.path(JOURNAL).exists(), "nothing left unpublished");
+        assert!(s.cache.path(&files[6].0).exists(), "the cache has the manifest");
+    }
+
+    #[test]
+    fn resumes_without_sending_again() {
+        let s = setup();
+        let files = set(&s.naming, 4, false);
+        // An interrupted run: two volumes stored, journaled, no manifest.
+        let st = put(&s, &stream(&files[..2], true), 2).unwrap();
+        assert_eq!(st.stored, 2);
+        let journal = std::fs::read_to_string(s.cache.path(JOURNAL)).unwrap();
+        assert_eq!(journal.lines().count(), 2, "{journal}");
+        // A killed run's last, partial line is dropped.
+        std::fs::write(s.cache.path(JOURNAL), format!("{journal}0123")).unwrap();
+        let st = put(&s, &stream(&files, true), 4).unwrap();
+        assert_eq!((st.skipped, st.stored), (2, 4), "{st:?}");
+        assert_eq!(st.skipped_bytes, 400_000);
+        assert_eq!(names(&s).len(), 6);
+        assert!(!s.cache.path(JOURNAL).exists());
+    }
+
+    #[test]
+    fn sends_again_a_volume_whose_content_changed() {
+        let s = setup();
+        let mut files = set(&s.naming, 2, false);
+        put(&s, &stream(&files[..2], true), 2).unwrap();
+        // Same name and size, other bytes: sent again.
+        files[0].2[0] ^= 1;
+        let st = put(&s, &stream(&files[..2], true), 2).unwrap();
+        assert_eq!((st.skipped, st.stored), (1, 1), "{st:?}");
+    }
+
+    #[test]
+    fn broken_input_removes_only_what_this_run_stored() {
+        let s = setup();
+        let files = set(&s.naming, 4, false);
+        put(&s, &stream(&files[..2], true), 2).unwrap();
+        // Volumes 1-2 skipped, 3 stored, then the input breaks.
+        let e = put(&s, &stream(&files[..3], false), 2).unwrap_err();
+        assert_eq!(e.kind, crate::Kind::Stream, "{}", e.message);
+        assert_eq!(names(&s), vec![files[0].0.clone(), files[1].0.clone()]);
+        let journal = std::fs::read_to_string(s.cache.path(JOURNAL)).unwrap();
+        assert_eq!(journal.lines().count(), 2, "{journal}");
+    }
+
+    #[test]
+    fn refuses_a_manifest_with_another_hash() {
+        let s = setup();
+        let files = set(&s.naming, 3, true);
+        let e = put(&s, &stream(&files, true), 2).unwrap_err();
+        assert_eq!(e.kind, crate::Kind::Corrupt, "{}", e.message);
+        assert!(e.message.contains("lists 0000"), "{}", e.message);
+        assert!(names(&s).is_empty(), "nothing published, this run's files removed: {:?}", names(&s));
+    }
+
+    #[test]
+    fn does_not_replace_a_published_set() {
+        let s = setup();
+        let files = set(&s.naming, 2, false);
+        put(&s, &stream(&files, true), 2).unwrap();
+        let e = put(&s, &stream(&files, true), 2).unwrap_err();
+        assert!(e.message.contains("already published"), "{}", e.message);
+        assert_eq!(names(&s).len(), 4);
+    }
+
+    #[test]
+    fn removes_volumes_the_manifest_does_not_list() {
+        let s = setup();
+        // An earlier run stored 3 volumes; the set packed again has 2.
+        put(&s, &stream(&set(&s.naming, 3, false)[..3], true), 2).unwrap();
+        let files = set(&s.naming, 2, false);
+        let st = put(&s, &stream(&files, true), 2).unwrap();
+        assert_eq!((st.skipped, st.stored), (2, 2));
+        let mut want: Vec<String> = files.iter().map(|f| f.0.clone()).collect();
+        want.sort();
+        assert_eq!(names(&s), want);
     }
 }
