@@ -43,6 +43,9 @@ struct Args {
     /// a secret key file to decrypt with (armored or binary; repeatable; else the GnuPG keyring)
     #[argh(option)]
     key_file: Vec<OsArg>,
+    /// require signatures by this key on what is decrypted
+    #[argh(option)]
+    sign_key: Option<String>,
     /// directory of the local metadata caches (default $XDG_CACHE_HOME/dup)
     #[argh(option)]
     archive_dir: Option<OsArg>,
@@ -63,7 +66,8 @@ fn main() {
 }
 
 fn archive(args: &Args, url: &str) -> Result<Status> {
-    let keys = cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, None)?;
+    let keys =
+        cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, args.sign_key.as_deref())?;
     let a = Archive::open(url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?
         .with_keys(Some(keys.clone()));
     let coll = a.collection()?;

@@ -523,7 +523,8 @@ impl Inner {
         Err(if bad {
             crypto(format!("wrong passphrase for {what} (gpg could not export it)"))
         } else {
-            crypto(format!("{what} is protected by a passphrase, and none was given")).hint("set PASSPHRASE")
+            crypto(format!("{what} is protected by a passphrase, and none was given"))
+                .hint("set SIGN_PASSPHRASE for a signing key, PASSPHRASE for a decryption key")
         })
     }
 

@@ -419,7 +419,17 @@ fn open_volume(archive: &Archive, v: &VolPlan, rep: &Reporter) -> Result<(TarStr
     file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("{}: temporary copy", v.name), e))?;
     let r = BufReader::with_capacity(256 << 10, file);
     // Decrypted or gunzipped as its name says.
-    let input = archive.plaintext(&v.name, r)?;
+    let mut input = archive.plaintext(&v.name, r)?;
+    if archive.naming.parse(&v.name).is_some_and(|f| f.encrypted()) {
+        // Decrypted whole first: the integrity check (MDC) and the signature
+        // come at the end, and nothing may be restored from a volume before
+        // they pass.
+        let mut plain = crate::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
+        io::copy(&mut input, &mut plain)
+            .map_err(|e| crate::error::carried(e).unwrap_or_else(|e| Error::corrupt(format!("{}: {e}", v.name))))?;
+        plain.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("{}: temporary copy", v.name), e))?;
+        input = Box::new(BufReader::with_capacity(256 << 10, plain));
+    }
     let shared = Shared(Arc::new(Mutex::new(input)));
     Ok((TarStream::new(shared.clone(), &v.name), shared))
 }
