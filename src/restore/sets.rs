@@ -226,10 +226,15 @@ impl<'a> SetStream<'a> {
         }
     }
 
-    /// Reports a volume that could not be read and forgets its state.
+    /// Reports a volume that could not be read and forgets its state. The
+    /// message names the volume once: most errors begin with its name.
     fn lost(&mut self, rep: &Reporter, volume: &str, e: &Error) {
-        let msg = if e.message.contains(volume) { e.message.clone() } else { format!("{volume}: {}", e.message) };
-        rep.problem(Kind::Corrupt, format!("skipping the damaged volume {volume}: {msg}"));
+        let msg = match e.message.strip_prefix(volume).and_then(|m| m.strip_prefix(": ")) {
+            Some(rest) => format!("skipping the damaged volume {volume}: {rest}"),
+            None if e.message.contains(volume) => format!("skipping a damaged volume: {}", e.message),
+            None => format!("skipping the damaged volume {volume}: {}", e.message),
+        };
+        rep.problem(Kind::Corrupt, msg);
         self.tar = None;
         self.series = None;
         self.after_loss = true;
