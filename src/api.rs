@@ -62,6 +62,8 @@ pub struct BackupOptions {
     /// Volume size in bytes.
     pub volsize: u64,
     pub compress: bool,
+    /// Deflate level, 0-9 (gzip, or inside OpenPGP).
+    pub compress_level: u32,
     pub max_block: u32,
     /// OpenPGP keys to encrypt (and sign) with; `None` writes an unencrypted
     /// archive (duplicity's `--no-encryption`).
@@ -78,6 +80,7 @@ impl BackupOptions {
             mode: BackupMode::Auto,
             volsize: 200 << 20,
             compress: true,
+            compress_level: pack::DEFAULT_LEVEL,
             max_block: rsync::DEFAULT_MAX_BLOCK,
             keys: None,
         }
@@ -131,24 +134,33 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
         }
     };
     let mut basis_state = if full { None } else { Some(SigState::at(&coll, None, &a)?) };
+    // An unfinished set of this kind, left by an interrupted run, is
+    // continued (its time; volumes packed again unchanged are not sent).
+    let resume = pack::Resume::load(&a.storage, &a.cache)?;
+    let resumed = resume.time(&a.naming, basis_state.as_ref().map(|s| s.end_time));
     // A set's time is whole seconds and must come after the chain it extends.
     let mut now = time::now();
-    if let Some(s) = &basis_state {
+    if let Some(s) = &basis_state
+        && resumed.is_none()
+    {
         while now <= s.end_time {
             std::thread::sleep(std::time::Duration::from_millis(200));
             now = time::now();
         }
     }
+    let now = resumed.unwrap_or(now);
     let src = Source::open(opts.source.as_os_str().as_encoded_bytes())?;
     let sel = Selection::new(&src.root(), &opts.selection, false)?;
     let popts = pack::Options {
         volsize: opts.volsize,
         compress: opts.compress,
+        compress_level: opts.compress_level,
         time: Some(now),
         naming: Naming::default(),
         hostname: pack::hostname(),
         localdir: None,
         keys: opts.keys.clone(),
+        resume: Some(resume),
     };
     let dopts = delta::Options { source: Some(opts.source.clone()), max_block: opts.max_block, signatures_only: false };
     let (r_entries, w_entries) = pipe();

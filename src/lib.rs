@@ -13,6 +13,7 @@ pub mod dupfmt;
 pub mod error;
 pub mod index;
 pub mod pack;
+pub mod parblock;
 pub mod pipe;
 pub mod progress;
 pub mod put;

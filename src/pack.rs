@@ -3,22 +3,28 @@
 //! them as `file` records: each volume as soon as it is full, then the
 //! signature tar, then the manifest.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::Arc;
 
 use flate2::{Compression, GzBuilder};
 use sha1::{Digest, Sha1};
+use sha2::{Digest as _, Sha256};
 
+use crate::cache::Cache;
+pub use crate::crypto::DEFAULT_LEVEL;
 use crate::crypto::{self, Keys};
 use crate::dupfmt::manifest::{self, Change, FileChange, VolumeInfo};
 use crate::dupfmt::names::{FileKind, Naming, Suffix};
 use crate::dupfmt::tar::{self as dtar, EntryType, Meta};
 use crate::error::{Error, Result};
 use crate::index;
+use crate::parblock::{Blocks, Job, ParBlocks};
 use crate::progress::{Event, Progress};
-use crate::record::{Entry, FileRole, FileType, Reader, Record, StreamKind, Writer, content_error};
+use crate::put;
+use crate::record::{Entry, FileRole, FileType, Reader, Record, Stored, StreamKind, Writer, content_error};
 use crate::spool::Spool;
+use crate::storage::Storage;
 
 /// Content is stored in pieces of this size (§3.5); keep it: duplicity's
 /// resume relies on it.
@@ -29,6 +35,9 @@ pub struct Options {
     pub volsize: u64,
     /// gzip volumes and the signature tar (`--no-compression` turns it off).
     pub compress: bool,
+    /// Deflate level, 0-9, of gzip and of the compression inside OpenPGP
+    /// ([`DEFAULT_LEVEL`]).
+    pub compress_level: u32,
     /// Time of this backup (T of a full, T2 of an incremental); `None`:
     /// now, after waiting (up to a few seconds, as duplicity does) until it
     /// is later than the end of the chain the stream extends.
@@ -40,6 +49,60 @@ pub struct Options {
     pub localdir: Option<Vec<u8>>,
     /// Encrypt everything with these keys (then nothing is gzipped).
     pub keys: Option<Keys>,
+    /// Continue the unfinished set an interrupted run of this backup left.
+    pub resume: Option<Resume>,
+}
+
+/// What an interrupted run of the same backup stored: dup-put's journal,
+/// kept to the files the backend still has. The newest unfinished set of
+/// the same kind (a full, or an incremental from the same basis) gives this
+/// backup its time, and each volume or signature file packed again with
+/// the same content (the same SHA1 stored; for encrypted files, whose
+/// ciphertext differs on every run, the same plaintext SHA-256) is not
+/// sent again: it goes out as a `stored` record, and the manifest lists
+/// the stored file's SHA1.
+#[derive(Debug, Default, Clone)]
+pub struct Resume {
+    pub stored: Vec<put::Journaled>,
+}
+
+impl Resume {
+    /// What dup-put's journal in `cache` notes as stored and the backend
+    /// still has (with the noted size). The backend is listed only when
+    /// the journal notes something.
+    pub fn load(storage: &Storage, cache: &Cache) -> Result<Resume> {
+        let noted = put::journaled(cache)?;
+        if noted.is_empty() {
+            return Ok(Resume::default());
+        }
+        let listing: HashMap<String, u64> = storage.list()?.into_iter().collect();
+        Ok(Resume { stored: noted.into_iter().filter(|j| listing.get(&j.name) == Some(&j.size)).collect() })
+    }
+
+    /// The time of the newest unfinished set a backup continues: a full
+    /// (`basis` None) or an incremental from `basis`.
+    pub fn time(&self, naming: &Naming, basis: Option<i64>) -> Option<i64> {
+        self.stored
+            .iter()
+            .filter_map(|j| naming.parse(&j.name))
+            .filter(|f| match basis {
+                None => f.kind.is_full(),
+                Some(t1) => !f.kind.is_full() && f.start == t1,
+            })
+            .map(|f| f.end)
+            .max()
+    }
+
+    /// The stored file `name` when it has this content.
+    fn find(&self, name: &str, sha1: &str, plain: Option<&str>) -> Option<Stored> {
+        let j = self.stored.iter().find(|j| j.name == name)?;
+        let same = match (plain, &j.plain) {
+            (Some(ours), Some(theirs)) => ours == theirs,
+            (Some(_), None) => false,
+            (None, _) => j.sha1 == sha1,
+        };
+        same.then(|| Stored { size: j.size, sha1: j.sha1.clone() })
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -67,6 +130,12 @@ struct Sink {
     sha1: Sha1,
 }
 
+impl Sink {
+    fn new() -> Sink {
+        Sink { spool: Spool::new(), sha1: Sha1::new() }
+    }
+}
+
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.spool.write_all(buf)?;
@@ -78,123 +147,86 @@ impl Write for Sink {
     }
 }
 
-/// Uncompressed bytes per gzip member: each block is compressed on its own
-/// (in parallel) and the members are concatenated, which gzip readers,
-/// duplicity included, read as one stream.
-const GZ_BLOCK: usize = 1 << 20;
-
-/// The volume (or signature tar) encoder: plain, or gzip in parallel blocks.
-enum Enc<'k> {
-    Plain(Sink),
-    Gzip(ParGz),
-    /// OpenPGP (compression inside, as gpg does; never gzip first).
-    Gpg(Box<crypto::EncryptWriter<'k, Sink>>),
-}
-
-struct ParGz {
-    sink: Sink,
-    pending: Vec<u8>,
-    /// Blocks being compressed, oldest first: (uncompressed length, result).
-    inflight: VecDeque<(usize, Receiver<io::Result<Vec<u8>>>)>,
-    mtime: u32,
-    members: u64,
-    bytes_in: u64,
-}
-
-fn gzip_member(data: &[u8], mtime: u32) -> io::Result<Vec<u8>> {
-    // As CPython's gzip: no name, the given time, OS 255, level 6.
+/// A block as a gzip member: members concatenate into what gzip readers,
+/// duplicity included, read as one stream. As CPython's gzip: no name, OS
+/// 255, the level asked for; the time is the backup's, so the same backup packs to the
+/// same bytes (see put.rs on resuming).
+fn gzip_member(data: &[u8], mtime: u32, level: u32) -> Vec<u8> {
     let mut g = GzBuilder::new()
         .mtime(mtime)
         .operating_system(255)
-        .write(Vec::with_capacity(data.len() / 2 + 64), Compression::new(6));
-    g.write_all(data)?;
-    g.finish()
+        .write(Vec::with_capacity(data.len() / 2 + 64), Compression::new(level.min(9)));
+    // Writing into a Vec cannot fail.
+    let _ = g.write_all(data);
+    g.finish().unwrap_or_default()
 }
 
-impl ParGz {
-    fn max_inflight() -> usize {
-        2 * rayon::current_num_threads().max(1)
-    }
-
-    fn submit(&mut self) -> io::Result<()> {
-        let block = std::mem::replace(&mut self.pending, Vec::with_capacity(GZ_BLOCK));
-        let (tx, rx) = sync_channel(1);
-        let mtime = self.mtime;
-        let n = block.len();
-        rayon::spawn(move || {
-            let _ = tx.send(gzip_member(&block, mtime));
-        });
-        self.inflight.push_back((n, rx));
-        while self.inflight.len() > Self::max_inflight() {
-            self.collect_oldest()?;
-        }
-        Ok(())
-    }
-
-    fn collect_oldest(&mut self) -> io::Result<()> {
-        if let Some((n, rx)) = self.inflight.pop_front() {
-            let member = rx.recv().map_err(|_| io::Error::other("a compression job failed"))??;
-            self.sink.write_all(&member)?;
-            self.members += 1;
-            self.bytes_in += n as u64;
-        }
-        Ok(())
-    }
-
-    /// Stored bytes so far plus an estimate for what is still being compressed.
-    fn stored(&self) -> u64 {
-        let done = self.sink.spool.len();
-        let waiting: usize = self.pending.len() + self.inflight.iter().map(|(n, _)| n).sum::<usize>();
-        let ratio = if self.bytes_in > 0 { done as f64 / self.bytes_in as f64 } else { 1.0 };
-        done + (waiting as f64 * ratio) as u64
-    }
-
-    fn finish(mut self) -> io::Result<Sink> {
-        if !self.pending.is_empty() || self.members + self.inflight.len() as u64 == 0 {
-            self.submit()?;
-        }
-        while !self.inflight.is_empty() {
-            self.collect_oldest()?;
-        }
-        Ok(self.sink)
-    }
+/// A volume (or signature tar) being written: plain, gzip, or OpenPGP
+/// (compression inside, as gpg does; never gzip first). Compressed forms are
+/// built in parallel (see [`ParBlocks`]) and finish on their own thread.
+enum Enc<'k> {
+    Plain(Sink),
+    Gzip(ParBlocks<Sink>),
+    /// With the plaintext's SHA-256 (see [`Resume`]).
+    Gpg(Box<crypto::EncryptWriter<'k, Sink>>, Box<Sha256>),
 }
 
 impl<'k> Enc<'k> {
-    fn new(compress: bool, keys: Option<&'k Keys>) -> Result<Enc<'k>> {
-        let sink = Sink { spool: Spool::new(), sha1: Sha1::new() };
+    /// `mtime`: the backup time, for gzip headers.
+    fn new(compress: bool, level: u32, keys: Option<&'k Keys>, mtime: i64) -> Result<Enc<'k>> {
         if let Some(k) = keys {
-            return Ok(Enc::Gpg(Box::new(crypto::encryptor(k, sink)?)));
+            return Ok(Enc::Gpg(Box::new(crypto::encryptor_with_level(k, Sink::new(), level)?), Box::default()));
         }
         if !compress {
-            return Ok(Enc::Plain(sink));
+            return Ok(Enc::Plain(Sink::new()));
         }
-        let mtime =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
-        Ok(Enc::Gzip(ParGz {
-            sink,
-            pending: Vec::with_capacity(GZ_BLOCK),
-            inflight: VecDeque::new(),
-            mtime,
-            members: 0,
-            bytes_in: 0,
-        }))
+        let mtime = u32::try_from(mtime).unwrap_or(0);
+        let job: Job = Arc::new(move |data: &[u8], last: bool| {
+            // The writer's end always gets a block; an empty one adds nothing.
+            if last && data.is_empty() { Vec::new() } else { gzip_member(data, mtime, level) }
+        });
+        Ok(Enc::Gzip(ParBlocks::new(job, |blocks: Blocks| {
+            let mut sink = Sink::new();
+            blocks.copy_to(&mut sink)?;
+            Ok(sink)
+        })))
     }
 
-    /// Bytes stored so far (estimated for blocks still being compressed).
-    fn stored(&self) -> u64 {
+    /// Bytes stored so far (estimated for blocks still being compressed;
+    /// the same for the same input on every run).
+    fn stored(&mut self) -> u64 {
         match self {
             Enc::Plain(s) => s.spool.len(),
-            Enc::Gzip(g) => g.stored(),
-            Enc::Gpg(g) => g.estimated_size(),
+            Enc::Gzip(g) => g.estimated_size(),
+            Enc::Gpg(g, _) => g.estimated_size(),
         }
     }
 
-    fn finish(self) -> Result<Sink> {
+    /// Ends the input; compression and encryption may still be running.
+    fn seal(&mut self) -> Result<()> {
         match self {
-            Enc::Plain(s) => Ok(s),
-            Enc::Gzip(g) => g.finish().map_err(|e| Error::io("compressing", e)),
-            Enc::Gpg(g) => g.finish(),
+            Enc::Plain(_) => Ok(()),
+            Enc::Gzip(g) => g.seal(),
+            Enc::Gpg(g, _) => g.seal(),
+        }
+    }
+
+    /// Whether a sealed file is complete.
+    fn is_done(&self) -> bool {
+        match self {
+            Enc::Plain(_) => true,
+            Enc::Gzip(g) => g.is_done(),
+            Enc::Gpg(g, _) => g.is_done(),
+        }
+    }
+
+    /// The stored bytes, and an encrypted file's plaintext SHA-256.
+    fn finish(mut self) -> Result<(Sink, Option<String>)> {
+        self.seal()?;
+        match self {
+            Enc::Plain(s) => Ok((s, None)),
+            Enc::Gzip(g) => Ok((g.wait()?, None)),
+            Enc::Gpg(g, h) => Ok((g.wait()?, Some(hex(&h.finalize())))),
         }
     }
 }
@@ -203,15 +235,12 @@ impl Write for Enc<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Enc::Plain(s) => s.write(buf),
-            Enc::Gpg(g) => g.write(buf),
-            Enc::Gzip(g) => {
-                let n = buf.len().min(GZ_BLOCK - g.pending.len());
-                g.pending.extend_from_slice(&buf[..n]);
-                if g.pending.len() == GZ_BLOCK {
-                    g.submit()?;
-                }
+            Enc::Gpg(g, h) => {
+                let n = g.write(buf)?;
+                h.update(&buf[..n]);
                 Ok(n)
             }
+            Enc::Gzip(g) => g.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -219,12 +248,25 @@ impl Write for Enc<'_> {
     }
 }
 
-/// `plain` encrypted with `keys`.
-fn encrypt(keys: &Keys, plain: &mut Spool) -> Result<Spool> {
-    let mut w = crypto::encryptor(keys, Spool::new())?;
+/// `plain` encrypted with `keys`: the stored bytes and the plaintext SHA-256.
+fn encrypt(keys: &Keys, plain: &mut Spool, level: u32) -> Result<(Sink, Option<String>)> {
+    let mut w = Enc::new(true, level, Some(keys), 0)?;
     io::copy(&mut plain.reader().map_err(|e| Error::io("reading back", e))?, &mut w)
         .map_err(|e| crate::record::content_error("encrypting", e))?;
     w.finish()
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A volume whose input is complete, finishing (compression, encryption)
+/// while the next one is built; published when done, and always before the
+/// next.
+struct Sealed<'k> {
+    enc: Enc<'k>,
+    number: u64,
+    range: Range,
 }
 
 /// Where the current volume starts and ends (for its manifest block).
@@ -245,6 +287,7 @@ struct Pack<'a, W: Write> {
     vol: dtar::Writer<Enc<'a>>,
     vol_number: u64,
     range: Range,
+    sealed: Option<Sealed<'a>>,
     sig: dtar::Writer<Enc<'a>>,
     manifest: Vec<u8>,
     files: Vec<FileChange>,
@@ -261,7 +304,11 @@ pub fn run<R: BufRead, W: Write>(
 ) -> Result<(W, Stats)> {
     input.expect_kind(&[StreamKind::Changes])?;
     let basis = input.head().basis_time;
-    let t2 = match opts.time {
+    let resumed = opts.resume.as_ref().and_then(|r| r.time(&opts.naming, basis));
+    if let Some(t) = resumed {
+        log::info!("resuming the unfinished set of {}", crate::dupfmt::time::to_compact(t));
+    }
+    let t2 = match opts.time.or(resumed) {
         Some(t) => t,
         None => {
             // Set times are whole seconds, and an incremental must end after
@@ -295,12 +342,13 @@ pub fn run<R: BufRead, W: Write>(
             (None, true) => Suffix::Gzip,
             (None, false) => Suffix::None,
         },
-        vol: dtar::Writer::new(Enc::new(opts.compress, opts.keys.as_ref())?),
+        vol: dtar::Writer::new(Enc::new(opts.compress, opts.compress_level, opts.keys.as_ref(), t2)?),
         vol_number: 1,
         range: Range::default(),
+        sealed: None,
         // Encrypted archives keep the signature tar plain until the end: the
         // cache gets it gzipped, the backend encrypted.
-        sig: dtar::Writer::new(Enc::new(opts.compress && opts.keys.is_none(), None)?),
+        sig: dtar::Writer::new(Enc::new(opts.compress && opts.keys.is_none(), opts.compress_level, None, t2)?),
         manifest: manifest::header_bytes(&opts.hostname, &localdir),
         files: Vec::new(),
         stats: Stats::default(),
@@ -372,11 +420,19 @@ impl<W: Write> Pack<'_, W> {
     /// Starts a new volume when the current one has less than a piece of
     /// room left (§3.7), before an entry is written.
     fn before_entry(&mut self, index: &[u8], block: Option<u64>) -> Result<()> {
-        let stored = self.vol.get_ref().stored();
+        if self.sealed.as_ref().is_some_and(|s| s.enc.is_done()) {
+            self.publish()?;
+        }
+        let stored = self.vol.get_mut().stored();
         if self.range.start.is_some() && self.opts.volsize.saturating_sub(stored) < PIECE as u64 {
-            self.close_volume()?;
+            self.seal_volume()?;
             self.vol_number += 1;
-            self.vol = dtar::Writer::new(Enc::new(self.opts.compress, self.opts.keys.as_ref())?);
+            self.vol = dtar::Writer::new(Enc::new(
+                self.opts.compress,
+                self.opts.compress_level,
+                self.opts.keys.as_ref(),
+                self.times.1,
+            )?);
         }
         if self.range.start.is_none() {
             self.range.start = Some((index.to_vec(), block));
@@ -386,31 +442,56 @@ impl<W: Write> Pack<'_, W> {
         Ok(())
     }
 
-    fn close_volume(&mut self) -> Result<()> {
-        let vol = std::mem::replace(
-            &mut self.vol,
-            dtar::Writer::new(Enc::Plain(Sink { spool: Spool::new(), sha1: Sha1::new() })),
-        );
-        let enc = vol.into_inner()?;
-        let mut sink = enc.finish().map_err(|e| e.context("a volume"))?;
-        let sha1: String = sink.sha1.finalize_reset().iter().map(|b| format!("{b:02x}")).collect();
-        let dot = (index::ROOT.to_vec(), None);
-        let range = std::mem::take(&mut self.range);
-        let (start, sb) = range.start.unwrap_or_else(|| dot.clone());
-        let (end, eb) = range.end.unwrap_or(dot);
-        let info = VolumeInfo::new(self.vol_number, &start, sb, &end, eb, &sha1);
-        self.manifest.extend_from_slice(&info.to_bytes());
-        let name = self.name(self.kind(Some(self.vol_number)), self.suffix);
-        let len = sink.spool.len();
-        self.emit(&name, FileRole::Volume, sink.spool)?;
-        self.stats.volumes += 1;
-        self.stats.volume_bytes += len;
-        self.progress.event(Event::File { name, bytes: len, action: "packed".into() });
+    /// Ends the current volume's input; it finishes while the next volume
+    /// is built (the one sealed before it is published first).
+    fn seal_volume(&mut self) -> Result<()> {
+        self.publish()?;
+        let vol = std::mem::replace(&mut self.vol, dtar::Writer::new(Enc::Plain(Sink::new())));
+        let mut enc = vol.into_inner()?;
+        enc.seal().map_err(|e| e.context("a volume"))?;
+        self.sealed = Some(Sealed { enc, number: self.vol_number, range: std::mem::take(&mut self.range) });
         Ok(())
     }
 
-    fn emit(&mut self, name: &str, role: FileRole, spool: Spool) -> Result<()> {
-        self.out.write(&Record::File { name: name.to_string(), role, delete: false })?;
+    /// Waits for the sealed volume, adds it to the manifest and emits it.
+    fn publish(&mut self) -> Result<()> {
+        let Some(sealed) = self.sealed.take() else { return Ok(()) };
+        let packed = sealed.enc.finish().map_err(|e| e.context("a volume"))?;
+        let name = self.name(self.kind(Some(sealed.number)), self.suffix);
+        let len = packed.0.spool.len();
+        let sha1 = self.emit_packed(&name, FileRole::Volume, packed)?;
+        let dot = (index::ROOT.to_vec(), None);
+        let (start, sb) = sealed.range.start.unwrap_or_else(|| dot.clone());
+        let (end, eb) = sealed.range.end.unwrap_or(dot);
+        let info = VolumeInfo::new(sealed.number, &start, sb, &end, eb, &sha1);
+        self.manifest.extend_from_slice(&info.to_bytes());
+        self.stats.volumes += 1;
+        self.stats.volume_bytes += len;
+        Ok(())
+    }
+
+    /// Emits a packed volume or signature file, or, when resuming and the
+    /// backend has it with the same content, a `stored` record in its
+    /// place; returns the SHA1 the backend's file has.
+    fn emit_packed(&mut self, name: &str, role: FileRole, packed: (Sink, Option<String>)) -> Result<String> {
+        let (mut sink, plain) = packed;
+        let sha1 = hex(&sink.sha1.finalize_reset());
+        let len = sink.spool.len();
+        if let Some(stored) = self.opts.resume.as_ref().and_then(|r| r.find(name, &sha1, plain.as_deref())) {
+            let sha1 = stored.sha1.clone();
+            let record = Record::File { name: name.to_string(), role, delete: false, plain, stored: Some(stored) };
+            self.out.write(&record)?;
+            self.out.flush()?;
+            self.progress.event(Event::File { name: name.into(), bytes: len, action: "resumed".into() });
+            return Ok(sha1);
+        }
+        self.emit(name, role, sink.spool, plain)?;
+        self.progress.event(Event::File { name: name.into(), bytes: len, action: "packed".into() });
+        Ok(sha1)
+    }
+
+    fn emit(&mut self, name: &str, role: FileRole, spool: Spool, plain: Option<String>) -> Result<()> {
+        self.out.write(&Record::File { name: name.to_string(), role, delete: false, plain, stored: None })?;
         let mut r = spool.into_reader().map_err(|e| Error::io(name, e))?;
         self.out.write_content(&mut r)?;
         self.out.flush()
@@ -492,9 +573,10 @@ impl<W: Write> Pack<'_, W> {
     }
 
     fn finish(mut self) -> Result<(W, Stats)> {
-        self.close_volume()?;
-        let sig = std::mem::replace(&mut self.sig, dtar::Writer::new(Enc::new(false, None)?));
-        let sink = sig.finish()?.finish().map_err(|e| e.context("the signature tar"))?;
+        self.seal_volume()?;
+        self.publish()?;
+        let sig = std::mem::replace(&mut self.sig, dtar::Writer::new(Enc::Plain(Sink::new())));
+        let sig = sig.finish()?.finish().map_err(|e| e.context("the signature tar"))?;
         let sig_kind = if self.full { FileKind::FullSig } else { FileKind::NewSig };
         self.manifest.extend_from_slice(&manifest::filelist_bytes(&self.files));
         let mut m = Spool::new();
@@ -502,22 +584,22 @@ impl<W: Write> Pack<'_, W> {
         let man_kind = self.kind(None);
         match &self.opts.keys {
             None => {
-                self.emit(&self.name(sig_kind, self.suffix), FileRole::Signature, sink.spool)?;
-                self.emit(&self.name(man_kind, Suffix::None), FileRole::Manifest, m)?;
+                self.emit_packed(&self.name(sig_kind, self.suffix), FileRole::Signature, sig)?;
+                self.emit(&self.name(man_kind, Suffix::None), FileRole::Manifest, m, None)?;
             }
             Some(keys) => {
                 // The cache keeps plaintext (gzipped signatures): sent first,
                 // as `cache` files, then the encrypted forms for the backend.
-                let mut plain = sink.spool;
-                let mut gz = Enc::new(true, None)?;
+                let mut plain = sig.0.spool;
+                let mut gz = Enc::new(true, self.opts.compress_level, None, self.times.1)?;
                 io::copy(&mut plain.reader().map_err(|e| Error::io("the signature tar", e))?, &mut gz)
                     .map_err(|e| Error::io("compressing the signature tar", e))?;
-                self.emit(&self.name(sig_kind, Suffix::Gzip), FileRole::Cache, gz.finish()?.spool)?;
-                let sig_gpg = encrypt(keys, &mut plain)?;
-                self.emit(&self.name(sig_kind, Suffix::Gpg), FileRole::Signature, sig_gpg)?;
-                let man_gpg = encrypt(keys, &mut m)?;
-                self.emit(&self.name(man_kind, Suffix::None), FileRole::Cache, m)?;
-                self.emit(&self.name(man_kind, Suffix::Gpg), FileRole::Manifest, man_gpg)?;
+                self.emit(&self.name(sig_kind, Suffix::Gzip), FileRole::Cache, gz.finish()?.0.spool, None)?;
+                let sig_gpg = encrypt(keys, &mut plain, self.opts.compress_level)?;
+                self.emit_packed(&self.name(sig_kind, Suffix::Gpg), FileRole::Signature, sig_gpg)?;
+                let man_gpg = encrypt(keys, &mut m, self.opts.compress_level)?;
+                self.emit(&self.name(man_kind, Suffix::None), FileRole::Cache, m, None)?;
+                self.emit(&self.name(man_kind, Suffix::Gpg), FileRole::Manifest, man_gpg.0.spool, None)?;
             }
         }
         self.progress.event(Event::Finish {

@@ -37,7 +37,7 @@ use crate::dupfmt::manifest::Manifest;
 use crate::dupfmt::names::{FileKind, FileName, Naming, Suffix};
 use crate::error::{Error, Result};
 use crate::progress::{Event, Progress};
-use crate::record::{FileRole, Reader, Record, StreamKind, content_error};
+use crate::record::{FileRole, Reader, Record, Stored, StreamKind, content_error};
 use crate::spool::Spool;
 use crate::storage::Storage;
 
@@ -45,8 +45,53 @@ use crate::storage::Storage;
 pub const DEFAULT_CONCURRENCY: usize = 4;
 
 /// The resume journal's name in the archive's cache: one line per file
-/// stored, `SHA1 SIZE NAME`.
+/// stored, `SHA1 SIZE NAME [PLAIN]` (PLAIN: an encrypted file's plaintext
+/// SHA-256, from its `file` record).
 pub const JOURNAL: &str = "dup-put.journal";
+
+/// A file the journal notes as stored for a set not yet published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Journaled {
+    pub name: String,
+    pub size: u64,
+    pub sha1: String,
+    pub plain: Option<String>,
+}
+
+impl Journaled {
+    fn parse(line: &str) -> Option<Journaled> {
+        let mut w = line.split(' ');
+        let (sha1, size, name, plain) = (w.next()?, w.next()?, w.next()?, w.next());
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if w.next().is_some() || !hex(sha1, 40) || name.is_empty() || plain.is_some_and(|p| !hex(p, 64)) {
+            return None;
+        }
+        Some(Journaled {
+            name: name.to_string(),
+            size: size.parse().ok()?,
+            sha1: sha1.to_string(),
+            plain: plain.map(str::to_string),
+        })
+    }
+
+    fn line(&self) -> String {
+        match &self.plain {
+            Some(p) => format!("{} {} {} {p}\n", self.sha1, self.size, self.name),
+            None => format!("{} {} {}\n", self.sha1, self.size, self.name),
+        }
+    }
+}
+
+/// The files the cache's journal notes as stored for unpublished sets (for
+/// dup-pack's `--resume`; dup-put checks each against the backend again).
+pub fn journaled(cache: &Cache) -> Result<Vec<Journaled>> {
+    let path = cache.path(JOURNAL);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(t.lines().filter_map(Journaled::parse).collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(path.display(), e)),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -201,6 +246,7 @@ struct Job {
     parsed: FileName,
     spool: Spool,
     sha1: String,
+    plain: Option<String>,
 }
 
 impl Put<'_> {
@@ -249,7 +295,7 @@ impl Put<'_> {
         st.stats.bytes += n;
         drop(st);
         if let Some(j) = self.journal.get() {
-            j.add(&job.name, n, &job.sha1)?;
+            j.add(Journaled { name: job.name.clone(), size: n, sha1: job.sha1, plain: job.plain })?;
         }
         self.progress.event(Event::File { name: job.name, bytes: n, action: "stored".into() });
         Ok(())
@@ -322,7 +368,7 @@ impl Feed<'_, '_> {
             if let Some(e) = self.put.lock().failed.take() {
                 return Err(e);
             }
-            let Record::File { name, role, delete } = rec else {
+            let Record::File { name, role, delete, plain, stored } = rec else {
                 return Err(Error::stream(format!("dup-put reads file records, not {}", rec.kind_name())));
             };
             if name.contains('/') || name.starts_with('.') || name.is_empty() {
@@ -338,6 +384,13 @@ impl Feed<'_, '_> {
                 self.backend(r)?;
                 self.put.lock().stats.deleted += 1;
                 self.put.progress.event(Event::File { name, bytes: 0, action: "deleted".into() });
+                continue;
+            }
+            if let Some(s) = stored {
+                if role == FileRole::Manifest || role == FileRole::Cache {
+                    return Err(Error::stream(format!("{name}: only volumes and signatures are resumed")));
+                }
+                self.resumed(&name, &parsed, s)?;
                 continue;
             }
             let named_as = match role {
@@ -360,7 +413,7 @@ impl Feed<'_, '_> {
                 self.put.wait_idle()?;
                 self.publish(&name, &parsed, spool)?;
             } else {
-                self.dispatch(Job { name, parsed, spool, sha1 }, tx)?;
+                self.dispatch(Job { name, parsed, spool, sha1, plain }, tx)?;
             }
         }
         Ok(())
@@ -386,8 +439,9 @@ impl Feed<'_, '_> {
         Ok(())
     }
 
-    /// Skips a file the backend has (per the journal), or queues its upload.
-    fn dispatch(&mut self, mut job: Job, tx: &SyncSender<Job>) -> Result<()> {
+    /// Lists the backend and opens the journal, once, before the first
+    /// upload; refuses files of a set already published.
+    fn before_storing(&mut self, name: &str, f: &FileName) -> Result<()> {
         if self.remote.is_none() {
             let listing = self.put.storage.list();
             let listing: HashMap<String, u64> = self.backend(listing)?.into_iter().collect();
@@ -396,7 +450,6 @@ impl Feed<'_, '_> {
             }
             self.remote = Some(listing);
         }
-        let f = job.parsed;
         let published = self.remote.as_ref().is_some_and(|r| {
             r.keys().any(|n| {
                 self.put.naming.parse(n).is_some_and(|o| {
@@ -406,11 +459,40 @@ impl Feed<'_, '_> {
         });
         if published {
             return Err(Error::other(format!(
-                "{}: its set is already published (its manifest is on the backend); not replacing its files",
-                job.name
+                "{name}: its set is already published (its manifest is on the backend); not replacing its files"
             ))
             .hint("a set is stored once: pack a new backup (another --time) instead"));
         }
+        Ok(())
+    }
+
+    /// A file dup-pack found already stored (`--resume`): checked against
+    /// the backend and the journal, then taken as handled.
+    fn resumed(&mut self, name: &str, f: &FileName, s: Stored) -> Result<()> {
+        self.before_storing(name, f)?;
+        let on_backend = self.remote.as_ref().and_then(|r| r.get(name)) == Some(&s.size);
+        let journaled = self.put.journal.get().is_some_and(|j| j.has(name, s.size, &s.sha1));
+        if !(on_backend && journaled) {
+            return Err(Error::corrupt(format!(
+                "{name}: dup-pack resumed it as stored ({} bytes, SHA1 {}), but the backend or the journal \
+                 no longer has it so",
+                s.size, s.sha1
+            ))
+            .hint("run the backup again: the file is then packed and sent again"));
+        }
+        self.handled.insert(name.to_string(), s.sha1);
+        let mut st = self.put.lock();
+        st.stats.skipped += 1;
+        st.stats.skipped_bytes += s.size;
+        drop(st);
+        log::info!("{name} is already on the backend ({} bytes, resumed): not sent again", s.size);
+        self.put.progress.event(Event::File { name: name.to_string(), bytes: s.size, action: "skipped".into() });
+        Ok(())
+    }
+
+    /// Skips a file the backend has (per the journal), or queues its upload.
+    fn dispatch(&mut self, mut job: Job, tx: &SyncSender<Job>) -> Result<()> {
+        self.before_storing(&job.name, &job.parsed)?;
         self.handled.insert(job.name.clone(), job.sha1.clone());
         let size = job.spool.len();
         let have = self.remote.as_ref().and_then(|r| r.get(&job.name)) == Some(&size)
@@ -542,7 +624,7 @@ impl Hashing {
 /// SHA1). The file exists only while it lists something.
 struct Journal {
     path: std::path::PathBuf,
-    entries: Mutex<HashMap<String, (u64, String)>>,
+    entries: Mutex<HashMap<String, Journaled>>,
     /// Opened for appending at the first entry after each rewrite.
     file: Mutex<Option<std::fs::File>>,
 }
@@ -558,15 +640,9 @@ impl Journal {
             Err(e) => return Err(Error::io(path.display(), e)),
         };
         let mut entries = HashMap::new();
-        for line in text.lines() {
-            let mut w = line.split(' ');
-            if let (Some(sha1), Some(size), Some(name), None) = (w.next(), w.next(), w.next(), w.next())
-                && sha1.len() == 40
-                && sha1.bytes().all(|b| b.is_ascii_hexdigit())
-                && let Ok(size) = size.parse::<u64>()
-                && listing.get(name) == Some(&size)
-            {
-                entries.insert(name.to_string(), (size, sha1.to_string()));
+        for j in text.lines().filter_map(Journaled::parse) {
+            if listing.get(&j.name) == Some(&j.size) {
+                entries.insert(j.name.clone(), j);
             }
         }
         let j = Journal { path, entries: Mutex::new(entries), file: Mutex::new(None) };
@@ -578,7 +654,7 @@ impl Journal {
 
     fn text(&self) -> String {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let mut lines: Vec<String> = entries.iter().map(|(n, (s, h))| format!("{h} {s} {n}\n")).collect();
+        let mut lines: Vec<String> = entries.values().map(Journaled::line).collect();
         lines.sort();
         lines.concat()
     }
@@ -593,14 +669,15 @@ impl Journal {
 
     fn has(&self, name: &str, size: u64, sha1: &str) -> bool {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.get(name).is_some_and(|(s, h)| *s == size && h == sha1)
+        entries.get(name).is_some_and(|j| j.size == size && j.sha1 == sha1)
     }
 
     /// Notes a file just stored, in one write: a killed run leaves whole
     /// lines, or a last partial one that the next run drops.
-    fn add(&self, name: &str, size: u64, sha1: &str) -> Result<()> {
+    fn add(&self, j: Journaled) -> Result<()> {
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), (size, sha1.to_string()));
+        let line = j.line();
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).insert(j.name.clone(), j);
         let f = match &mut *file {
             Some(f) => f,
             None => file.insert(
@@ -611,7 +688,7 @@ impl Journal {
                     .map_err(|e| Error::io(self.path.display(), e))?,
             ),
         };
-        f.write_all(format!("{sha1} {size} {name}\n").as_bytes()).map_err(|e| Error::io(self.path.display(), e))
+        f.write_all(line.as_bytes()).map_err(|e| Error::io(self.path.display(), e))
     }
 
     /// Drops the entries `which` selects, rewriting the file if any.
@@ -673,7 +750,8 @@ mod tests {
         let mut out = Vec::new();
         let mut w = Writer::new(&mut out, Encoding::Cbor, StreamKind::Files, "test").unwrap();
         for (name, role, data) in files {
-            w.write(&Record::File { name: name.clone(), role: *role, delete: false }).unwrap();
+            w.write(&Record::File { name: name.clone(), role: *role, delete: false, plain: None, stored: None })
+                .unwrap();
             w.write_content(&data[..]).unwrap();
         }
         if finish {
@@ -730,6 +808,61 @@ mod tests {
         assert_eq!(st.skipped_bytes, 400_000);
         assert_eq!(names(&s).len(), 6);
         assert!(!s.cache.path(JOURNAL).exists());
+    }
+
+    /// A resumed run's stream: the first `k` files as `stored` records
+    /// (size and SHA1 as given), the rest with their content.
+    fn resumed_stream(files: &[(String, FileRole, Vec<u8>)], k: usize, sha1s: &[String]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = Writer::new(&mut out, Encoding::Cbor, StreamKind::Files, "test").unwrap();
+        for (i, (name, role, data)) in files.iter().enumerate() {
+            let stored = (i < k).then(|| Stored { size: data.len() as u64, sha1: sha1s[i].clone() });
+            let plain = Some(format!("{i:064x}"));
+            let is_stored = stored.is_some();
+            w.write(&Record::File { name: name.clone(), role: *role, delete: false, plain, stored }).unwrap();
+            if !is_stored {
+                w.write_content(&data[..]).unwrap();
+            }
+        }
+        w.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn stored_records_are_checked_and_count_as_skipped() {
+        let s = setup();
+        let files = set(&s.naming, 4, false);
+        let sha1s: Vec<String> = files.iter().map(|f| sha1(&f.2)).collect();
+        // An interrupted run: two volumes stored, with their plaintext ids.
+        put(&s, &resumed_stream(&files[..2], 0, &sha1s), 2).unwrap();
+        let journal = std::fs::read_to_string(s.cache.path(JOURNAL)).unwrap();
+        let noted = journaled(&s.cache).unwrap();
+        assert_eq!(noted.len(), 2, "{journal}");
+        assert!(noted.iter().all(|j| j.plain.as_ref().is_some_and(|p| p.len() == 64)), "{journal}");
+        // A claim the journal does not back (another SHA1) is refused.
+        let mut wrong = sha1s.clone();
+        wrong[1] = "0".repeat(40);
+        let e = put(&s, &resumed_stream(&files, 2, &wrong), 2).unwrap_err();
+        assert!(e.message.contains("resumed it as stored"), "{}", e.message);
+        assert_eq!(names(&s).len(), 2, "nothing published: {:?}", names(&s));
+        // The right claims: the two are not sent, the set is published.
+        let st = put(&s, &resumed_stream(&files, 2, &sha1s), 2).unwrap();
+        assert_eq!((st.skipped, st.stored), (2, 4), "{st:?}");
+        assert_eq!(names(&s).len(), 6);
+        assert!(!s.cache.path(JOURNAL).exists());
+    }
+
+    #[test]
+    fn journal_lines() {
+        let a = "a".repeat(40);
+        let p = "b".repeat(64);
+        let j = Journaled::parse(&format!("{a} 12 duplicity-full.x.vol1.difftar.gpg {p}")).unwrap();
+        assert_eq!((j.size, j.plain.as_deref()), (12, Some(p.as_str())));
+        assert_eq!(Journaled::parse(j.line().trim_end()), Some(j));
+        assert!(Journaled::parse(&format!("{a} 12 name")).is_some_and(|j| j.plain.is_none()));
+        assert!(Journaled::parse(&format!("{a} 12 name short")).is_none());
+        assert!(Journaled::parse(&format!("{a} x name")).is_none());
+        assert!(Journaled::parse(&format!("{a} 12")).is_none());
     }
 
     #[test]

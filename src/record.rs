@@ -148,6 +148,14 @@ pub enum FileRole {
     Cache,
 }
 
+/// An archive file as an earlier, interrupted run stored it (see dup-put's
+/// resume journal): its size and SHA1 on the backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    pub size: u64,
+    pub sha1: String,
+}
+
 /// Whether a set is a full or an incremental.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -233,13 +241,20 @@ pub enum Record {
     /// A piece of the bytes of the record before it.
     Chunk { data: Bytes, last: bool },
     /// An archive file (volume, signature tar, manifest) to store; its bytes
-    /// follow as chunks. With `delete`, the named file is to be removed and
-    /// no chunks follow.
+    /// follow as chunks. With `delete`, the named file is to be removed;
+    /// with `stored`, it is already on the backend (a resumed backup); no
+    /// chunks follow either.
     File {
         name: String,
         role: FileRole,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         delete: bool,
+        /// An encrypted file's plaintext SHA-256 (hex): what a resumed
+        /// backup compares, the ciphertext differing on every run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plain: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stored: Option<Stored>,
     },
     /// A backup set of an archive (dup-ls URL).
     Set(SetInfo),
@@ -272,7 +287,7 @@ impl Record {
         match self {
             Record::Snapshot(e) => e.ftype == FileType::File,
             Record::Diff(_) | Record::Signature(_) => true,
-            Record::File { delete, .. } => !delete,
+            Record::File { delete, stored, .. } => !delete && stored.is_none(),
             _ => false,
         }
     }

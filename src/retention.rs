@@ -32,7 +32,7 @@ impl Plan {
     fn delete(&mut self, name: &str, role: FileRole) {
         let already = self.deletes.iter().any(|r| matches!(r, Record::File { name: n, .. } if n == name));
         if !already {
-            self.deletes.push(Record::File { name: name.to_string(), role, delete: true });
+            self.deletes.push(Record::File { name: name.to_string(), role, delete: true, plain: None, stored: None });
         }
     }
 

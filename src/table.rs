@@ -149,17 +149,18 @@ pub fn line(rec: &Record, content: Option<u64>) -> String {
         Record::Chunk { data, last } => {
             format!("{:<9} {} bytes{}", "chunk", data.0.len(), if *last { " (last)" } else { "" })
         }
-        Record::File { name, role, delete } => {
+        Record::File { name, role, delete, stored, .. } => {
             let role = match role {
                 FileRole::Volume => "volume",
                 FileRole::Signature => "signature",
                 FileRole::Manifest => "manifest",
                 FileRole::Cache => "cache",
             };
-            let what = if *delete { "delete" } else { "store" };
-            match content {
-                Some(n) => format!("{:<9} {what} {role:<9} {name}  ({n} bytes)", "file"),
-                None => format!("{:<9} {what} {role:<9} {name}", "file"),
+            match (delete, stored, content) {
+                (true, _, _) => format!("{:<9} delete {role:<9} {name}", "file"),
+                (false, Some(s), _) => format!("{:<9} stored {role:<9} {name}  ({} bytes, resumed)", "file", s.size),
+                (false, None, Some(n)) => format!("{:<9} store  {role:<9} {name}  ({n} bytes)", "file"),
+                (false, None, None) => format!("{:<9} store  {role:<9} {name}", "file"),
             }
         }
         Record::Set(s) => set_line(s),

@@ -110,3 +110,51 @@ fn two_jobs_at_once_then_list_and_increment() {
         }
     }
 }
+
+/// A backup interrupted by SIGKILL after three volumes (the binaries'
+/// pipeline, gzip volumes), then `api::backup` of the same tree: it takes the
+/// unfinished set's time and does not send the stored volumes again.
+#[test]
+fn backup_resumes_an_interrupted_set() {
+    use std::os::unix::process::CommandExt;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("big.bin"), random_bytes(41, 5 << 20)).unwrap();
+    std::fs::write(src.join("small"), b"small\n").unwrap();
+    let (arch, cache) = (t.path().join("arch"), t.path().join("cache"));
+    let url = format!("file://{}", arch.display());
+    let (u, c) = (q(&url), format!("--archive-dir {}", q(&cache)));
+    let stalled = format!(
+        "set -o pipefail; dup-scan {} | dup-delta | dup-pack --no-encryption --volsize 1 --json | \
+         awk '/^{{\"kind\":\"file\"/{{n++}} n==4{{system(\"sleep 600\")}} {{print; fflush()}}' | dup-put {c} {u}",
+        q(&src)
+    );
+    let mut child = std::process::Command::new("bash")
+        .args(["-c", &stalled])
+        .env("PATH", format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let journal = cache.join(dup::cache::backup_name(&url)).join(dup::put::JOURNAL);
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&journal).is_ok_and(|j| j.lines().count() >= 3) {
+        assert!(start.elapsed().as_secs() < 60, "three volumes were not stored");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    kill_group(&mut child);
+    let first = std::fs::read_dir(&arch).unwrap().next().unwrap().unwrap().file_name();
+    let time = first.to_str().unwrap().split('.').nth(1).unwrap().to_string();
+
+    let mut o = opts(&src, &arch, &cache);
+    o.mode = BackupMode::Full;
+    let r = api::backup(&o, &|_: Event| {}).unwrap();
+    assert_eq!(dup::dupfmt::time::to_compact(r.time), time, "the unfinished set's time");
+    assert_eq!(r.stored.skipped, 3, "{:?}", r.stored);
+    assert!(!journal.exists());
+    let out = t.path().join("out");
+    sh_ok(t.path(), &format!("dup-get {c} {u} {}", q(&out)));
+    assert_same_tree(&src, &out);
+}

@@ -152,7 +152,7 @@ fn round_trip(b: &Backend, checks: &[String]) {
     // A full backup in several volumes, then an incremental.
     b.sh_ok(
         dir,
-        &format!("dup-scan {s} | dup-delta | dup-pack --volsize 1 --time 1700000000 | dup-put --archive-dir {c1} {u}"),
+        &format!("dup-scan {s} | dup-delta | dup-pack --no-encryption --volsize 1 --time 1700000000 | dup-put --archive-dir {c1} {u}"),
     );
     fs::write(src.join("a.txt"), b"changed for the incremental\n").unwrap();
     fs::write(src.join("new.bin"), random_bytes(9, 200_000)).unwrap();
@@ -160,7 +160,7 @@ fn round_trip(b: &Backend, checks: &[String]) {
         dir,
         &format!(
             "dup-scan {s} | dup-delta --basis <(dup-sig --archive-dir {c1} --archive {u}) \
-             | dup-pack --volsize 1 --time 1700000100 | dup-put --archive-dir {c1} {u}"
+             | dup-pack --no-encryption --volsize 1 --time 1700000100 | dup-put --archive-dir {c1} {u}"
         ),
     );
     let table = b.sh_ok(dir, &format!("dup-ls --table --archive-dir {c1} {u}"));
@@ -188,7 +188,7 @@ fn round_trip(b: &Backend, checks: &[String]) {
     let out = b.sh(
         dir,
         &format!(
-            "dup-scan {s} | dup-delta | dup-pack --volsize 1 | head -c 1500000 | dup-put --archive-dir {} {}",
+            "dup-scan {s} | dup-delta | dup-pack --no-encryption --volsize 1 | head -c 1500000 | dup-put --archive-dir {} {}",
             q(dir.join("cache3")),
             q(&broken)
         ),
@@ -213,7 +213,7 @@ fn dead(b: &Backend, url: &str, extra_env: &[(&str, &str)]) {
     let out = b2.sh(
         dir,
         &format!(
-            "dup-scan {} | dup-delta | dup-pack | dup-put --archive-dir {} {}",
+            "dup-scan {} | dup-delta | dup-pack --no-encryption | dup-put --archive-dir {} {}",
             q(dir.join("f")),
             q(dir.join("c")),
             q(url)

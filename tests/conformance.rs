@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{assert_same_tree, bin_dir, hard_tree, q, random_bytes, sh, sh_ok};
+use common::{assert_same_tree, bin_dir, hard_tree, kill_group, q, random_bytes, sh, sh_ok};
 use dup::storage::{Storage, TEMP_PREFIX};
 
 fn var(name: &str) -> Option<String> {
@@ -228,6 +228,30 @@ fn check_answers_with_exit_codes() {
     assert!(line.starts_with("check     ok ") && line.contains("(0 files, no backup)"), "{line}");
 }
 
+/// A refusal (WebDAV's 403 on a read-only path) is answered at once with the
+/// default retry settings: retrying cannot change it, so it is not retried.
+#[test]
+fn permission_denied_is_not_retried() {
+    let (Some(url), Some(b)) = (var("DUP_TEST_WEBDAV_RO_URL"), Backend::get("webdav")) else { return };
+    let t = Instant::now();
+    let out = Command::new(bin_dir().join("dup-ls"))
+        .args(["--check", "--json", &url])
+        .envs(b.env.iter().map(|(k, v)| (k, v)))
+        .env_remove("DUP_NUM_RETRIES")
+        .env_remove("DUP_TIMEOUT")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let checks = json_lines(&out.stdout, "check");
+    assert_eq!(checks.len(), 1, "{url}: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(checks[0]["status"], "permission_denied", "{url}: {checks:?} {err}");
+    assert_eq!(out.status.code(), Some(16), "{url}: {err}");
+    assert!(!err.contains("retry"), "{url}: a refusal was retried: {err}");
+    assert!(took < Duration::from_secs(10), "{url}: answered in {:.1} s: {err}", took.as_secs_f64());
+}
+
 /// Not a test on its own: the suite, in the process `run_suite` starts.
 #[test]
 fn suite_child() {
@@ -237,6 +261,7 @@ fn suite_child() {
     println!();
     s.step("chain", || s.chain());
     s.step("resume", || s.resume());
+    s.step("resume the whole pipeline", || s.resume_pipeline());
     println!("suite done");
 }
 
@@ -282,7 +307,10 @@ impl Suite {
             let basis = if inc { format!("--basis <(dup-sig {c} --archive {u})") } else { String::new() };
             sh_ok(
                 dir,
-                &format!("dup-scan {s} | dup-delta {basis} | dup-pack --volsize 1 --time {t} | dup-put {c} {u}"),
+                &format!(
+                    "dup-scan {s} | dup-delta {basis} | dup-pack --no-encryption --volsize 1 --time {t} \
+                     | dup-put {c} {u}"
+                ),
             );
         };
 
@@ -364,7 +392,12 @@ impl Suite {
         let stream = dir.join("stream.jsonl");
         sh_ok(
             dir,
-            &format!("dup-scan {} | dup-delta | dup-pack --json --volsize 1 --time {} > {}", q(&src), T4.0, q(&stream)),
+            &format!(
+                "dup-scan {} | dup-delta | dup-pack --no-encryption --json --volsize 1 --time {} > {}",
+                q(&src),
+                T4.0,
+                q(&stream)
+            ),
         );
         let text = fs::read_to_string(&stream).unwrap();
         let lines: Vec<&str> = text.split_inclusive('\n').collect();
@@ -459,9 +492,91 @@ impl Suite {
         assert_same_tree(&src, &dest);
     }
 
+    /// An encrypted backup whose whole pipeline is killed (SIGKILL) after
+    /// three volumes are stored, then run again unchanged: dup-pack
+    /// `--resume` takes the unfinished set's time from dup-put's journal and
+    /// sends `stored` records for the volumes it packs again to the same
+    /// plaintext, so only the rest goes over the wire.
+    fn resume_pipeline(&self) {
+        use std::os::unix::process::CommandExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let src = dir.join("src");
+        fs::create_dir_all(src.join("d")).unwrap();
+        fs::write(src.join("big.bin"), random_bytes(22, 6 << 20)).unwrap();
+        fs::write(src.join("d/small.txt"), b"small\n").unwrap();
+        let url = format!("{}/resume-pipeline", self.base);
+        let (u, cache) = (q(&url), dir.join("cache"));
+        let c = format!("--archive-dir {}", q(&cache));
+        let pipeline = |throttle: &str, put: &str| {
+            format!(
+                "set -o pipefail; dup-scan {} | dup-delta | dup-pack {c} --resume {u} --volsize 1 --json {throttle}| \
+                 dup-put {c} {put} {u}",
+                q(&src)
+            )
+        };
+        // Stops the stream at the fourth file record, for good.
+        let stall = r#"| awk '/^\{"kind":"file"/{n++} n==4{system("sleep 600")} {print; fflush()}' "#;
+        let t = Instant::now();
+        let mut run = Command::new("bash");
+        run.args(["-c", &pipeline(stall, "")]).current_dir(dir).env("PASSPHRASE", "resume-pass").process_group(0);
+        run.env("PATH", format!("{}:{}", bin_dir().display(), var("PATH").unwrap_or_default()));
+        let mut child = run.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let journal = cache.join(dup::cache::backup_name(&url)).join(dup::put::JOURNAL);
+        wait_for(Duration::from_secs(60), || fs::read_to_string(&journal).is_ok_and(|j| j.lines().count() >= 3));
+        kill_group(&mut child);
+        self.say("pipeline killed after 3 volumes", t);
+        let before = Self::files(&url);
+        assert_eq!(before.len(), 3, "{before:?}");
+        assert!(before.keys().all(|n| n.contains(".vol") && n.ends_with(".difftar.gpg")), "{before:?}");
+        let stamps: BTreeMap<String, (u64, u64, i64)> =
+            before.keys().map(|n| (n.clone(), self.stamp_in("resume-pipeline", n))).collect();
+
+        // The same command again, a few seconds later.
+        let t = Instant::now();
+        let events = dir.join("events.jsonl");
+        let out = Command::new("bash")
+            .args(["-c", &pipeline("", &format!("--log-fd 3 3> {}", q(&events)))])
+            .current_dir(dir)
+            .env("PASSPHRASE", "resume-pass")
+            .env("PATH", format!("{}:{}", bin_dir().display(), var("PATH").unwrap_or_default()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        self.say("resumed", t);
+        let evs = json_lines(&fs::read(&events).unwrap(), "");
+        let by = |action: &str| -> BTreeMap<String, u64> {
+            evs.iter()
+                .filter(|e| e["event"] == "file" && e["action"] == action)
+                .map(|e| (e["name"].as_str().unwrap().to_string(), e["bytes"].as_u64().unwrap()))
+                .collect()
+        };
+        let (skipped, stored) = (by("skipped"), by("stored"));
+        assert_eq!(skipped, before, "the volumes stored before the kill were not sent again");
+        let after = Self::files(&url);
+        assert!(stored.keys().all(|n| !before.contains_key(n) && after.contains_key(n)), "{stored:?}");
+        assert_eq!(after.len(), stored.len() + skipped.len(), "one set, no strays: {after:?}");
+        assert!(after.keys().all(|n| n.ends_with(".gpg")), "{after:?}");
+        let sent: u64 = stored.values().sum();
+        let total: u64 = after.values().sum();
+        println!("{}:   whole pipeline: sent {sent} of {total} bytes again after the kill", self.name);
+        for (n, st) in &stamps {
+            assert_eq!(&self.stamp_in("resume-pipeline", n), st, "{n} was written again");
+        }
+        assert!(!journal.exists(), "the set is published: the journal has nothing left to list");
+        let dest = dir.join("dest");
+        let get = format!("PASSPHRASE=resume-pass dup-get {c} {u} {}", q(&dest));
+        sh_ok(dir, &get);
+        assert_same_tree(&src, &dest);
+    }
+
     /// Size, inode and mtime of a file as the server keeps it.
     fn stamp(&self, name: &str) -> (u64, u64, i64) {
-        let p = self.local.join("resume").join(name);
+        self.stamp_in("resume", name)
+    }
+
+    fn stamp_in(&self, sub: &str, name: &str) -> (u64, u64, i64) {
+        let p = self.local.join(sub).join(name);
         let m = fs::metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         (m.size(), m.ino(), m.mtime_nsec() + m.mtime() * 1_000_000_000)
     }
@@ -604,7 +719,10 @@ fn packed(dir: &Path) -> (PathBuf, Vec<u8>, usize) {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("big.bin"), random_bytes(33, 6 << 20)).unwrap();
     let stream = dir.join("stream.jsonl");
-    sh_ok(dir, &format!("dup-scan {} | dup-delta | dup-pack --json --volsize 1 > {}", q(&src), q(&stream)));
+    sh_ok(
+        dir,
+        &format!("dup-scan {} | dup-delta | dup-pack --no-encryption --json --volsize 1 > {}", q(&src), q(&stream)),
+    );
     let bytes = fs::read(&stream).unwrap();
     let cut = String::from_utf8_lossy(&bytes).match_indices("\n{\"kind\":\"file\"").nth(1).unwrap().0 + 1;
     (src, bytes, cut)

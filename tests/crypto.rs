@@ -1037,3 +1037,149 @@ fn duplicity_round(public: bool) {
         assert!(!out.status.success() && text.contains("signed by"), "{text}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// dup-pack encrypts by default, as duplicity does
+
+/// A recognizable line, looked for in what is stored.
+const MARK: &[u8] = b"a line that must not be stored in the clear\n";
+
+/// Writes a change stream (dup-scan | dup-delta) of a small tree holding
+/// `notes.txt` to `dir/changes`; returns its path.
+fn change_stream(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("notes.txt"), MARK.repeat(50)).unwrap();
+    let changes = dir.join("changes");
+    let mut scan = Command::new(env!("CARGO_BIN_EXE_dup-scan")).arg(&src).stdout(Stdio::piped()).spawn().unwrap();
+    let delta = Command::new(env!("CARGO_BIN_EXE_dup-delta"))
+        .stdin(scan.stdout.take().unwrap())
+        .stdout(std::fs::File::create(&changes).unwrap())
+        .status()
+        .unwrap();
+    assert!(scan.wait().unwrap().success() && delta.success());
+    changes
+}
+
+/// Runs dup-pack on the change stream `input` with `args`, `PASSPHRASE`
+/// set to `passphrase` (or unset), in a session of its own: no
+/// controlling terminal to ask on, whoever runs the tests.
+fn dup_pack(args: &[&str], input: &Path, passphrase: Option<&str>) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dup-pack"));
+    cmd.args(args).env_remove("PASSPHRASE").stdin(std::fs::File::open(input).unwrap());
+    if let Some(p) = passphrase {
+        cmd.env("PASSPHRASE", p);
+    }
+    // SAFETY: setsid is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
+/// Stores a dup-pack output with dup-put in `dir/name` (cache in
+/// `dir/name-cache`); returns the stored file names, sorted.
+fn store(dir: &Path, name: &str, files: &[u8]) -> Vec<String> {
+    let arch = dir.join(name);
+    let mut put = Command::new(env!("CARGO_BIN_EXE_dup-put"))
+        .arg("--archive-dir")
+        .arg(dir.join(format!("{name}-cache")))
+        .arg(format!("file://{}", arch.display()))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    put.stdin.take().unwrap().write_all(files).unwrap();
+    let out = put.wait_with_output().unwrap();
+    assert!(out.status.success(), "dup-put: {}", String::from_utf8_lossy(&out.stderr));
+    let mut names: Vec<String> =
+        std::fs::read_dir(&arch).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn dup_pack_encrypts_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = change_stream(dir.path());
+    // No option, PASSPHRASE set: every stored file is OpenPGP, and only the
+    // passphrase opens it.
+    let out = dup_pack(&[], &input, Some("default pass"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let names = store(dir.path(), "enc", &out.stdout);
+    assert_eq!(names.len(), 3, "{names:?}");
+    for n in &names {
+        assert!(n.starts_with("duplicity-full") && n.ends_with(".gpg"), "{n} is not encrypted: {names:?}");
+    }
+    let manifest = names.iter().find(|n| n.ends_with(".manifest.gpg")).unwrap();
+    let cipher = std::fs::read(dir.path().join("enc").join(manifest)).unwrap();
+    assert!(!contains(&cipher, b"Volume 1:") && !contains(&cipher, b"notes.txt"), "a plaintext manifest");
+    let plain = decrypt(&Keys::with_passphrase("default pass"), manifest, &cipher).unwrap();
+    assert!(contains(&plain, b"Volume 1:") && contains(&plain, b"notes.txt"), "{}", String::from_utf8_lossy(&plain));
+    assert_eq!(decrypt(&Keys::with_passphrase("other"), manifest, &cipher).unwrap_err().kind, Kind::Crypto);
+    let volume = names.iter().find(|n| n.contains(".vol1.difftar")).unwrap();
+    let cipher = std::fs::read(dir.path().join("enc").join(volume)).unwrap();
+    assert!(!contains(&cipher, MARK));
+    let plain = decrypt(&Keys::with_passphrase("default pass"), volume, &cipher).unwrap();
+    assert!(contains(&plain, MARK), "the volume holds the file");
+    // --encrypt says the same explicitly.
+    let out = dup_pack(&["--encrypt"], &input, Some("default pass"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(store(dir.path(), "explicit", &out.stdout).iter().all(|n| n.ends_with(".gpg")));
+    // --no-encryption: the plain gzip archive, PASSPHRASE or not.
+    let out = dup_pack(&["--no-encryption"], &input, Some("default pass"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let names = store(dir.path(), "plain", &out.stdout);
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().all(|n| n.ends_with(".gz") || n.ends_with(".manifest")), "{names:?}");
+    let manifest = names.iter().find(|n| n.ends_with(".manifest")).unwrap();
+    assert!(contains(&std::fs::read(dir.path().join("plain").join(manifest)).unwrap(), b"notes.txt"));
+}
+
+#[test]
+fn dup_pack_without_a_passphrase_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = change_stream(dir.path());
+    // No PASSPHRASE, no terminal: a usage error naming both ways out, and
+    // nothing written (not even a stream header).
+    let out = dup_pack(&[], &input, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("encrypted by default") && err.contains("no passphrase"), "{err}");
+    assert!(err.contains("set PASSPHRASE") && err.contains("--no-encryption"), "{err}");
+    assert!(out.stdout.is_empty(), "dup-pack wrote {} bytes", out.stdout.len());
+    // The same without a terminal with --encrypt (it asked for encryption:
+    // no --no-encryption suggested).
+    let out = dup_pack(&["--encrypt"], &input, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("PASSPHRASE") && !err.contains("--no-encryption"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn dup_pack_no_encryption_with_an_encryption_option_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = change_stream(dir.path());
+    for (args, named) in [
+        (&["--no-encryption", "--encrypt"][..], "--encrypt"),
+        (&["--encrypt-key", "someone@example.org", "--no-encryption"][..], "--encrypt-key"),
+        (&["--no-encryption", "--hidden-encrypt-key", "someone"][..], "--hidden-encrypt-key"),
+        (&["--no-encryption", "--sign-key", "someone"][..], "--sign-key"),
+        (&["--no-encryption", "--passphrase-file", "/nonexistent"][..], "--passphrase-file"),
+    ] {
+        let out = dup_pack(args, &input, Some("pass"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("--no-encryption") && err.contains(named), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}

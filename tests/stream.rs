@@ -5,7 +5,7 @@
 use std::io::{Cursor, Write};
 use std::process::{Command, Stdio};
 
-use dup::record::{Bytes, Encoding, Entry, FileRole, FileType, PathBytes, Reader, Record, StreamKind, Writer};
+use dup::record::{Bytes, Encoding, Entry, FileRole, FileType, PathBytes, Reader, Record, Stored, StreamKind, Writer};
 use proptest::prelude::*;
 
 fn arb_path() -> impl Strategy<Value = PathBytes> {
@@ -65,11 +65,19 @@ fn arb_record() -> impl Strategy<Value = Record> {
         (prop::option::of(arb_path()), ".{0,30}").prop_map(|(path, message)| Record::Warning { path, message }),
         (prop::collection::vec(any::<u8>(), 0..300), any::<bool>())
             .prop_map(|(d, last)| { Record::Chunk { data: Bytes(d), last } }),
-        ("[a-z.0-9]{1,30}", any::<bool>()).prop_map(|(name, delete)| Record::File {
-            name,
-            role: FileRole::Volume,
-            delete
-        }),
+        (
+            "[a-z.0-9]{1,30}",
+            any::<bool>(),
+            prop::option::of("[0-9a-f]{64}"),
+            prop::option::of((any::<u64>(), "[0-9a-f]{40}"))
+        )
+            .prop_map(|(name, delete, plain, stored)| Record::File {
+                name,
+                role: FileRole::Volume,
+                delete,
+                plain,
+                stored: stored.map(|(size, sha1)| Stored { size, sha1 }),
+            }),
     ]
 }
 
@@ -279,7 +287,7 @@ fn closed_stdout_while_writing_content_is_not_an_error() {
     std::fs::write(src.join("big"), data).unwrap();
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_dup-pack")).parent().unwrap().to_path_buf();
     let script = format!(
-        "{b}/dup-scan {s} | {b}/dup-delta | {b}/dup-pack --volsize 1 | head -c 10 >/dev/null; echo ${{PIPESTATUS[2]}}",
+        "{b}/dup-scan {s} | {b}/dup-delta | {b}/dup-pack --no-encryption --volsize 1 | head -c 10 >/dev/null; echo ${{PIPESTATUS[2]}}",
         b = bin.display(),
         s = src.display()
     );

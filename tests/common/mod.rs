@@ -221,14 +221,34 @@ fn short(i: &Item) -> String {
 }
 
 /// Backs up `src` to `url` with the dup pipeline (a full, or an incremental
-/// with `inc`); `pack` adds dup-pack options.
+/// with `inc`) as a plain archive (`--no-encryption`); `pack` adds dup-pack
+/// options.
 pub fn dup_backup(cwd: &Path, src: &Path, url: &str, cache: &Path, inc: bool, pack: &str) {
     let c = format!("--archive-dir {}", q(cache));
     let basis = if inc { format!("--basis <(dup-sig {c} --archive {})", q(url)) } else { String::new() };
-    sh_ok(cwd, &format!("dup-scan {} | dup-delta {basis} | dup-pack {pack} | dup-put {c} {}", q(src), q(url)));
+    sh_ok(
+        cwd,
+        &format!("dup-scan {} | dup-delta {basis} | dup-pack --no-encryption {pack} | dup-put {c} {}", q(src), q(url)),
+    );
 }
 
 /// Runs real duplicity with its cache in `cache`; fails the test on error.
 pub fn duplicity(cwd: &Path, cache: &Path, args: &str) -> Output {
     sh_ok(cwd, &format!("duplicity --no-encryption --archive-dir {} {args}", q(cache)))
+}
+
+/// SIGKILLs the process group `child` leads (started with
+/// `process_group(0)`) and waits until every process of it is gone, so
+/// that what they held (the cache lock) is free again.
+pub fn kill_group(child: &mut std::process::Child) {
+    let pgid = child.id() as i32;
+    // SAFETY: kill(2) on the process group this test started.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    child.wait().unwrap();
+    let t = std::time::Instant::now();
+    // SAFETY: signal 0 only checks whether the group still has a process.
+    while unsafe { libc::kill(-pgid, 0) } == 0 {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "process group {pgid} outlived SIGKILL");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
