@@ -498,7 +498,6 @@ fn public_key_signed_duplicity_chain_restored_by_dup() {
 /// dup-pack itself exits) and a hint naming SIGN_PASSPHRASE, the variable
 /// the signing key's passphrase comes from.
 #[test]
-#[ignore = "known bug: the wrapper exits with the last failing stage's code (pipefail: dup-put's 1), not the first (dup-pack's 12)"]
 fn missing_sign_passphrase_exits_12() {
     if !have_all("missing_sign_passphrase_exits_12", false) {
         return;
@@ -1025,4 +1024,71 @@ fn public_key_only_backup_host() {
         assert!(o.status.success(), "{}", text(&o));
         assert_same_tree(&states[i], &out);
     }
+}
+
+// ---------------------------------------------------------------- resume
+
+/// An encrypted full killed (SIGKILL, the whole pipeline) after three
+/// volumes are stored; `duplicity full` through the wrapper, run again,
+/// resumes it: the same set time, the stored volumes not sent again (their
+/// files untouched), and real duplicity restores the resumed set exactly.
+#[test]
+fn interrupted_encrypted_full_resumed_by_the_wrapper_restored_by_duplicity() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    if !have_all("interrupted_encrypted_full_resumed_by_the_wrapper_restored_by_duplicity", true) {
+        return;
+    }
+    let w = World::new(Home::empty());
+    let pw = [("PASSPHRASE", PASS)];
+    let src = w.p("src");
+    hard_tree(&src);
+    fs::write(src.join("big-random.bin"), random_bytes(31, 5 << 20)).unwrap();
+    let (u, c) = (q(w.url("arch")), format!("--archive-dir {}", q(w.p("c"))));
+    // The wrapper's pipeline, stalled for good at the fourth file record.
+    let stalled = format!(
+        "set -o pipefail; export PASSPHRASE={}; dup-scan {} | dup-delta | \
+         dup-pack --volsize 1 --json --resume {u} {c} | \
+         awk '/^{{\"kind\":\"file\"/{{n++}} n==4{{system(\"sleep 600\")}} {{print; fflush()}}' | dup-put {c} {u}",
+        q(PASS),
+        q(&src)
+    );
+    let mut child = Command::new("bash")
+        .args(["-c", &stalled])
+        .current_dir(w.p(""))
+        .env("PATH", format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default()))
+        .env("TMPDIR", w.p("tmp"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let journal = w.p("c").join(dup::cache::backup_name(&w.url("arch"))).join(dup::put::JOURNAL);
+    let t = std::time::Instant::now();
+    while !fs::read_to_string(&journal).is_ok_and(|j| j.lines().count() >= 3) {
+        assert!(t.elapsed() < Duration::from_secs(60), "no three volumes: {:?}", names(&w.p("arch")));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill_group(&mut child);
+    let before: Vec<(String, u64, i64)> = names(&w.p("arch"))
+        .into_iter()
+        .map(|n| {
+            let m = fs::metadata(w.p("arch").join(&n)).unwrap();
+            (n, m.ino(), m.mtime_nsec())
+        })
+        .collect();
+    assert!(before.len() >= 3 && before.iter().all(|(n, ..)| n.contains(".vol")), "{before:?}");
+    let time = before[0].0.split('.').nth(1).unwrap().to_string();
+
+    let o = w.wrapper(&pw, &format!("full --volsize 1 {c} {} {u}", q(&src)));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(set_times(&w.p("arch")), vec![time.clone()], "{:?}", names(&w.p("arch")));
+    for (n, ino, mtime) in &before {
+        let m = fs::metadata(w.p("arch").join(n)).unwrap();
+        assert_eq!((m.ino(), m.mtime_nsec()), (*ino, *mtime), "{n} was written again");
+    }
+    assert_all_encrypted(&w.p("arch"));
+    let out = w.p("out");
+    w.duplicity(&pw, &format!("restore --archive-dir {} {u} {}", q(w.p("dc")), q(&out)));
+    assert_same_tree(&src, &out);
 }
