@@ -5,12 +5,13 @@
 #              [--no-floor] [--cold] [--regen] [--workdir /tmp/bench] [--out FILE]
 #
 # Tools: duplicity, restic, borg (encrypted), duplicity-noenc (duplicity --no-encryption),
-# dup (this crate's binaries as pipelines; NOT encrypted: dup has no OpenPGP yet; gzip -6
-# volumes, its default). dup's binaries are copied from DUP_BIN_DIR (default: the crate's
+# dup (this crate's binaries as pipelines, encrypted: OpenPGP with PASSPHRASE, its
+# default), dup-noenc (the same with dup-pack --no-encryption: gzip volumes).
+# dup's binaries are copied from DUP_BIN_DIR (default: the crate's
 # target/release; build them first with `cargo build --release --bins`) into the run dir
 # at the start, so a rebuild during the run does not change what is measured.
 #
-# For each tool, encryption on (except duplicity-noenc and dup), repository on the local
+# For each tool, encryption on (except duplicity-noenc and dup-noenc), repository on the local
 # filesystem under the workdir:
 #   init (untimed) -> full backup -> mutate.sh (untimed) -> incremental backup
 #   -> list latest snapshot -> restore all to a fresh dir (verified against the live
@@ -201,7 +202,7 @@ t_borg_restore1() {
   measure "$S" borg restore1 env -C "$RD1" borg extract "$R::incr" "${C#/}/$REL"
 }
 
-# duplicity --no-encryption: the like-for-like row for dup (which has no encryption yet);
+# duplicity --no-encryption: the like-for-like row for dup (run with dup-pack --no-encryption);
 # duplicity then writes .difftar.gz volumes (gzip) and plain signatures/manifests.
 DUPN=()
 t_duplicity-noenc_init() { DUPN=(--no-encryption --archive-dir "$K" --name bench); K_PATHS=("$K"); }
@@ -215,8 +216,7 @@ t_duplicity-noenc_restore1() {
 }
 
 # dup: the crate's binaries as Unix pipelines, exactly what a user would type (see the
-# scripts/duplicity wrapper for the same pipelines behind duplicity's commands). NO
-# ENCRYPTION (dup has no OpenPGP yet); volumes and signatures gzip -6 (dup-pack's default).
+# scripts/duplicity wrapper for the same pipelines behind duplicity's commands).
 # Every step starts with dup-sync (bring the local cache in line with the backend), as
 # the wrapper does and as duplicity does for each command. The binaries run from the
 # snapshot $DUPB (see dup_snapshot), which is first on PATH inside these commands.
@@ -246,36 +246,46 @@ dup_snapshot() { # copy the dup binaries into the run dir; record what they were
     echo "rustc: $(rustc --version 2>/dev/null)"
   } > "$RUN/dup-version.txt"
 }
-t_dup_init() { K_PATHS=("$K"); DUPU=file://$R; }
+# dup runs encrypted (its default, as duplicity's: PASSPHRASE, OpenPGP volumes); dup-noenc
+# is the same with dup-pack --no-encryption, the like-for-like row for duplicity-noenc.
+# $1 of each _dup_* function: the tool's label; $2: dup-pack's encryption option.
 DUP_SH='set -o pipefail; PATH=$DUPB:$PATH'
-t_dup_full() {
-  measure "$S" dup full env DUPB="$DUPB" bash -c "$DUP_SH"'
+_dup_init() { K_PATHS=("$K"); DUPU=file://$R; }
+_dup_full() {
+  measure "$S" "$1" full env DUPB="$DUPB" bash -c "$DUP_SH"'
 dup-sync --archive-dir "$2" "$3" &&
-dup-scan "$1" | dup-delta --source "$1" | dup-pack | dup-put --archive-dir "$2" "$3"' _ "$C" "$K" "$DUPU"
+dup-scan "$1" | dup-delta --source "$1" | dup-pack $4 --resume "$3" --archive-dir "$2" |
+  dup-put --archive-dir "$2" "$3"' _ "$C" "$K" "$DUPU" "$2"
 }
-t_dup_incr() {
-  measure "$S" dup incr env DUPB="$DUPB" bash -c "$DUP_SH"'
+_dup_incr() {
+  local check=--check-passphrase; [ -n "$2" ] && check=
+  measure "$S" "$1" incr env DUPB="$DUPB" bash -c "$DUP_SH"'
 dup-sync --archive-dir "$2" "$3" || exit
 t=$(mktemp -d) && mkfifo "$t/basis" || exit
-dup-sig --archive "$3" --archive-dir "$2" > "$t/basis" & sig=$!
-dup-scan "$1" | dup-delta --source "$1" --basis "$t/basis" | dup-pack | dup-put --archive-dir "$2" "$3"; rc=$?
+dup-sig $5 --archive "$3" --archive-dir "$2" > "$t/basis" & sig=$!
+dup-scan "$1" | dup-delta --source "$1" --basis "$t/basis" | dup-pack $4 --resume "$3" --archive-dir "$2" |
+  dup-put --archive-dir "$2" "$3"; rc=$?
 [ $rc = 0 ] || kill $sig 2>/dev/null
-wait $sig; s=$?; rm -rf "$t"; [ $rc = 0 ] && rc=$s; exit $rc' _ "$C" "$K" "$DUPU"
+wait $sig; s=$?; rm -rf "$t"; [ $rc = 0 ] && rc=$s; exit $rc' _ "$C" "$K" "$DUPU" "$2" "$check"
 }
-t_dup_list() {
-  measure "$S" dup list env DUPB="$DUPB" bash -c "$DUP_SH"'
+_dup_list() {
+  measure "$S" "$1" list env DUPB="$DUPB" bash -c "$DUP_SH"'
 dup-sync --archive-dir "$1" "$2" && dup-ls --files --table --archive-dir "$1" "$2"' _ "$K" "$DUPU"
 }
-t_dup_restore() {
+_dup_restore() {
   RROOT=$RD
-  measure "$S" dup restore env DUPB="$DUPB" bash -c "$DUP_SH"'
+  measure "$S" "$1" restore env DUPB="$DUPB" bash -c "$DUP_SH"'
 dup-sync --archive-dir "$1" "$2" && dup-get --archive-dir "$1" "$2" "$3"' _ "$K" "$DUPU" "$RD"
 }
-t_dup_restore1() {
+_dup_restore1() {
   mkdir -p "$RD1"; RFILE=$RD1/one
-  measure "$S" dup restore1 env DUPB="$DUPB" bash -c "$DUP_SH"'
+  measure "$S" "$1" restore1 env DUPB="$DUPB" bash -c "$DUP_SH"'
 dup-sync --archive-dir "$1" "$2" && dup-get --archive-dir "$1" --path "$4" "$2" "$3"' _ "$K" "$DUPU" "$RFILE" "$REL"
 }
+for step in init full incr list restore restore1; do
+  eval "t_dup_$step() { _dup_$step dup ''; }"
+  eval "t_dup-noenc_$step() { _dup_$step dup-noenc --no-encryption; }"
+done
 
 # ---------------------------------------------------------------- per size
 prep_size() { # make/verify the pristine corpus, the v1 reference, and pick REL
@@ -400,7 +410,7 @@ gpg_params() { # cipher and compression duplicity's gpg used, from the first vol
 }
 
 # ---------------------------------------------------------------- main
-case " $TOOLS " in *" dup "*) dup_snapshot ;; esac
+case " $TOOLS " in *" dup "*|*" dup-noenc "*) dup_snapshot ;; esac
 for size in $SIZES; do
   log "=== corpus $size"
   REP=1

@@ -13,9 +13,7 @@ echo
 echo "Run \`$(basename "$RUN")\` of \`$(cat "$RUN/args.txt" 2>/dev/null || echo anchors.sh)\`; raw data: \`results.tsv\` (copied next to this report as \`.tsv\`) and \`logs/\` (each step's command, stdout, stderr, time -v) in that run dir."
 echo
 if has_tool dup; then
-  echo "> **dup runs WITHOUT encryption** (it has no OpenPGP yet): its volumes and signatures are gzip -6 only,"
-  echo "> while duplicity, restic and borg run **encrypted**. Comparing dup with them compares unlike work"
-  echo "> (no cipher, no MAC, no key derivation on dup's side).$(has_tool duplicity-noenc && echo ' The like-for-like row is **duplicity-noenc** = `duplicity --no-encryption` (also plain gzip volumes).')"
+  echo "> **dup runs encrypted** (its default, as duplicity's: OpenPGP volumes with PASSPHRASE, deflate level 3 inside), as duplicity, restic and borg do.$(has_tool dup-noenc && echo ' **dup-noenc** is dup with `dup-pack --no-encryption` (gzip volumes), the like-for-like row for duplicity-noenc.')"
   echo
 fi
 echo "## Machine and method"
@@ -59,7 +57,7 @@ python3 "$(dirname "$0")/report_tables.py" "$TSV"
 echo
 echo "## Exact commands (last corpus run; \`$(dirname "$RUN")/corpus\` is the backed-up tree, the same path for every tool)"
 echo
-echo "Encryption: duplicity symmetric gpg (PASSPHRASE env), restic password (RESTIC_PASSWORD env, repo format from \`restic init\` default), borg \`repokey-blake2\` (BORG_PASSPHRASE env). **None** for duplicity-noenc (\`--no-encryption\`) and dup (no OpenPGP yet). Env: GNUPGHOME, BORG_BASE_DIR, TMPDIR under the workdir. dup's binaries run from a copy in the run dir (\`\$DUPB\`, first on PATH inside the step)."
+echo "Encryption: duplicity symmetric gpg (PASSPHRASE env), restic password (RESTIC_PASSWORD env, repo format from \`restic init\` default), borg \`repokey-blake2\` (BORG_PASSPHRASE env). dup: OpenPGP symmetric (PASSPHRASE env; SKESK v4 + SEIPD/MDC, AES-256, deflate level 3 inside). **None** for duplicity-noenc (\`--no-encryption\`) and dup-noenc (\`dup-pack --no-encryption\`). Env: GNUPGHOME, BORG_BASE_DIR, TMPDIR under the workdir. dup's binaries run from a copy in the run dir (\`\$DUPB\`, first on PATH inside the step)."
 echo
 echo '```'
 last=$(awk -F'\t' 'NR>1{print $1}' "$TSV" | tail -1)
@@ -107,7 +105,7 @@ cat <<'NOTES'
 - restic and borg choose random chunker parameters per repository, so their repo sizes and especially Δrepo vary between reps (shown as a range); duplicity's are reproducible.
 - This machine was shared with other work during the run (bursty cargo/rclone/ssh load): hence the quiet-wait and the "other CPU s" column; rows where it is large relative to wall are disturbed.
 - Peak RSS is the largest single process, not the sum of a pipeline or of duplicity + its gpg children.
-- dup is a pipeline of separate processes (dup-scan | dup-delta | dup-pack | dup-put, with dup-sig feeding the incremental's basis): its CPU s is the sum over all of them, its peak RSS the largest one, and its wall time benefits from the stages running in parallel on the 2 cores. Every dup step begins with `dup-sync` (cache vs backend), as duplicity does for each command. dup is **not encrypted** (no OpenPGP yet); duplicity-noenc is the like-for-like comparison.
+- dup is a pipeline of separate processes (dup-scan | dup-delta | dup-pack | dup-put, with dup-sig feeding the incremental's basis): its CPU s is the sum over all of them, its peak RSS the largest one, and its wall time benefits from the stages running in parallel on the 2 cores. Every dup step begins with `dup-sync` (cache vs backend), as duplicity does for each command. dup is encrypted like duplicity; dup-noenc and duplicity-noenc are the unencrypted pair.
 NOTES
 
 cat <<'RERUN'
@@ -115,6 +113,6 @@ cat <<'RERUN'
 ## Rerun / use as a yardstick
 
 - `bash anchors.sh --size both --reps 3` (about 25 min on this machine, then several minutes to delete ~23 GiB of trash: the fs has `discard`); `--size small --reps 1` takes ~3 min. Corpora are cached in the workdir (`--regen` to rebuild; the corpus id must match the one above for comparable numbers).
-- dup beside the anchors (ratios are only meaningful within one run): `cargo build --release --bins && scripts/bench/anchors.sh --size small --reps 3 --tools "duplicity duplicity-noenc restic borg dup" --workdir /tmp/dupbench --out scripts/bench-results/RESULTS-small.md`.
+- dup beside the anchors (ratios are only meaningful within one run): `cargo build --release --bins && scripts/bench/anchors.sh --size small --reps 3 --tools "duplicity duplicity-noenc restic borg dup dup-noenc" --workdir /tmp/dupbench --out scripts/bench-results/RESULTS-small.md`.
 - A duplicity-CLI-compatible tool: `DUPLICITY_BIN=/path/to/tool DUPLICITY_LABEL=newtool bash anchors.sh --tools duplicity --no-floor --out /tmp/new.md`, then `compare.sh RESULTS-anchors.tsv /tmp/new.tsv` (after renaming the tool column, see compare.sh).
 RERUN

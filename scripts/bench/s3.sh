@@ -9,9 +9,9 @@
 # missing. WORK defaults to /tmp/dup-s3bench; DUP_BIN to the release build
 # (built here when it is not given). Steps, each timed as a whole pipeline
 # (wall, user+sys of every process, the largest process's peak RSS):
-#   dup        dup-scan | dup-delta | dup-pack | dup-put     (gzip volumes)
-#   dup-enc    the same with dup-pack --encrypt (PASSPHRASE)
-#   dup-put -c N   dup-put alone, from a stream packed in 20 MiB volumes in a
+#   dup        dup-scan | dup-delta | dup-pack --no-encryption | dup-put  (gzip volumes)
+#   dup-enc    the same with dup-pack --encrypt (PASSPHRASE; dup-pack's default)
+#   dup-put -c N   dup-put alone, from a stream packed (gzip) in 20 MiB volumes in a
 #              file, with --concurrency 1 and 4
 #   restic     restic backup / restic restore (always encrypted)
 # Every restore is checked against the corpus with manifest.py --mtime.
@@ -82,14 +82,14 @@ for rep in $(seq "${REPS:-1}"); do
   find "$WORK/s3" -mindepth 1 -delete
   rm -rf "$WORK"/cache-* "$WORK"/restore-* "$WORK/stream"
   mkdir -p "$WORK/s3"/{dup,dupenc,put1,put4,restic}
-  run dup backup dup "" "$pipe | dup-put --archive-dir $WORK/cache-dup s3://dup/c"
+  run dup backup dup "" "$pipe --no-encryption | dup-put --archive-dir $WORK/cache-dup s3://dup/c"
   run dup restore "" "$WORK/restore-dup" "dup-get --archive-dir $WORK/cache-dup s3://dup/c $WORK/restore-dup"
   run dup-enc backup dupenc "" "$pipe --encrypt | dup-put --archive-dir $WORK/cache-dupenc s3://dupenc/c"
   run dup-enc restore "" "$WORK/restore-dupenc" \
     "dup-get --archive-dir $WORK/cache-dupenc s3://dupenc/c $WORK/restore-dupenc"
   # dup-put alone: a stream packed in 20 MiB volumes, from a file, one upload
   # at a time and four.
-  dup-scan "$C" | dup-delta | dup-pack --volsize 20 > "$WORK/stream"
+  dup-scan "$C" | dup-delta | dup-pack --no-encryption --volsize 20 > "$WORK/stream"
   run dup-put "-c 1" put1 "" "dup-put --concurrency 1 --archive-dir $WORK/cache-put1 s3://put1/c < $WORK/stream"
   run dup-put "-c 4" put4 "" "dup-put --concurrency 4 --archive-dir $WORK/cache-put4 s3://put4/c < $WORK/stream"
   "${RESTIC[@]}" init > /dev/null
