@@ -249,3 +249,39 @@ fn back_to_back_backups_wait_for_a_new_second() {
     manifests.sort();
     assert_eq!(manifests.len(), 3, "{manifests:?}");
 }
+
+#[test]
+fn wrapper_incremental_whose_delta_fails_early_does_not_hang() {
+    // Regression: dup-delta failing before it opened the basis fifo left
+    // dup-sig blocked opening it, and the wrapper waiting for dup-sig.
+    let t = tempfile::tempdir().unwrap();
+    let (src, arch) = (t.path().join("src"), t.path().join("arch"));
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"x\n").unwrap();
+    let wrapper = scripts().join("duplicity");
+    let c = format!("--no-encryption --archive-dir {}", q(t.path().join("c")));
+    sh_ok(t.path(), &format!("{} full {c} {} {}", q(&wrapper), q(&src), q(url(&arch))));
+    let mut child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("{} incremental {c} --max-blocksize nonsense {} {}", q(&wrapper), q(&src), q(url(&arch))))
+        .env("PATH", format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the wrapper hung after dup-delta failed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "dup-delta's usage error: {err}");
+    assert!(err.contains("max-blocksize"), "{err}");
+}
