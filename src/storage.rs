@@ -1,7 +1,11 @@
 //! Backends: opendal behind one small blocking interface.
 //!
 //! URLs follow duplicity (man/dup-backends.7): `file://`, `s3://`,
-//! `s3+http://`, `sftp://` (`scp://`), `webdav://`, `webdavs://`.
+//! `s3+http://`, `sftp://` (`scp://`), `webdav://`, `webdavs://`, `gs://`,
+//! `azure://`. Each backend is an opendal service compiled in by a cargo
+//! feature of the same name as the service (see [`BACKENDS`]); URLs of every
+//! backend parse in every build, and opening one that is not compiled in is a
+//! usage error saying which feature to build with.
 //! Credentials come from the environment duplicity users already set and are
 //! never logged; messages show URLs without their password. Each [`Storage`]
 //! owns its tokio runtime (opendal is async inside), so several can live in
@@ -44,8 +48,60 @@ pub struct Storage {
 /// renamed into place; duplicity and dup ignore such names.
 pub const TEMP_PREFIX: &str = ".dup-tmp.";
 
-/// The schemes this build reads, for messages.
-pub const SCHEMES: &str = "file://, s3://, s3+http://, sftp://, scp://, webdav://, webdavs://";
+/// A backend dup reads: an opendal service, compiled in by the cargo
+/// feature of the same name (Cargo.toml's `[features]`).
+#[derive(Debug)]
+pub struct Backend {
+    /// The cargo feature, and opendal's service name (`Target::scheme`).
+    pub feature: &'static str,
+    /// Its URL schemes, as messages list them.
+    pub schemes: &'static [&'static str],
+    /// Other URL schemes it reads (duplicity's spellings, not listed).
+    pub aliases: &'static [&'static str],
+    /// Whether this build has it.
+    pub compiled: bool,
+}
+
+/// Every backend dup knows, compiled in or not (fs, s3, sftp and webdav are
+/// the default features; gcs and azblob are opt-in).
+pub const BACKENDS: &[Backend] = &[
+    Backend { feature: "fs", schemes: &["file"], aliases: &[], compiled: cfg!(feature = "fs") },
+    Backend { feature: "s3", schemes: &["s3", "s3+http"], aliases: &["boto3+s3"], compiled: cfg!(feature = "s3") },
+    Backend { feature: "sftp", schemes: &["sftp", "scp"], aliases: &[], compiled: cfg!(feature = "sftp") },
+    Backend { feature: "webdav", schemes: &["webdav", "webdavs"], aliases: &[], compiled: cfg!(feature = "webdav") },
+    Backend { feature: "gcs", schemes: &["gs"], aliases: &[], compiled: cfg!(feature = "gcs") },
+    Backend { feature: "azblob", schemes: &["azure"], aliases: &[], compiled: cfg!(feature = "azblob") },
+];
+
+/// The backend reading URLs of `scheme` (without `://`).
+fn backend_of(scheme: &str) -> Option<&'static Backend> {
+    BACKENDS.iter().find(|b| b.schemes.contains(&scheme) || b.aliases.contains(&scheme))
+}
+
+/// The URL schemes this build reads, for messages: `file://, s3://, ...`.
+pub fn schemes() -> String {
+    let all: Vec<String> =
+        BACKENDS.iter().filter(|b| b.compiled).flat_map(|b| b.schemes).map(|s| format!("{s}://")).collect();
+    if all.is_empty() { "none".into() } else { all.join(", ") }
+}
+
+/// What this build reads, and which features would add the rest.
+fn supported_hint() -> String {
+    let missing: Vec<String> = BACKENDS
+        .iter()
+        .filter(|b| !b.compiled)
+        .map(|b| {
+            let s: Vec<String> = b.schemes.iter().map(|s| format!("{s}://")).collect();
+            format!("{} (feature {})", s.join(", "), b.feature)
+        })
+        .collect();
+    let mut h = format!("supported: {}", schemes());
+    if !missing.is_empty() {
+        h.push_str(&format!("; not built in: {}", missing.join(", ")));
+    }
+    h.push_str(" (see dup-backends(7))");
+    h
+}
 
 /// Looks up an environment variable (the process environment by default;
 /// front ends can pass their own).
@@ -62,7 +118,7 @@ pub struct Target {
     pub config: Vec<(String, String)>,
 }
 
-const SECRET_KEYS: &[&str] = &["password", "secret_access_key", "session_token"];
+const SECRET_KEYS: &[&str] = &["password", "secret_access_key", "session_token", "account_key", "sas_token"];
 
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -162,10 +218,24 @@ fn split_url(rest: &str) -> std::result::Result<Parts, String> {
 }
 
 /// Parses a duplicity-style URL; environment variables are read through `env`.
+/// A URL of a backend this build does not have is a usage error naming the
+/// cargo feature that adds it.
 pub fn parse_url_with(url: &str, env: Env) -> Result<Target> {
+    if let Some((scheme, _)) = url.split_once("://")
+        && let Some(b) = backend_of(scheme)
+        && !b.compiled
+    {
+        return Err(Error::usage(format!("{}: this dup was built without the {} backend", redact(url), b.feature))
+            .hint(format!("rebuild with `cargo build --release --features {}` (see dup-backends(7))", b.feature)));
+    }
+    parse_target(url, env)
+}
+
+/// [`parse_url_with`] for any backend, compiled in or not.
+fn parse_target(url: &str, env: Env) -> Result<Target> {
     let shown = redact(url);
     let bad =
-        |why: &str| Error::usage(format!("{shown}: {why}")).hint(format!("see dup-backends(7); supported: {SCHEMES}"));
+        |why: &str| Error::usage(format!("{shown}: {why}")).hint(format!("see dup-backends(7); {}", supported_hint()));
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("not a URL (no scheme://)"))?;
     match scheme {
         "file" => {
@@ -226,8 +296,10 @@ pub fn parse_url_with(url: &str, env: Env) -> Result<Target> {
             }
             Ok(Target { scheme: "webdav".into(), config })
         }
+        "gs" => parse_gcs(&shown, rest, env),
+        "azure" => parse_azure(&shown, rest, env),
         other => Err(Error::usage(format!("{shown}: the backend '{other}://' is not supported by this build"))
-            .hint(format!("supported: {SCHEMES} (see dup-backends(7))"))),
+            .hint(supported_hint())),
     }
 }
 
@@ -291,6 +363,226 @@ fn parse_s3(scheme: &str, rest: &str, env: Env) -> std::result::Result<Target, S
     Ok(Target { scheme: "s3".into(), config })
 }
 
+/// `gs://bucket[/prefix]`, duplicity's Google Cloud Storage form, with the
+/// credentials file (a service account key) named by
+/// `GOOGLE_APPLICATION_CREDENTIALS` and the endpoint from `DUP_GCS_ENDPOINT`
+/// (or Google's). Nothing else is read: no gcloud files, no metadata server.
+/// With an endpoint set and no credentials, requests go unsigned (emulators).
+fn parse_gcs(shown: &str, rest: &str, env: Env) -> Result<Target> {
+    let usage = |why: String| {
+        Error::usage(format!("{shown}: {why}")).hint("the form is gs://bucket[/prefix] (see dup-backends(7))")
+    };
+    let rest = rest.trim_end_matches('/');
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(usage("no bucket name".into()));
+    }
+    if bucket.contains([':', '@']) {
+        return Err(usage(format!("'{bucket}' is not a bucket name")));
+    }
+    let mut config = vec![
+        ("bucket".to_string(), bucket.to_string()),
+        ("root".to_string(), format!("/{prefix}")),
+        // Only the credentials named here: no ~/.config/gcloud, and never a
+        // request to the GCE metadata server.
+        ("disable_config_load".to_string(), "true".to_string()),
+        ("disable_vm_metadata".to_string(), "true".to_string()),
+    ];
+    let endpoint = env("DUP_GCS_ENDPOINT");
+    match (env("GOOGLE_APPLICATION_CREDENTIALS"), &endpoint) {
+        (Some(path), _) => {
+            if !std::path::Path::new(&path).is_file() {
+                return Err(Error::usage(format!("{shown}: GOOGLE_APPLICATION_CREDENTIALS={path}: no such file"))
+                    .hint("set it to the path of the service account key (JSON) for the bucket"));
+            }
+            config.push(("credential_path".into(), path));
+        }
+        (None, Some(_)) => config.push(("skip_signature".into(), "true".into())),
+        (None, None) => {
+            return Err(Error::usage(format!(
+                "{shown}: no Google Cloud credentials: GOOGLE_APPLICATION_CREDENTIALS is not set"
+            ))
+            .hint(
+                "set GOOGLE_APPLICATION_CREDENTIALS to the path of a service account key (JSON) that may use the \
+                 bucket; duplicity's GS_ACCESS_KEY_ID and GS_SECRET_ACCESS_KEY (HMAC keys) are not read \
+                 (see dup-backends(7))",
+            ));
+        }
+    }
+    if let Some(e) = endpoint {
+        config.push(("endpoint".into(), e.trim_end_matches('/').to_string()));
+    }
+    Ok(Target { scheme: "gcs".into(), config })
+}
+
+/// Where the Azure credentials come from, for messages.
+const AZURE_CREDENTIALS_HINT: &str = "set AZURE_CONNECTION_STRING (as for duplicity; or \
+     AZURE_STORAGE_CONNECTION_STRING), or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY (see dup-backends(7))";
+
+/// Azure's development storage (Azurite): its documented account and key.
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Azure credentials and endpoint, from the environment.
+struct AzureAccess {
+    account: Option<String>,
+    key: Option<String>,
+    sas: Option<String>,
+    endpoint: Option<String>,
+    /// The variables they came from, for messages.
+    source: String,
+}
+
+/// `azure://container[/prefix]`: duplicity's `azure://container`, plus an
+/// optional prefix. Credentials: a connection string (`AZURE_CONNECTION_STRING`,
+/// which duplicity 0.8 reads, or `AZURE_STORAGE_CONNECTION_STRING`), else an
+/// account and key (`AZURE_STORAGE_ACCOUNT` and `AZURE_STORAGE_KEY`, or
+/// duplicity 0.7's `AZURE_ACCOUNT_NAME` and `AZURE_ACCOUNT_KEY`). The
+/// endpoint: `DUP_AZBLOB_ENDPOINT`, else the connection string's, else the
+/// account's in Azure's public cloud.
+fn parse_azure(shown: &str, rest: &str, env: Env) -> Result<Target> {
+    let usage = |why: String| {
+        Error::usage(format!("{shown}: {why}")).hint("the form is azure://container[/prefix] (see dup-backends(7))")
+    };
+    let rest = rest.trim_end_matches('/');
+    let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if container.is_empty() {
+        return Err(usage("no container name".into()));
+    }
+    if !azure_container_name(container) {
+        return Err(usage(format!(
+            "'{container}' is not an Azure container name (3 to 63 lowercase letters, digits and single dashes, \
+             starting and ending with a letter or digit)"
+        )));
+    }
+    let creds = |why: String| Error::usage(format!("{shown}: {why}")).hint(AZURE_CREDENTIALS_HINT);
+    let access = azure_access(env).map_err(creds)?;
+    if let Some(a) = &access.account
+        && (!(3..=24).contains(&a.len()) || !a.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+    {
+        return Err(creds(format!(
+            "'{a}' (in {}) is not a storage account name (3 to 24 lowercase letters and digits)",
+            access.source
+        )));
+    }
+    if let Some(k) = &access.key {
+        use base64::Engine;
+        if base64::engine::general_purpose::STANDARD.decode(k).is_err() {
+            return Err(creds(format!("the account key in {} is not base64", access.source)));
+        }
+    }
+    let endpoint = match env("DUP_AZBLOB_ENDPOINT").or(access.endpoint) {
+        Some(e) => e.trim_end_matches('/').to_string(),
+        None => {
+            return Err(creds(format!(
+                "no blob endpoint: {} has neither BlobEndpoint nor AccountName (or set DUP_AZBLOB_ENDPOINT)",
+                access.source
+            )));
+        }
+    };
+    let mut config = vec![
+        ("container".to_string(), container.to_string()),
+        ("root".to_string(), format!("/{prefix}")),
+        ("endpoint".to_string(), endpoint),
+    ];
+    if let Some(a) = access.account {
+        config.push(("account_name".into(), a));
+    }
+    match (access.sas, access.key) {
+        (Some(sas), _) => config.push(("sas_token".into(), sas)),
+        (None, Some(key)) => config.push(("account_key".into(), key)),
+        (None, None) => unreachable!("azure_access returns a key or a SAS token"),
+    }
+    Ok(Target { scheme: "azblob".into(), config })
+}
+
+/// duplicity's rule for container names (Azure's).
+fn azure_container_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (3..=63).contains(&b.len())
+        && ok(&b[0])
+        && ok(&b[b.len() - 1])
+        && b.iter().all(|c| ok(c) || *c == b'-')
+        && !name.contains("--")
+}
+
+/// The Azure credentials in the environment; an error says what is missing
+/// (never a secret's value).
+fn azure_access(env: Env) -> std::result::Result<AzureAccess, String> {
+    for var in ["AZURE_CONNECTION_STRING", "AZURE_STORAGE_CONNECTION_STRING"] {
+        if let Some(conn) = env(var) {
+            return azure_connection_string(var, &conn);
+        }
+    }
+    let account = ["AZURE_STORAGE_ACCOUNT", "AZURE_ACCOUNT_NAME"].into_iter().find_map(|k| env(k).map(|v| (k, v)));
+    let key = ["AZURE_STORAGE_KEY", "AZURE_ACCOUNT_KEY"].into_iter().find_map(|k| env(k).map(|v| (k, v)));
+    match (account, key) {
+        (Some((avar, a)), Some((kvar, k))) => Ok(AzureAccess {
+            endpoint: Some(format!("https://{a}.blob.core.windows.net")),
+            account: Some(a),
+            key: Some(k),
+            sas: None,
+            source: format!("{avar} and {kvar}"),
+        }),
+        (Some((var, _)), None) => Err(format!("{var} is set but no account key (AZURE_STORAGE_KEY)")),
+        (None, Some((var, _))) => Err(format!("{var} is set but no account name (AZURE_STORAGE_ACCOUNT)")),
+        (None, None) => Err("no Azure credentials in the environment".into()),
+    }
+}
+
+/// An Azure Storage connection string, `Key=Value;...` (keys compared
+/// without case): `AccountName` and `AccountKey`, or
+/// `SharedAccessSignature`; `BlobEndpoint`, or the endpoint built from
+/// `DefaultEndpointsProtocol`, `AccountName` and `EndpointSuffix`; or
+/// `UseDevelopmentStorage=true` (Azurite on 127.0.0.1:10000, or
+/// `DevelopmentStorageProxyUri`).
+fn azure_connection_string(var: &'static str, conn: &str) -> std::result::Result<AzureAccess, String> {
+    let mut fields = std::collections::HashMap::new();
+    for field in conn.split(';').map(str::trim).filter(|f| !f.is_empty()) {
+        let (k, v) = field
+            .split_once('=')
+            .ok_or_else(|| format!("{var}: a field has no '=' (the form is Key=Value;Key=Value...)"))?;
+        fields.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+    }
+    let get = |k: &str| fields.get(k).filter(|v| !v.is_empty()).cloned();
+    if get("usedevelopmentstorage").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        let account = get("accountname").unwrap_or_else(|| AZURITE_ACCOUNT.into());
+        let proxy = get("developmentstorageproxyuri").unwrap_or_else(|| "http://127.0.0.1:10000".into());
+        return Ok(AzureAccess {
+            endpoint: Some(format!("{}/{account}", proxy.trim_end_matches('/'))),
+            account: Some(account),
+            key: Some(get("accountkey").unwrap_or_else(|| AZURITE_KEY.into())),
+            sas: None,
+            source: var.into(),
+        });
+    }
+    let account = get("accountname");
+    let endpoint = match (get("blobendpoint"), &account) {
+        (Some(e), _) => Some(e),
+        (None, Some(a)) => {
+            let protocol = get("defaultendpointsprotocol").unwrap_or_else(|| "https".into()).to_ascii_lowercase();
+            if protocol != "http" && protocol != "https" {
+                return Err(format!("{var}: DefaultEndpointsProtocol={protocol}: use https or http"));
+            }
+            let suffix = get("endpointsuffix").unwrap_or_else(|| "core.windows.net".into());
+            Some(format!("{protocol}://{a}.blob.{suffix}"))
+        }
+        (None, None) => None,
+    };
+    let access = AzureAccess {
+        key: get("accountkey"),
+        sas: get("sharedaccesssignature"),
+        account,
+        endpoint,
+        source: var.into(),
+    };
+    if access.sas.is_none() && (access.account.is_none() || access.key.is_none()) {
+        return Err(format!("{var} has neither AccountName and AccountKey nor SharedAccessSignature"));
+    }
+    Ok(access)
+}
+
 /// The URL with any password replaced by `***`.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
@@ -330,7 +622,8 @@ impl Settings {
     }
 }
 
-/// Bytes per request part: S3 multipart parts, and reads from the source.
+/// Bytes per request part: S3 multipart parts (and GCS's, Azure's blocks),
+/// and reads from the source.
 const S3_PART: usize = 8 << 20;
 const WRITE_CHUNK: usize = 1 << 20;
 /// S3 parts in flight at once.
@@ -338,9 +631,14 @@ const S3_CONCURRENT: usize = 4;
 /// An I/O call may take its size at this rate on top of the timeout.
 const MIN_RATE: u64 = 64 << 10;
 
+/// Whether `t` is an object store taking uploads in parts (S3, GCS, Azure).
+fn object_store(t: &Target) -> bool {
+    matches!(t.scheme.as_str(), "s3" | "gcs" | "azblob")
+}
+
 /// The most bytes one request carries (a multipart part, a read chunk).
 fn piece(t: &Target) -> usize {
-    if t.scheme == "s3" { S3_PART } else { WRITE_CHUNK }
+    if object_store(t) { S3_PART } else { WRITE_CHUNK }
 }
 
 /// How long one I/O call moving `bytes` may take: the timeout, plus the
@@ -749,10 +1047,10 @@ impl Storage {
         result
     }
 
-    /// Streams `data` in chunks (S3 multipart, fs, sftp); aborts on error.
+    /// Streams `data` in chunks (S3/GCS multipart, Azure blocks, fs, sftp);
+    /// aborts on error.
     fn put_stream(&self, path: &str, mut data: impl Read, what: &str) -> Result<u64> {
-        let s3 = self.target.scheme == "s3";
-        let opts = if s3 {
+        let opts = if object_store(&self.target) {
             WriteOptions { chunk: Some(S3_PART), concurrent: self.part_concurrency, ..Default::default() }
         } else {
             WriteOptions::default()
@@ -1020,13 +1318,25 @@ fn cause(e: &opendal::Error) -> String {
     msg
 }
 
+/// An error's message, context and sources, lowercased, for matching words:
+/// its Debug form without the backtrace opendal adds when RUST_BACKTRACE is
+/// set (whose frames, `TimeoutLayer`'s among them, would match "timeout").
+fn error_text(e: &opendal::Error) -> String {
+    let text = format!("{e:?}");
+    let end = text.find("\nBacktrace:\n").unwrap_or(text.len());
+    text[..end].to_lowercase()
+}
+
+/// Whether `e` says the bucket (S3, GCS) or container (Azure) is missing,
+/// rather than a file.
 fn is_missing_bucket(e: &opendal::Error) -> bool {
-    format!("{e:?}").contains("NoSuchBucket")
+    let text = error_text(e);
+    ["nosuchbucket", "containernotfound", "bucket does not exist"].iter().any(|w| text.contains(w))
 }
 
 /// Which of the check answers an error is.
 fn classify(e: &opendal::Error) -> CheckStatus {
-    let text = format!("{e:?}").to_lowercase();
+    let text = error_text(e);
     let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
     let auth = [
         "signaturedoesnotmatch",
@@ -1039,10 +1349,15 @@ fn classify(e: &opendal::Error) -> CheckStatus {
         "permission denied (password",
         "host key verification failed",
         "no valid credential",
+        // Azure (Azurite says AuthorizationFailure with the same words); Google's token endpoint.
+        "authenticationfailed",
+        "server failed to authenticate",
+        "noauthenticationinformation",
+        "invalid_grant",
         "too many authentication failures",
     ];
     match e.kind() {
-        _ if text.contains("nosuchbucket") => CheckStatus::NotFound,
+        _ if is_missing_bucket(e) => CheckStatus::NotFound,
         ErrorKind::NotFound => CheckStatus::NotFound,
         ErrorKind::PermissionDenied if has(&auth) => CheckStatus::AuthRefused,
         ErrorKind::PermissionDenied => CheckStatus::PermissionDenied,
@@ -1073,7 +1388,12 @@ fn classify(e: &opendal::Error) -> CheckStatus {
 
 /// What to check, for each kind of failure and backend.
 fn hint(status: CheckStatus, t: &Target) -> String {
-    let endpoint = t.get("endpoint").unwrap_or("the AWS endpoint for AWS_REGION").to_string();
+    let endpoint = match (t.get("endpoint"), t.scheme.as_str()) {
+        (Some(e), _) => e.to_string(),
+        (None, "s3") => "the AWS endpoint for AWS_REGION".into(),
+        (None, "gcs") => "https://storage.googleapis.com".into(),
+        (None, _) => "the server".into(),
+    };
     let scheme = t.scheme.as_str();
     match (status, scheme) {
         (CheckStatus::Unreachable, "s3") => format!(
@@ -1083,6 +1403,11 @@ fn hint(status: CheckStatus, t: &Target) -> String {
         (CheckStatus::Unreachable, "sftp") => {
             format!("check that `{}` connects from here (host, port, network; ~/.ssh/config applies)", ssh_command(t))
         }
+        (CheckStatus::Unreachable, "gcs" | "azblob") => format!(
+            "check that {endpoint} is reachable from here ({} overrides it); DUP_TIMEOUT and DUP_NUM_RETRIES set \
+             how long dup waits",
+            if scheme == "gcs" { "DUP_GCS_ENDPOINT" } else { "DUP_AZBLOB_ENDPOINT" }
+        ),
         (CheckStatus::Unreachable, _) => format!(
             "check that the server at {endpoint} is up and reachable; DUP_TIMEOUT and DUP_NUM_RETRIES set how long dup waits"
         ),
@@ -1095,6 +1420,13 @@ fn hint(status: CheckStatus, t: &Target) -> String {
              ~/.ssh/config, DUP_SSH_KEY), the user in the URL, and that the host key is in ~/.ssh/known_hosts \
              (DUP_SSH_KNOWN_HOSTS=add accepts a new host)"
             .into(),
+        (CheckStatus::AuthRefused, "gcs") => "the credentials were refused: check the key file named by \
+             GOOGLE_APPLICATION_CREDENTIALS (a service account key that is not disabled or deleted)"
+            .into(),
+        (CheckStatus::AuthRefused, "azblob") => "the server refused the credentials: check the account name and \
+             key or the SAS token (and its expiry) in AZURE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT and \
+             AZURE_STORAGE_KEY"
+            .into(),
         (CheckStatus::AuthRefused, _) => {
             "the server refused the login: check the user in the URL and the password (in the URL or FTP_PASSWORD)"
                 .into()
@@ -1102,12 +1434,26 @@ fn hint(status: CheckStatus, t: &Target) -> String {
         (CheckStatus::PermissionDenied, "s3") => {
             "the credentials were accepted but may not list or write here: check the bucket policy for this key".into()
         }
+        (CheckStatus::PermissionDenied, "gcs") => "the credentials were accepted but may not list or write here: \
+             check the service account's roles on the bucket (Storage Object Admin, or list, create, get and delete \
+             on objects)"
+            .into(),
+        (CheckStatus::PermissionDenied, "azblob") => "the credentials were accepted but may not list or write \
+             here: check the SAS token's permissions (read, add, create, write, delete, list) or the account's \
+             network rules"
+            .into(),
         (CheckStatus::PermissionDenied, _) => {
             "the login was accepted but may not list or write here: check the permissions of the path".into()
         }
         (CheckStatus::NotFound, "s3") => {
             "the bucket does not exist: check its name and region, or create it (dup does not create buckets)".into()
         }
+        (CheckStatus::NotFound, "gcs") => {
+            "the bucket does not exist: check its name, or create it (dup does not create buckets)".into()
+        }
+        (CheckStatus::NotFound, "azblob") => "the container does not exist: check its name and the storage \
+             account, or create it (dup does not create containers; duplicity did)"
+            .into(),
         (CheckStatus::NotFound, _) => "the path does not exist on the server: check the URL".into(),
         _ => "check that the backend is reachable and try again".into(),
     }
@@ -1318,9 +1664,10 @@ mod tests {
 
     use super::*;
 
+    /// Parses `url` with only `vars` set, for any backend (compiled in or not).
     fn parse(url: &str, vars: &[(&str, &str)]) -> Result<Target> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        parse_url_with(url, &move |k: &str| map.get(k).cloned())
+        parse_target(url, &move |k: &str| map.get(k).cloned())
     }
 
     fn cfg(t: &Target) -> Vec<(&str, &str)> {
@@ -1422,6 +1769,189 @@ mod tests {
     }
 
     #[test]
+    fn gcs_urls() {
+        let key = tempfile::NamedTempFile::new().unwrap();
+        let key_path = key.path().to_str().unwrap();
+        let creds = [("GOOGLE_APPLICATION_CREDENTIALS", key_path)];
+        let t = parse("gs://my-bucket/backups/laptop/", &creds).unwrap();
+        assert_eq!(
+            cfg(&t),
+            vec![
+                ("bucket", "my-bucket"),
+                ("credential_path", key_path),
+                ("disable_config_load", "true"),
+                ("disable_vm_metadata", "true"),
+                ("root", "/backups/laptop"),
+            ]
+        );
+        assert_eq!(t.scheme, "gcs");
+        let t = parse("gs://b", &creds).unwrap();
+        assert_eq!((t.get("bucket"), t.get("root"), t.get("endpoint")), (Some("b"), Some("/"), None));
+        // An endpoint (an emulator): with the key, or unsigned without one.
+        let t = parse("gs://b/p", &[creds[0], ("DUP_GCS_ENDPOINT", "http://127.0.0.1:4443/")]).unwrap();
+        assert_eq!((t.get("endpoint"), t.get("skip_signature")), (Some("http://127.0.0.1:4443"), None));
+        let t = parse("gs://b/p", &[("DUP_GCS_ENDPOINT", "http://127.0.0.1:4443")]).unwrap();
+        assert_eq!((t.get("credential_path"), t.get("skip_signature")), (None, Some("true")));
+        // No credentials: a usage error naming the variable; duplicity's HMAC keys are not read.
+        let e = parse("gs://b/p", &[("GS_ACCESS_KEY_ID", "GOOG1"), ("GS_SECRET_ACCESS_KEY", "hmac")]).unwrap_err();
+        assert_eq!(e.kind, Kind::Usage);
+        assert!(e.message.starts_with("gs://b/p: ") && e.message.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{e:?}");
+        assert!(e.hint.as_deref().unwrap().contains("GS_ACCESS_KEY_ID"), "{e:?}");
+        assert!(!format!("{e:?}").contains("hmac"));
+        let e = parse("gs://b", &[("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json")]).unwrap_err();
+        assert_eq!(e.kind, Kind::Usage);
+        assert!(e.message.contains("/nonexistent/key.json: no such file"), "{}", e.message);
+        for bad in ["gs://", "gs:///x", "gs://u@b/x", "gs://b:1/x"] {
+            assert_eq!(parse(bad, &creds).unwrap_err().kind, Kind::Usage, "{bad}");
+        }
+    }
+
+    #[test]
+    fn azure_urls() {
+        let key = "c2VjcmV0LWtleQ=="; // base64 "secret-key"
+        let portal = format!(
+            "DefaultEndpointsProtocol=https;AccountName=acct1;AccountKey={key};EndpointSuffix=core.windows.net"
+        );
+        let t = parse("azure://backups/laptop/home/", &[("AZURE_CONNECTION_STRING", &portal)]).unwrap();
+        assert_eq!(t.scheme, "azblob");
+        assert_eq!(
+            cfg(&t),
+            vec![
+                ("account_key", key),
+                ("account_name", "acct1"),
+                ("container", "backups"),
+                ("endpoint", "https://acct1.blob.core.windows.net"),
+                ("root", "/laptop/home"),
+            ]
+        );
+        assert!(!format!("{t:?}").contains(key), "{t:?}");
+        // duplicity's form: the container alone.
+        assert_eq!(parse("azure://backups", &[("AZURE_CONNECTION_STRING", &portal)]).unwrap().get("root"), Some("/"));
+        // Azurite, a SAS token with its endpoint, keys in any case, newlines.
+        let t = parse("azure://c01", &[("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")]).unwrap();
+        assert_eq!(
+            (t.get("endpoint"), t.get("account_name"), t.get("account_key")),
+            (Some("http://127.0.0.1:10000/devstoreaccount1"), Some("devstoreaccount1"), Some(AZURITE_KEY))
+        );
+        let sas = "BlobEndpoint=https://acct1.blob.core.windows.net/;\nsharedaccesssignature=sv=2022-11-02&sig=abc%3D";
+        let t = parse("azure://c01", &[("AZURE_CONNECTION_STRING", sas)]).unwrap();
+        assert_eq!(
+            cfg(&t),
+            vec![
+                ("container", "c01"),
+                ("endpoint", "https://acct1.blob.core.windows.net"),
+                ("root", "/"),
+                ("sas_token", "sv=2022-11-02&sig=abc%3D"),
+            ]
+        );
+        assert!(!format!("{t:?}").contains("sig=abc"), "{t:?}");
+        // Account and key; duplicity 0.8's connection string comes first; DUP_AZBLOB_ENDPOINT wins.
+        let pair = [("AZURE_STORAGE_ACCOUNT", "acct2"), ("AZURE_STORAGE_KEY", key)];
+        let t = parse("azure://c01/p", &pair).unwrap();
+        assert_eq!(
+            (t.get("account_name"), t.get("account_key"), t.get("endpoint")),
+            (Some("acct2"), Some(key), Some("https://acct2.blob.core.windows.net"))
+        );
+        let t = parse("azure://c01/p", &[pair[0], pair[1], ("AZURE_CONNECTION_STRING", &portal)]).unwrap();
+        assert_eq!(t.get("account_name"), Some("acct1"));
+        let t = parse("azure://c01/p", &[pair[0], pair[1], ("DUP_AZBLOB_ENDPOINT", "http://127.0.0.1:10000/acct2/")])
+            .unwrap();
+        assert_eq!(t.get("endpoint"), Some("http://127.0.0.1:10000/acct2"));
+        let old = [("AZURE_ACCOUNT_NAME", "acct3"), ("AZURE_ACCOUNT_KEY", key)];
+        assert_eq!(parse("azure://c01", &old).unwrap().get("account_name"), Some("acct3"));
+        // Missing or malformed credentials: usage errors that never show a secret.
+        let usage = |url: &str, vars: &[(&str, &str)]| {
+            let e = parse(url, vars).unwrap_err();
+            assert_eq!(e.kind, Kind::Usage, "{e:?}");
+            assert!(!format!("{e:?}").contains("c2VjcmV0") && !format!("{e:?}").contains("!!"), "{e:?}");
+            e
+        };
+        let e = usage("azure://c01", &[]);
+        assert!(e.message.contains("no Azure credentials"), "{}", e.message);
+        assert!(e.hint.unwrap().contains("AZURE_CONNECTION_STRING"));
+        usage("azure://c01", &[pair[0]]);
+        usage("azure://c01", &[pair[1]]);
+        usage("azure://c01", &[pair[0], ("AZURE_STORAGE_KEY", "not base64!!")]);
+        usage("azure://c01", &[("AZURE_STORAGE_ACCOUNT", "Bad_Name"), pair[1]]);
+        usage("azure://c01", &[("AZURE_CONNECTION_STRING", "AccountName=acct1")]);
+        usage("azure://c01", &[("AZURE_CONNECTION_STRING", "AccountName=acct1;garbage")]);
+        usage("azure://c01", &[("AZURE_CONNECTION_STRING", "SharedAccessSignature=sv=1&sig=x")]);
+        // Container names follow Azure's (and duplicity's) rules.
+        for bad in ["azure://", "azure://ab", "azure://Backups", "azure://a--b", "azure://-ab", "azure://a_b/x"] {
+            let e = usage(bad, &pair);
+            assert!(e.hint.unwrap().contains("azure://container"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backends_not_built() {
+        let key = tempfile::NamedTempFile::new().unwrap();
+        let vars = |k: &str| match k {
+            "GOOGLE_APPLICATION_CREDENTIALS" => Some(key.path().to_str().unwrap().to_string()),
+            "AZURE_CONNECTION_STRING" => Some("UseDevelopmentStorage=true".to_string()),
+            _ => None,
+        };
+        for (url, feature) in [
+            ("file:///tmp/x", "fs"),
+            ("s3://bucket/x", "s3"),
+            ("boto3+s3://bucket/x", "s3"),
+            ("sftp://h/x", "sftp"),
+            ("webdavs://h/x", "webdav"),
+            ("gs://bucket/x", "gcs"),
+            ("azure://container/x", "azblob"),
+        ] {
+            let b = backend_of(url.split_once("://").unwrap().0).unwrap();
+            assert_eq!(b.feature, feature);
+            match parse_url_with(url, &vars) {
+                Ok(t) => assert!(b.compiled && t.scheme == feature, "{url}"),
+                Err(e) => {
+                    assert!(!b.compiled, "{url}: {e:?}");
+                    assert_eq!(e.kind, Kind::Usage);
+                    assert_eq!(e.message, format!("{url}: this dup was built without the {feature} backend"));
+                    assert!(e.hint.unwrap().contains(&format!("cargo build --release --features {feature}`")));
+                    assert!(!schemes().contains(b.schemes[0]) && supported_hint().contains(b.feature));
+                }
+            }
+        }
+        assert_eq!(schemes().contains("gs://"), cfg!(feature = "gcs"));
+        assert_eq!(schemes().contains("azure://"), cfg!(feature = "azblob"));
+        assert_eq!(schemes().contains("s3+http://"), cfg!(feature = "s3"));
+    }
+
+    /// Named so that, under RUST_BACKTRACE=1, the backtrace opendal captures
+    /// for an unexpected error has a frame containing "timeout".
+    #[test]
+    fn classify_ignores_timeout_in_backtrace() {
+        let response = |status: u16| format!("Parts {{ status: {status}, version: HTTP/1.1, headers: {{}} }}");
+        let bad_request =
+            opendal::Error::new(ErrorKind::Unexpected, "invalid uploadType").with_context("response", response(400));
+        assert_eq!(classify(&bad_request), CheckStatus::Failed, "{bad_request:?}");
+        let timed_out = opendal::Error::new(ErrorKind::Unexpected, "operation timeout reached");
+        assert_eq!(classify(&timed_out), CheckStatus::Unreachable);
+        // GCS's and Azure's missing bucket or container; Azure's refused key.
+        for text in [
+            r#"GcsError { code: 404, message: "The specified bucket does not exist." }"#,
+            r#"code: "ContainerNotFound""#,
+        ] {
+            let e = opendal::Error::new(ErrorKind::NotFound, text);
+            assert!(is_missing_bucket(&e) && classify(&e) == CheckStatus::NotFound, "{text}");
+        }
+        assert!(!is_missing_bucket(&opendal::Error::new(ErrorKind::NotFound, "BlobNotFound")));
+        let azure = opendal::Error::new(ErrorKind::PermissionDenied, r#"AzblobError { code: "AuthenticationFailed" }"#);
+        assert_eq!(classify(&azure), CheckStatus::AuthRefused);
+        let azurite = opendal::Error::new(
+            ErrorKind::PermissionDenied,
+            r#"AzblobError { code: "AuthorizationFailure", message: "Server failed to authenticate the request." }"#,
+        );
+        assert_eq!(classify(&azurite), CheckStatus::AuthRefused);
+        let firewall = opendal::Error::new(
+            ErrorKind::PermissionDenied,
+            r#"AzblobError { code: "AuthorizationFailure", message: "This request is not authorized to perform this operation." }"#,
+        );
+        assert_eq!(classify(&firewall), CheckStatus::PermissionDenied);
+    }
+
+    #[test]
     fn redacts() {
         assert_eq!(redact("webdav://u:p@h/x:y@z"), "webdav://u:***@h/x:y@z");
         assert_eq!(redact("sftp://u@h/x"), "sftp://u@h/x");
@@ -1460,6 +1990,46 @@ mod tests {
         assert_eq!((c.status, c.files, c.archive), (CheckStatus::Ok, Some(0), false), "{c:?}");
         assert!(s.list().unwrap().is_empty(), "the probe is gone");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The storage operations against a real or emulated server, run by
+    /// hand (dup-backends(7), BUILD FEATURES), such as
+    /// `DUP_LIVE_URL=azure://c01/x AZURE_CONNECTION_STRING=UseDevelopmentStorage=true
+    /// cargo test --features azblob --lib storage::tests::live -- --ignored`.
+    #[test]
+    #[ignore = "needs a server: set DUP_LIVE_URL"]
+    fn live() {
+        let url = std::env::var("DUP_LIVE_URL").expect("DUP_LIVE_URL");
+        let s = Storage::open(&url).unwrap();
+        let small = vec![7u8; 300_000];
+        // Several parts (S3, GCS) or blocks (Azure), the last one short.
+        let big: Vec<u8> = (0..2 * S3_PART + 12345).map(|i| (i % 251) as u8).collect();
+        let names = ["dup-live-a.bin", "dup-live-big.bin"];
+        for (name, data) in names.iter().zip([&small, &big]) {
+            assert_eq!(s.put(name, &data[..]).unwrap(), data.len() as u64, "{name}");
+        }
+        let listed = s.list().unwrap();
+        for (name, data) in names.iter().zip([&small, &big]) {
+            assert!(listed.contains(&(name.to_string(), data.len() as u64)), "{name} in {listed:?}");
+            let mut back = Vec::new();
+            s.reader(name).unwrap().read_to_end(&mut back).unwrap();
+            assert!(back == **data, "{name} read back differs");
+        }
+        // Replacing a file; a failed upload leaves nothing.
+        assert_eq!(s.put(names[0], &b"new"[..]).unwrap(), 3);
+        let mut back = Vec::new();
+        s.reader(names[0]).unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"new");
+        assert!(s.put("dup-live-broken.bin", (&big[..]).chain(FailingReader)).is_err());
+        for name in names {
+            s.delete(name).unwrap();
+        }
+        let left: Vec<String> =
+            s.list().unwrap().into_iter().map(|(n, _)| n).filter(|n| n.contains("dup-live-")).collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(s.reader(names[0]).err().unwrap().kind, Kind::Corrupt);
+        let c = s.check();
+        assert_eq!(c.status, CheckStatus::Ok, "{c:?}");
     }
 
     #[test]
