@@ -1,7 +1,10 @@
 //! dup-pack: cut a change stream into duplicity difftar volumes, the
 //! signature tar and the manifest (FORMAT-duplicity.md §2, §3, §4), and emit
-//! them as `file` records: each volume as soon as it is full, then the
-//! signature tar, then the manifest.
+//! them as `file` records: each volume as soon as it is finished, then the
+//! signature tar, then the manifest. Compression and encryption run beside
+//! the packing ([`ParBlocks`]); a full volume is sealed and finishes while
+//! the next one is built. With [`Resume`], an interrupted run's unfinished
+//! set is continued.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};

@@ -9,12 +9,15 @@
 //! manifest gives for it.
 //!
 //! Resume: each file stored for a set not yet published is noted with its
-//! size and SHA1 in a journal in the archive's cache ([`JOURNAL`]; removed
-//! when it lists nothing). A volume or signature whose name is on the
-//! backend with the size and SHA1 the journal gives, both equal to this
-//! run's, is not sent again; so rerunning an interrupted upload (the same
-//! stream, or a stream packed again byte for byte) sends only what is
-//! missing. Without a cache there is no journal and everything is sent.
+//! size and SHA1 (and an encrypted file's plaintext SHA-256) in a journal in
+//! the archive's cache ([`JOURNAL`]; removed when it lists nothing). A
+//! volume or signature whose name is on the backend with the size and SHA1
+//! the journal gives, both equal to this run's, is not sent again; so
+//! rerunning an interrupted upload on the same stream sends only what is
+//! missing. A backup packed again with `dup-pack --resume` sends `stored`
+//! records for what it found unchanged, which are checked against the
+//! backend and the journal. Without a cache there is no journal and
+//! everything is sent.
 //!
 //! Failure: if the input breaks before a set's manifest, the files this run
 //! stored since the last manifest are removed again, leaving the backend as
