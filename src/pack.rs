@@ -614,3 +614,58 @@ impl<W: Write> Pack<'_, W> {
         Ok((self.out.finish()?, stats))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noted(name: String, sha1: char, plain: Option<char>) -> put::Journaled {
+        put::Journaled {
+            name,
+            size: 10,
+            sha1: sha1.to_string().repeat(40),
+            plain: plain.map(|c| c.to_string().repeat(64)),
+        }
+    }
+
+    #[test]
+    fn resume_picks_the_unfinished_set_of_the_same_kind() {
+        let n = Naming::default();
+        let (t1, t2, t3) = (1_700_000_000, 1_700_000_100, 1_700_000_200);
+        let r = Resume {
+            stored: vec![
+                noted(n.name(FileKind::FullVolume(1), t1, t1, Suffix::Gpg, false), 'a', Some('1')),
+                noted(n.name(FileKind::IncVolume(1), t1, t2, Suffix::Gpg, false), 'b', Some('2')),
+                noted(n.name(FileKind::IncVolume(1), t2, t3, Suffix::Gzip, false), 'c', None),
+            ],
+        };
+        assert_eq!(r.time(&n, None), Some(t1), "a full continues the unfinished full");
+        assert_eq!(r.time(&n, Some(t1)), Some(t2), "an incremental from T1 continues T1 → T2");
+        assert_eq!(r.time(&n, Some(t2)), Some(t3));
+        assert_eq!(r.time(&n, Some(t3)), None, "nothing unfinished extends T3");
+        assert_eq!(Resume::default().time(&n, None), None);
+    }
+
+    #[test]
+    fn resume_matches_content_not_just_names() {
+        let n = Naming::default();
+        let t = 1_700_000_000;
+        let (gpg, gz) = (
+            n.name(FileKind::FullVolume(1), t, t, Suffix::Gpg, false),
+            n.name(FileKind::FullVolume(2), t, t, Suffix::Gzip, false),
+        );
+        let r = Resume { stored: vec![noted(gpg.clone(), 'a', Some('1')), noted(gz.clone(), 'b', None)] };
+        let (sha_a, sha_b) = ("a".repeat(40), "b".repeat(40));
+        // Encrypted: the plaintext decides; the manifest gets the stored SHA1.
+        let found = r.find(&gpg, &"f".repeat(40), Some(&"1".repeat(64))).unwrap();
+        assert_eq!((found.size, found.sha1), (10, sha_a));
+        assert!(r.find(&gpg, &"f".repeat(40), Some(&"2".repeat(64))).is_none(), "other plaintext");
+        // Plain: the stored bytes decide.
+        assert!(r.find(&gz, &sha_b, None).is_some());
+        assert!(r.find(&gz, &"f".repeat(40), None).is_none(), "other bytes");
+        // An encrypted file never matches an entry without a plaintext hash.
+        let r2 = Resume { stored: vec![noted(gpg.clone(), 'a', None)] };
+        assert!(r2.find(&gpg, &"a".repeat(40), Some(&"1".repeat(64))).is_none());
+        assert!(r.find("duplicity-full.x.vol9.difftar.gz", &sha_b, None).is_none(), "other name");
+    }
+}
