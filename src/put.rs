@@ -481,7 +481,10 @@ impl Feed<'_, '_> {
                  no longer has it so",
                 s.size, s.sha1
             ))
-            .hint("run the backup again: the file is then packed and sent again"));
+            .hint(
+                "dup-pack --resume and dup-put must use the same cache (--archive-dir, --name); with the same \
+                 cache, running the backup again packs and sends the file again",
+            ));
         }
         self.handled.insert(name.to_string(), s.sha1);
         let mut st = self.put.lock();

@@ -111,24 +111,14 @@ fn two_jobs_at_once_then_list_and_increment() {
     }
 }
 
-/// A backup interrupted by SIGKILL after three volumes (the binaries'
-/// pipeline, gzip volumes), then `api::backup` of the same tree: it takes the
-/// unfinished set's time and does not send the stored volumes again.
-#[test]
-fn backup_resumes_an_interrupted_set() {
+/// Runs `pipeline` (bash, the dup binaries on PATH) with its output to
+/// dup-put stalled for good at the fourth file record, and SIGKILLs it once
+/// dup-put has journaled three files.
+fn interrupt_after_three_volumes(pipeline: &str, put: &str, journal: &std::path::Path) {
     use std::os::unix::process::CommandExt;
-    let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("big.bin"), random_bytes(41, 5 << 20)).unwrap();
-    std::fs::write(src.join("small"), b"small\n").unwrap();
-    let (arch, cache) = (t.path().join("arch"), t.path().join("cache"));
-    let url = format!("file://{}", arch.display());
-    let (u, c) = (q(&url), format!("--archive-dir {}", q(&cache)));
     let stalled = format!(
-        "set -o pipefail; dup-scan {} | dup-delta | dup-pack --no-encryption --volsize 1 --json | \
-         awk '/^{{\"kind\":\"file\"/{{n++}} n==4{{system(\"sleep 600\")}} {{print; fflush()}}' | dup-put {c} {u}",
-        q(&src)
+        "set -o pipefail; {pipeline} | \
+         awk '/^{{\"kind\":\"file\"/{{n++}} n==4{{system(\"sleep 600\")}} {{print; fflush()}}' | {put}"
     );
     let mut child = std::process::Command::new("bash")
         .args(["-c", &stalled])
@@ -138,13 +128,35 @@ fn backup_resumes_an_interrupted_set() {
         .process_group(0)
         .spawn()
         .unwrap();
-    let journal = cache.join(dup::cache::backup_name(&url)).join(dup::put::JOURNAL);
     let start = std::time::Instant::now();
-    while !std::fs::read_to_string(&journal).is_ok_and(|j| j.lines().count() >= 3) {
+    while !std::fs::read_to_string(journal).is_ok_and(|j| j.lines().count() >= 3) {
         assert!(start.elapsed().as_secs() < 60, "three volumes were not stored");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     kill_group(&mut child);
+}
+
+/// A backup interrupted by SIGKILL after three volumes (the binaries'
+/// pipeline, gzip volumes), then `api::backup` of the same tree: it takes the
+/// unfinished set's time and does not send the stored volumes again; the
+/// same for an incremental.
+#[test]
+fn backup_resumes_an_interrupted_set() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("big.bin"), random_bytes(41, 5 << 20)).unwrap();
+    std::fs::write(src.join("small"), b"small\n").unwrap();
+    let (arch, cache) = (t.path().join("arch"), t.path().join("cache"));
+    let url = format!("file://{}", arch.display());
+    let (u, c) = (q(&url), format!("--archive-dir {}", q(&cache)));
+    let journal = cache.join(dup::cache::backup_name(&url)).join(dup::put::JOURNAL);
+    let pack = "dup-pack --no-encryption --volsize 1 --json";
+    interrupt_after_three_volumes(
+        &format!("dup-scan {} | dup-delta | {pack}", q(&src)),
+        &format!("dup-put {c} {u}"),
+        &journal,
+    );
     let first = std::fs::read_dir(&arch).unwrap().next().unwrap().unwrap().file_name();
     let time = first.to_str().unwrap().split('.').nth(1).unwrap().to_string();
 
@@ -154,6 +166,28 @@ fn backup_resumes_an_interrupted_set() {
     assert_eq!(dup::dupfmt::time::to_compact(r.time), time, "the unfinished set's time");
     assert_eq!(r.stored.skipped, 3, "{:?}", r.stored);
     assert!(!journal.exists());
+
+    // An incremental (big.bin rewritten: five volumes of deltas), interrupted.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(src.join("big.bin"), random_bytes(42, 5 << 20)).unwrap();
+    let basis = format!("--basis <(dup-sig {c} --archive {u})");
+    interrupt_after_three_volumes(
+        &format!("dup-scan {} | dup-delta {basis} | {pack}", q(&src)),
+        &format!("dup-put {c} {u}"),
+        &journal,
+    );
+    let inc: Vec<String> = std::fs::read_dir(&arch)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("duplicity-inc."))
+        .collect();
+    assert_eq!(inc.len(), 3, "{inc:?}");
+    let t2 = inc[0].split(".to.").nth(1).unwrap().split('.').next().unwrap().to_string();
+    o.mode = BackupMode::Incremental;
+    let r = api::backup(&o, &|_: Event| {}).unwrap();
+    assert!(!r.full);
+    assert_eq!(dup::dupfmt::time::to_compact(r.time), t2, "the unfinished incremental's time");
+    assert_eq!(r.stored.skipped, 3, "{:?}", r.stored);
     let out = t.path().join("out");
     sh_ok(t.path(), &format!("dup-get {c} {u} {}", q(&out)));
     assert_same_tree(&src, &out);
