@@ -26,6 +26,7 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 
 use sequoia_openpgp as openpgp;
 
+use openpgp::cert::amalgamation::key::ValidErasedKeyAmalgamation;
 use openpgp::cert::{Cert, CertParser};
 use openpgp::crypto::{KeyPair, Password, SessionKey};
 use openpgp::packet::{Key, PKESK, Packet, SKESK, Tag, key};
@@ -278,17 +279,7 @@ impl Keys {
                 opts.encrypt_keys.iter().map(|s| (s, false)).chain(opts.hidden_encrypt_keys.iter().map(|s| (s, true)))
             {
                 for cert in keys.find(spec, &file_certs, false)?.0 {
-                    if cert
-                        .keys()
-                        .with_policy(policy(), None)
-                        .supported()
-                        .alive()
-                        .revoked(false)
-                        .for_storage_encryption()
-                        .for_transport_encryption()
-                        .next()
-                        .is_none()
-                    {
+                    if encryption_subkeys(&cert).next().is_none() {
                         return Err(Error::usage(format!(
                             "the key {} for '{spec}' has no usable encryption key (expired, revoked or sign-only?)",
                             label(&cert)
@@ -1093,19 +1084,23 @@ pub fn encryptor_with_level<'a, W: Write + Send + 'static>(
     Ok(EncryptWriter { inner: Some(plain), par, out, head, head_size: None, bytes_in: 0 })
 }
 
+/// A certificate's keys that may encrypt (valid now, supported, not revoked),
+/// as gpg picks them.
+fn encryption_subkeys(cert: &Cert) -> impl Iterator<Item = ValidErasedKeyAmalgamation<'_, key::PublicParts>> {
+    cert.keys()
+        .with_policy(policy(), None)
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_storage_encryption()
+        .for_transport_encryption()
+}
+
 /// The encryption keys of the recipients, hidden ones without their key ID.
 fn recipients(k: &Inner) -> Result<Vec<Recipient<'_>>> {
     let mut out = Vec::new();
     for (cert, hidden) in &k.recipients {
-        for ka in cert
-            .keys()
-            .with_policy(policy(), None)
-            .supported()
-            .alive()
-            .revoked(false)
-            .for_storage_encryption()
-            .for_transport_encryption()
-        {
+        for ka in encryption_subkeys(cert) {
             let r = Recipient::from(ka);
             out.push(if *hidden { r.set_key_handle(None).map_err(pgp_setup)? } else { r });
         }

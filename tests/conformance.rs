@@ -377,17 +377,25 @@ impl Suite {
         assert_eq!(after, left, "cleanup removed only the unfinished set");
     }
 
+    /// For a resume step: a source of 6 MiB of random data (`seed`) and a
+    /// small file in `dir`, the archive `base/sub`, a cache in `dir`; and
+    /// the URL and cache option quoted for the shell.
+    fn resume_setup(&self, dir: &Path, seed: u64, sub: &str) -> (PathBuf, String, PathBuf, String, String) {
+        let src = dir.join("src");
+        fs::create_dir_all(src.join("d")).unwrap();
+        fs::write(src.join("big.bin"), random_bytes(seed, 6 << 20)).unwrap();
+        fs::write(src.join("d/small.txt"), b"small\n").unwrap();
+        let url = format!("{}/{sub}", self.base);
+        let cache = dir.join("cache");
+        let (u, c) = (q(&url), format!("--archive-dir {}", q(&cache)));
+        (src, url, cache, u, c)
+    }
+
     /// A dup-put killed (SIGKILL) half-way, then run again on the same stream.
     fn resume(&self) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let src = dir.join("src");
-        fs::create_dir_all(src.join("d")).unwrap();
-        fs::write(src.join("big.bin"), random_bytes(21, 6 << 20)).unwrap();
-        fs::write(src.join("d/small.txt"), b"small\n").unwrap();
-        let url = format!("{}/resume", self.base);
-        let (u, cache) = (q(&url), dir.join("cache"));
-        let c = format!("--archive-dir {}", q(&cache));
+        let (src, url, cache, u, c) = self.resume_setup(dir, 21, "resume");
         // JSON Lines, so the stream can be cut between two files.
         let stream = dir.join("stream.jsonl");
         sh_ok(
@@ -501,13 +509,7 @@ impl Suite {
         use std::os::unix::process::CommandExt;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let src = dir.join("src");
-        fs::create_dir_all(src.join("d")).unwrap();
-        fs::write(src.join("big.bin"), random_bytes(22, 6 << 20)).unwrap();
-        fs::write(src.join("d/small.txt"), b"small\n").unwrap();
-        let url = format!("{}/resume-pipeline", self.base);
-        let (u, cache) = (q(&url), dir.join("cache"));
-        let c = format!("--archive-dir {}", q(&cache));
+        let (src, url, cache, u, c) = self.resume_setup(dir, 22, "resume-pipeline");
         let pipeline = |throttle: &str, put: &str| {
             format!(
                 "set -o pipefail; dup-scan {} | dup-delta | dup-pack {c} --resume {u} --volsize 1 --json {throttle}| \
