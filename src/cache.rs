@@ -30,8 +30,7 @@ pub fn default_archive_dir() -> PathBuf {
 
 /// duplicity's backup name for a URL: the MD5 of the URL exactly as given.
 pub fn backup_name(url: &str) -> String {
-    let d = Md5::digest(url.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    crate::dupfmt::hex(&Md5::digest(url.as_bytes()))
 }
 
 /// Held while a process changes the archive; released on drop.

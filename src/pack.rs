@@ -17,6 +17,7 @@ use sha2::{Digest as _, Sha256};
 use crate::cache::Cache;
 pub use crate::crypto::DEFAULT_LEVEL;
 use crate::crypto::{self, Keys};
+use crate::dupfmt::hex;
 use crate::dupfmt::manifest::{self, Change, FileChange, VolumeInfo};
 use crate::dupfmt::names::{FileKind, Naming, Suffix};
 use crate::dupfmt::tar::{self as dtar, EntryType, Meta};
@@ -257,10 +258,6 @@ fn encrypt(keys: &Keys, plain: &mut Spool, level: u32) -> Result<(Sink, Option<S
     io::copy(&mut plain.reader().map_err(|e| Error::io("reading back", e))?, &mut w)
         .map_err(|e| crate::record::content_error("encrypting", e))?;
     w.finish()
-}
-
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A volume whose input is complete, finishing (compression, encryption)

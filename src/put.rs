@@ -622,7 +622,7 @@ impl Write for Hashing {
 
 impl Hashing {
     fn finish(self) -> (Spool, String) {
-        (self.spool, self.sha1.finalize().iter().map(|b| format!("{b:02x}")).collect())
+        (self.spool, crate::dupfmt::hex(&self.sha1.finalize()))
     }
 }
 
@@ -732,7 +732,7 @@ mod tests {
     }
 
     fn sha1(data: &[u8]) -> String {
-        Sha1::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+        crate::dupfmt::hex(&Sha1::digest(data))
     }
 
     /// A full set of `n` volumes: (name, role, content) in dup-pack's order.

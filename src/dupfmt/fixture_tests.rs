@@ -192,7 +192,7 @@ fn duplicity_archive_round_trip() {
         for (n, vol_name) in &set.volumes {
             let info = &m.volumes[n];
             let stored = std::fs::read(target.join(vol_name)).unwrap();
-            let sha1: String = Sha1::digest(&stored).iter().map(|b| format!("{b:02x}")).collect();
+            let sha1: String = super::hex(&Sha1::digest(&stored));
             assert_eq!(info.best_hash(), Some(("SHA1", sha1.as_str())), "{vol_name}");
 
             // Volumes: our writer reproduces the decompressed tar exactly.

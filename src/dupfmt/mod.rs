@@ -19,3 +19,9 @@ pub mod time;
 
 #[cfg(test)]
 mod fixture_tests;
+
+/// A digest as duplicity writes it (manifest hashes, cache names):
+/// lowercase hex.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -464,12 +464,11 @@ impl Hasher {
     }
 
     fn hex(self) -> Option<String> {
-        let d: Vec<u8> = match self {
-            Hasher::Sha1(h) => h.finalize().to_vec(),
-            Hasher::Md5(h) => h.finalize().to_vec(),
-            Hasher::Unknown => return None,
-        };
-        Some(d.iter().map(|b| format!("{b:02x}")).collect())
+        match self {
+            Hasher::Sha1(h) => Some(crate::dupfmt::hex(&h.finalize())),
+            Hasher::Md5(h) => Some(crate::dupfmt::hex(&h.finalize())),
+            Hasher::Unknown => None,
+        }
     }
 }
 
