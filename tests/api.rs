@@ -111,31 +111,6 @@ fn two_jobs_at_once_then_list_and_increment() {
     }
 }
 
-/// Runs `pipeline` (bash, the dup binaries on PATH) with its output to
-/// dup-put stalled for good at the fourth file record, and SIGKILLs it once
-/// dup-put has journaled three files.
-fn interrupt_after_three_volumes(pipeline: &str, put: &str, journal: &std::path::Path) {
-    use std::os::unix::process::CommandExt;
-    let stalled = format!(
-        "set -o pipefail; {pipeline} | \
-         awk '/^{{\"kind\":\"file\"/{{n++}} n==4{{system(\"sleep 600\")}} {{print; fflush()}}' | {put}"
-    );
-    let mut child = std::process::Command::new("bash")
-        .args(["-c", &stalled])
-        .env("PATH", format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while !std::fs::read_to_string(journal).is_ok_and(|j| j.lines().count() >= 3) {
-        assert!(start.elapsed().as_secs() < 60, "three volumes were not stored");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    kill_group(&mut child);
-}
-
 /// A backup interrupted by SIGKILL after three volumes (the binaries'
 /// pipeline, gzip volumes), then `api::backup` of the same tree: it takes the
 /// unfinished set's time and does not send the stored volumes again; the
@@ -153,6 +128,8 @@ fn backup_resumes_an_interrupted_set() {
     let journal = cache.join(dup::cache::backup_name(&url)).join(dup::put::JOURNAL);
     let pack = "dup-pack --no-encryption --volsize 1 --json";
     interrupt_after_three_volumes(
+        t.path(),
+        &[],
         &format!("dup-scan {} | dup-delta | {pack}", q(&src)),
         &format!("dup-put {c} {u}"),
         &journal,
@@ -172,6 +149,8 @@ fn backup_resumes_an_interrupted_set() {
     std::fs::write(src.join("big.bin"), random_bytes(42, 5 << 20)).unwrap();
     let basis = format!("--basis <(dup-sig {c} --archive {u})");
     interrupt_after_three_volumes(
+        t.path(),
+        &[],
         &format!("dup-scan {} | dup-delta {basis} | {pack}", q(&src)),
         &format!("dup-put {c} {u}"),
         &journal,

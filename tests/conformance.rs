@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{assert_same_tree, bin_dir, hard_tree, kill_group, q, random_bytes, sh, sh_ok};
+use common::{assert_same_tree, bin_dir, hard_tree, interrupt_after_three_volumes, q, random_bytes, sh, sh_ok};
 use dup::storage::{Storage, TEMP_PREFIX};
 
 fn var(name: &str) -> Option<String> {
@@ -473,14 +473,7 @@ impl Suite {
 
         // Exactly the files stored before the kill were skipped; nothing
         // else was; the skipped ones were not written again.
-        let evs = json_lines(&fs::read(&events).unwrap(), "");
-        let by = |action: &str| -> BTreeMap<String, u64> {
-            evs.iter()
-                .filter(|e| e["event"] == "file" && e["action"] == action)
-                .map(|e| (e["name"].as_str().unwrap().to_string(), e["bytes"].as_u64().unwrap()))
-                .collect()
-        };
-        let (skipped, stored) = (by("skipped"), by("stored"));
+        let (skipped, stored) = file_events(&events);
         assert_eq!(skipped, before, "skipped what the killed run had stored");
         assert_eq!(stored.len(), file_lines.len() - before.len(), "{stored:?}");
         assert!(stored.keys().all(|n| !before.contains_key(n)), "{stored:?}");
@@ -506,27 +499,14 @@ impl Suite {
     /// sends `stored` records for the volumes it packs again to the same
     /// plaintext, so only the rest goes over the wire.
     fn resume_pipeline(&self) {
-        use std::os::unix::process::CommandExt;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let (src, url, cache, u, c) = self.resume_setup(dir, 22, "resume-pipeline");
-        let pipeline = |throttle: &str, put: &str| {
-            format!(
-                "set -o pipefail; dup-scan {} | dup-delta | dup-pack {c} --resume {u} --volsize 1 --json {throttle}| \
-                 dup-put {c} {put} {u}",
-                q(&src)
-            )
-        };
-        // Stops the stream at the fourth file record, for good.
-        let stall = r#"| awk '/^\{"kind":"file"/{n++} n==4{system("sleep 600")} {print; fflush()}' "#;
+        let pack = format!("dup-scan {} | dup-delta | dup-pack {c} --resume {u} --volsize 1 --json", q(&src));
+        let pass = [("PASSPHRASE", "resume-pass")];
         let t = Instant::now();
-        let mut run = Command::new("bash");
-        run.args(["-c", &pipeline(stall, "")]).current_dir(dir).env("PASSPHRASE", "resume-pass").process_group(0);
-        run.env("PATH", format!("{}:{}", bin_dir().display(), var("PATH").unwrap_or_default()));
-        let mut child = run.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let journal = cache.join(dup::cache::backup_name(&url)).join(dup::put::JOURNAL);
-        wait_for(Duration::from_secs(60), || fs::read_to_string(&journal).is_ok_and(|j| j.lines().count() >= 3));
-        kill_group(&mut child);
+        interrupt_after_three_volumes(dir, &pass, &pack, &format!("dup-put {c} {u}"), &journal);
         self.say("pipeline killed after 3 volumes", t);
         let before = Self::files(&url);
         assert_eq!(before.len(), 3, "{before:?}");
@@ -537,23 +517,9 @@ impl Suite {
         // The same command again, a few seconds later.
         let t = Instant::now();
         let events = dir.join("events.jsonl");
-        let out = Command::new("bash")
-            .args(["-c", &pipeline("", &format!("--log-fd 3 3> {}", q(&events)))])
-            .current_dir(dir)
-            .env("PASSPHRASE", "resume-pass")
-            .env("PATH", format!("{}:{}", bin_dir().display(), var("PATH").unwrap_or_default()))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        sh_ok(dir, &format!("export PASSPHRASE=resume-pass; {pack} | dup-put {c} --log-fd 3 {u} 3> {}", q(&events)));
         self.say("resumed", t);
-        let evs = json_lines(&fs::read(&events).unwrap(), "");
-        let by = |action: &str| -> BTreeMap<String, u64> {
-            evs.iter()
-                .filter(|e| e["event"] == "file" && e["action"] == action)
-                .map(|e| (e["name"].as_str().unwrap().to_string(), e["bytes"].as_u64().unwrap()))
-                .collect()
-        };
-        let (skipped, stored) = (by("skipped"), by("stored"));
+        let (skipped, stored) = file_events(&events);
         assert_eq!(skipped, before, "the volumes stored before the kill were not sent again");
         let after = Self::files(&url);
         assert!(stored.keys().all(|n| !before.contains_key(n) && after.contains_key(n)), "{stored:?}");
@@ -582,6 +548,19 @@ impl Suite {
         let m = fs::metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         (m.size(), m.ino(), m.mtime_nsec() + m.mtime() * 1_000_000_000)
     }
+}
+
+/// dup-put's progress events in the file `events` (--log-fd): the files
+/// it skipped and those it stored, with their bytes.
+fn file_events(events: &Path) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let evs = json_lines(&fs::read(events).unwrap(), "");
+    let by = |action: &str| -> BTreeMap<String, u64> {
+        evs.iter()
+            .filter(|e| e["event"] == "file" && e["action"] == action)
+            .map(|e| (e["name"].as_str().unwrap().to_string(), e["bytes"].as_u64().unwrap()))
+            .collect()
+    };
+    (by("skipped"), by("stored"))
 }
 
 /// The JSON Lines of `out` whose `kind` is `kind` (all lines when empty).

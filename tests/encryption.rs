@@ -262,33 +262,15 @@ fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Edits of the source between two backups (as tests/compat.rs does): in a
-/// large file, an append, a new, a deleted and a replaced item, a chmod.
+/// The shared edits of the source between two backups (common::mutate);
+/// the second incremental takes its rounds 2 and 3, so that it also has
+/// the chmod and the removed hard link. Then a new second: set times are
+/// whole seconds and must increase.
 fn mutate(src: &Path, round: u64) {
-    let big = src.join("big.bin");
-    let mut data = fs::read(&big).unwrap();
-    let at = (round as usize * 700_001) % (data.len() - 5000);
-    data[at..at + 4096].copy_from_slice(&random_bytes(100 + round, 4096));
-    data.extend_from_slice(&random_bytes(200 + round, 10_000));
-    fs::write(&big, data).unwrap();
-    fs::write(src.join("a.txt"), format!("hello world, round {round}\n")).unwrap();
-    if round == 1 {
-        fs::remove_file(src.join("dir1/nested/deep.txt")).unwrap();
-        fs::remove_dir(src.join("dir1/nested")).unwrap();
-        fs::write(src.join("new.txt"), b"new\n").unwrap();
-        fs::remove_dir(src.join("emptydir")).unwrap();
-        fs::write(src.join("emptydir"), b"now a file\n").unwrap();
-    } else {
-        use std::os::unix::fs::PermissionsExt;
-        fs::remove_file(src.join("link")).unwrap();
-        fs::write(src.join("link"), b"was a symlink\n").unwrap();
-        let m = fs::read(src.join("medium.bin")).unwrap();
-        fs::write(src.join("medium.bin"), &m[..1234]).unwrap();
-        fs::set_permissions(src.join("exact64k.bin"), fs::Permissions::from_mode(0o600)).unwrap();
-        fs::remove_file(src.join("hard2")).unwrap();
+    let rounds = if round == 2 { 2..=3 } else { round..=round };
+    for r in rounds {
+        common::mutate(src, r);
     }
-    set_all_mtimes(src, 1_704_164_645 + 1000 * round as i64);
-    // Set times are whole seconds and must increase.
     std::thread::sleep(Duration::from_millis(1100));
 }
 
@@ -1035,7 +1017,6 @@ fn public_key_only_backup_host() {
 #[test]
 fn interrupted_encrypted_full_resumed_by_the_wrapper_restored_by_duplicity() {
     use std::os::unix::fs::MetadataExt;
-    use std::os::unix::process::CommandExt;
     if !have_all("interrupted_encrypted_full_resumed_by_the_wrapper_restored_by_duplicity", true) {
         return;
     }
@@ -1045,31 +1026,16 @@ fn interrupted_encrypted_full_resumed_by_the_wrapper_restored_by_duplicity() {
     hard_tree(&src);
     fs::write(src.join("big-random.bin"), random_bytes(31, 5 << 20)).unwrap();
     let (u, c) = (q(w.url("arch")), format!("--archive-dir {}", q(w.p("c"))));
-    // The wrapper's pipeline, stalled for good at the fourth file record.
-    let stalled = format!(
-        "set -o pipefail; export PASSPHRASE={}; dup-scan {} | dup-delta | \
-         dup-pack --volsize 1 --json --resume {u} {c} | \
-         awk '/^{{\"kind\":\"file\"/{{n++}} n==4{{system(\"sleep 600\")}} {{print; fflush()}}' | dup-put {c} {u}",
-        q(PASS),
-        q(&src)
-    );
-    let mut child = Command::new("bash")
-        .args(["-c", &stalled])
-        .current_dir(w.p(""))
-        .env("PATH", format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default()))
-        .env("TMPDIR", w.p("tmp"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    // The wrapper's pipeline, interrupted after three volumes.
     let journal = w.p("c").join(dup::cache::backup_name(&w.url("arch"))).join(dup::put::JOURNAL);
-    let t = std::time::Instant::now();
-    while !fs::read_to_string(&journal).is_ok_and(|j| j.lines().count() >= 3) {
-        assert!(t.elapsed() < Duration::from_secs(60), "no three volumes: {:?}", names(&w.p("arch")));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    kill_group(&mut child);
+    let tmpdir = w.p("tmp");
+    interrupt_after_three_volumes(
+        &w.p(""),
+        &[("PASSPHRASE", PASS), ("TMPDIR", tmpdir.to_str().unwrap())],
+        &format!("dup-scan {} | dup-delta | dup-pack --volsize 1 --json --resume {u} {c}", q(&src)),
+        &format!("dup-put {c} {u}"),
+        &journal,
+    );
     let before: Vec<(String, u64, i64)> = names(&w.p("arch"))
         .into_iter()
         .map(|n| {

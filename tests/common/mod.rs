@@ -252,3 +252,76 @@ pub fn kill_group(child: &mut std::process::Child) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// Runs `producer | (stalled) | consumer` in bash in `cwd` (the dup binaries
+/// first on PATH, `envs` set), the stream stopped for good at its fourth
+/// `file` record (JSON Lines: dup-pack --json), and SIGKILLs the whole
+/// pipeline once dup-put has journaled three files in `journal`: an
+/// interrupted backup with three volumes stored.
+pub fn interrupt_after_three_volumes(
+    cwd: &Path,
+    envs: &[(&str, &str)],
+    producer: &str,
+    consumer: &str,
+    journal: &Path,
+) {
+    use std::os::unix::process::CommandExt;
+    let stalled = format!(
+        "set -o pipefail; {producer} | \
+         awk '/^{{\"kind\":\"file\"/{{n++}} n==4{{system(\"sleep 600\")}} {{print; fflush()}}' | {consumer}"
+    );
+    let mut child = Command::new("bash")
+        .args(["-c", &stalled])
+        .current_dir(cwd)
+        .env("PATH", format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default()))
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(journal).is_ok_and(|j| j.lines().count() >= 3) {
+        assert!(start.elapsed().as_secs() < 60, "three volumes were not stored");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    kill_group(&mut child);
+}
+
+/// Edits between runs: inside a large file, an append, a truncation, a
+/// deletion, a new file, a file replaced by a directory, a symlink replaced
+/// by a file, a chmod.
+pub fn mutate(src: &Path, round: u64) {
+    let big = src.join("big.bin");
+    let mut data = fs::read(&big).unwrap();
+    let at = (round as usize * 700_001) % (data.len() - 5000);
+    data[at..at + 4096].copy_from_slice(&random_bytes(100 + round, 4096));
+    data.extend_from_slice(&random_bytes(200 + round, 10_000));
+    fs::write(&big, data).unwrap();
+    fs::write(src.join("a.txt"), format!("hello world, round {round}\n")).unwrap();
+    match round {
+        1 => {
+            fs::remove_file(src.join("dir1/nested/deep.txt")).unwrap();
+            fs::remove_dir(src.join("dir1/nested")).unwrap();
+            fs::write(src.join("new.txt"), b"new\n").unwrap();
+            fs::remove_dir(src.join("emptydir")).unwrap();
+            fs::write(src.join("emptydir"), b"now a file\n").unwrap();
+        }
+        2 => {
+            fs::remove_file(src.join("link")).unwrap();
+            fs::write(src.join("link"), b"was a symlink\n").unwrap();
+            let m = fs::read(src.join("medium.bin")).unwrap();
+            fs::write(src.join("medium.bin"), &m[..1234]).unwrap();
+            fs::remove_file(src.join("new.txt")).unwrap();
+            fs::create_dir(src.join("new.txt")).unwrap();
+        }
+        3 => {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(src.join("exact64k.bin"), fs::Permissions::from_mode(0o600)).unwrap();
+            fs::remove_file(src.join("hard2")).unwrap();
+        }
+        _ => fs::write(src.join(format!("round{round}.txt")), b"later\n").unwrap(),
+    }
+    // Every change at a new whole second, so change detection sees it.
+    set_all_mtimes(src, 1_704_164_645 + 1000 * round as i64);
+}
