@@ -5,8 +5,9 @@ use std::io::BufReader;
 use argh::FromArgs;
 use dup::cli::{self, OsArg, Status};
 use dup::error::{Context, Result};
+use dup::progress;
 use dup::record::{Encoding, Reader, Writer};
-use dup::{delta, progress};
+use dup::stage::delta;
 
 /// Read entries (from dup-scan) or snapshots (from dup-get --stream) on
 /// standard input, join them with a basis signature stream (from dup-sig; none
@@ -22,7 +23,7 @@ struct Args {
     #[argh(option)]
     source: Option<OsArg>,
     /// largest librsync block size (duplicity's --max-blocksize; default 2048)
-    #[argh(option, default = "dup::rsync::DEFAULT_MAX_BLOCK")]
+    #[argh(option, default = "dup::dupfmt::rsync::DEFAULT_MAX_BLOCK")]
     max_blocksize: u32,
     /// write JSON Lines instead of CBOR
     #[argh(switch)]

@@ -8,7 +8,7 @@ use dup::dupfmt::time;
 use dup::error::{Error, Result};
 use dup::progress;
 use dup::record::Encoding;
-use dup::restore::{self, Action, Difference};
+use dup::stage::get::{self, Action, Difference};
 
 /// Restore the backup at URL as it was at a time (default: now) into DEST;
 /// or compare it with a local tree (--verify SRC); or write it on standard
@@ -107,7 +107,7 @@ fn run(args: &Args) -> Result<Status> {
     let progress = progress::for_cli(args.progress, args.log_fd)?;
     let keys =
         cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, args.sign_key.as_deref())?;
-    let opts = restore::Options {
+    let opts = get::Options {
         keys: Some(keys),
         url: args.url.clone(),
         time: args.time.as_deref().map(|t| time::parse_time(t, time::now())).transpose()?,
@@ -139,7 +139,7 @@ fn run(args: &Args) -> Result<Status> {
     } else {
         Action::Stream { out: &mut stream_out, encoding: Encoding::for_stdout(args.json) }
     };
-    let stats = restore::run(&opts, action, progress.as_ref())?;
+    let stats = get::run(&opts, action, progress.as_ref())?;
     out.flush().map_err(|e| Error::io("writing to standard output", e))?;
     if let Some(e) = write_error {
         return Err(e);

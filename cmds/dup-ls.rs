@@ -8,8 +8,9 @@ use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::time;
 use dup::error::{Error, Result};
 use dup::record::{self, Encoding, Record, StreamHead, StreamKind};
-use dup::retention::{self, Policy};
-use dup::sigstate::SigState;
+use dup::stage::ls::retention::{self, Policy};
+use dup::stage::ls::{status, table};
+use dup::stage::sig::SigState;
 
 /// List the backup sets of the archive at URL (collection status), or with
 /// --files the files present at a time, read from the signatures alone (no
@@ -112,10 +113,10 @@ fn check(args: &Args, url: &str) -> Result<Status> {
     if args.files || args.time.is_some() || policy(args)?.is_some() {
         return Err(Error::usage("--check takes no other command"));
     }
-    let c = dup::storage::test_connection(url)?;
+    let c = dup::io::storage::test_connection(url)?;
     if !args.json && (args.table || io::stdout().is_terminal()) {
         let mut out = cli::stdout();
-        put(&mut out, dup::table::check_line(&c).as_bytes())?;
+        put(&mut out, table::check_line(&c).as_bytes())?;
         out.flush().map_err(|e| Error::io("writing to standard output", e))?;
     } else {
         let mut w = cli::stdout_records(args.json, StreamKind::Listing, "dup-ls")?;
@@ -152,7 +153,7 @@ fn list(args: &Args, url: &str) -> Result<Status> {
         }
         if table {
             for r in &plan.deletes {
-                put(&mut out, dup::table::line(r, None).as_bytes())?;
+                put(&mut out, table::line(r, None).as_bytes())?;
             }
             out.flush().map_err(|e| Error::io("writing to standard output", e))?;
             return Ok(Status::Ok);
@@ -184,13 +185,13 @@ fn list(args: &Args, url: &str) -> Result<Status> {
         w.finish()?;
         return Ok(Status::Ok);
     }
-    let sets = dup::status::sets(&coll);
+    let sets = status::sets(&coll);
     if sets.is_empty() {
         return Err(Error::new(dup::Kind::NoBackup, format!("no backup sets found at {url}")));
     }
     if table {
         for s in &sets {
-            put(&mut out, dup::table::set_line(s).as_bytes())?;
+            put(&mut out, table::set_line(s).as_bytes())?;
         }
         for n in coll.local_orphaned_sigs.iter().chain(&coll.remote_orphaned_sigs) {
             put(&mut out, format!("orphaned signature file: {n}").as_bytes())?;
@@ -220,18 +221,18 @@ fn render(json: bool) -> Result<Status> {
     let mut out = BufWriter::new(io::stdout());
     let StreamHead { stream, producer, source, basis_time } = input.head().clone();
     let head = Record::Header { stream, version: record::VERSION, producer, source, basis_time };
-    put(&mut out, dup::table::line(&head, None).as_bytes())?;
+    put(&mut out, table::line(&head, None).as_bytes())?;
     let mut count = 1;
     while let Some(rec) = input.next_item()? {
         count += 1;
         let content = if rec.has_content() {
             let mut c = input.content();
-            let n = io::copy(&mut c, &mut io::sink()).map_err(|e| record::content_error("content", e))?;
+            let n = io::copy(&mut c, &mut io::sink()).map_err(|e| dup::error::content_error("content", e))?;
             Some(n)
         } else {
             None
         };
-        put(&mut out, dup::table::line(&rec, content).as_bytes())?;
+        put(&mut out, table::line(&rec, content).as_bytes())?;
     }
     put(&mut out, format!("# end, {count} records (chunks not counted)").as_bytes())?;
     out.flush().map_err(|e| Error::io("writing to standard output", e))?;

@@ -1,14 +1,15 @@
 //! dup-pack: cut a change stream into difftar volumes, the signature tar and the manifest.
 
 use argh::FromArgs;
-use dup::cache::Cache;
 use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::names::Naming;
 use dup::dupfmt::time;
 use dup::error::{Error, Kind, Result};
+use dup::io::cache::Cache;
+use dup::io::storage::Storage;
+use dup::progress;
 use dup::record::StreamKind;
-use dup::storage::Storage;
-use dup::{pack, progress};
+use dup::stage::pack;
 
 /// Read a change stream (from dup-delta) on standard input and write
 /// duplicity's archive files as file records: the difftar volumes as each is

@@ -1,12 +1,13 @@
 //! dup-put: store archive files on a backend (manifest last), or delete them.
 
 use argh::FromArgs;
-use dup::cache::Cache;
 use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::names::Naming;
 use dup::error::{Error, Result};
-use dup::storage::Storage;
-use dup::{progress, put};
+use dup::io::cache::Cache;
+use dup::io::storage::Storage;
+use dup::progress;
+use dup::stage::put;
 
 /// Read a stream of archive files (from dup-pack, or deletions selected by
 /// dup-ls) on standard input and apply it to the backend at URL: volumes are

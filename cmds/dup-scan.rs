@@ -5,8 +5,8 @@ use argh::FromArgs;
 use dup::cli::{self, OsArg, Status};
 use dup::error::Result;
 use dup::record::{Encoding, StreamKind, Writer};
-use dup::scan::{self, Source};
-use dup::select::{self, Selection};
+use dup::stage::scan::select::{self, Selection};
+use dup::stage::scan::{self, Source};
 
 /// Walk SRC and write an entry record for each item a duplicity 0.8 backup
 /// of SRC would hold (paths relative to SRC, the root as "."), in

@@ -7,9 +7,10 @@ use dup::archive::Archive;
 use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::time;
 use dup::error::{Error, Result};
+use dup::progress;
 use dup::record::{Encoding, StreamHead, StreamKind, Writer};
-use dup::sigstate::SigState;
-use dup::{delta, progress};
+use dup::stage::delta;
+use dup::stage::sig::SigState;
 
 /// Write a signature stream: with --archive, the combined signature state of
 /// that archive at a time (the full signature and the chain's new signatures,

@@ -4,7 +4,8 @@ use argh::FromArgs;
 use dup::archive::Archive;
 use dup::cli::{self, OsArg, Status};
 use dup::error::Result;
-use dup::{progress, sync};
+use dup::progress;
+use dup::stage::sync;
 
 /// Make the local metadata cache of the archive at URL agree with the
 /// backend, which is authoritative: copy in the manifests and signatures the

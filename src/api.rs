@@ -9,15 +9,17 @@ use std::path::PathBuf;
 
 use crate::archive::Archive;
 use crate::dupfmt::names::Naming;
+use crate::dupfmt::rsync;
 use crate::dupfmt::time;
 use crate::error::{Error, Kind, Result};
-use crate::pipe::{PipeReader, pipe};
+use crate::io::pipe::{PipeReader, pipe};
 use crate::progress::{Event, Progress};
 use crate::record::{Encoding, Entry, Reader, SetInfo, StreamKind, Writer};
-use crate::scan::{self, Source};
-use crate::select::{Opt, Selection};
-use crate::sigstate::SigState;
-use crate::{delta, pack, put, rsync, status, sync};
+use crate::stage::ls::status;
+use crate::stage::scan::select::{Opt, Selection};
+use crate::stage::scan::{self, Source};
+use crate::stage::sig::SigState;
+use crate::stage::{delta, pack, put, sync};
 
 /// Where an archive is and where its cache lives.
 #[derive(Debug, Clone, Default)]
@@ -253,6 +255,6 @@ pub fn files_at(archive: &ArchiveOptions, t: Option<i64>, mut each: impl FnMut(E
 /// Tests that the archive's backend answers: lists, writes, reads back and
 /// deletes a probe file. Says what went wrong (unreachable, authentication
 /// refused, permission denied, not found) instead of failing.
-pub fn test_connection(archive: &ArchiveOptions) -> Result<crate::storage::Check> {
-    crate::storage::test_connection(&archive.url)
+pub fn test_connection(archive: &ArchiveOptions) -> Result<crate::io::storage::Check> {
+    crate::io::storage::test_connection(&archive.url)
 }

@@ -7,12 +7,12 @@ use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
 
-use crate::cache::Cache;
 use crate::crypto::{self, Keys};
 use crate::dupfmt::collection::Collection;
 use crate::dupfmt::names::Naming;
 use crate::error::{Error, Kind, Result};
-use crate::storage::Storage;
+use crate::io::cache::Cache;
+use crate::io::storage::Storage;
 
 pub struct Archive {
     pub storage: Storage,

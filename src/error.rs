@@ -128,6 +128,13 @@ pub fn carried(e: std::io::Error) -> std::result::Result<Error, std::io::Error> 
     }
 }
 
+/// Converts an I/O error from a reader or writer that carries an [`Error`]
+/// (a record stream's content, a volume's compressor) back into that error,
+/// or else an I/O error on `what`.
+pub fn content_error(what: impl fmt::Display, e: std::io::Error) -> Error {
+    carried(e).unwrap_or_else(|e| Error::io(what, e))
+}
+
 /// Adds context to any fallible result.
 pub trait Context<T> {
     fn context(self, what: impl fmt::Display) -> Result<T>;

@@ -125,7 +125,7 @@ fn backup_resumes_an_interrupted_set() {
     let (arch, cache) = (t.path().join("arch"), t.path().join("cache"));
     let url = format!("file://{}", arch.display());
     let (u, c) = (q(&url), format!("--archive-dir {}", q(&cache)));
-    let journal = cache.join(dup::cache::backup_name(&url)).join(dup::put::JOURNAL);
+    let journal = cache.join(dup::io::cache::backup_name(&url)).join(dup::io::cache::journal::JOURNAL);
     let pack = "dup-pack --no-encryption --volsize 1 --json";
     interrupt_after_three_volumes(
         t.path(),

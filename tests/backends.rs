@@ -16,7 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 use common::{assert_same_tree, bin_dir, hard_tree, q, random_bytes};
-use dup::storage::{CheckStatus, Storage};
+use dup::io::storage::{CheckStatus, Storage};
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -222,7 +222,7 @@ fn dead(b: &Backend, url: &str, extra_env: &[(&str, &str)]) {
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("{}: dead backend {:.2} s:\n{err}", b.name, t.elapsed().as_secs_f64());
     assert_eq!(out.status.code(), Some(1), "{}: {err}", b.name);
-    let shown = dup::storage::redact(url);
+    let shown = dup::io::storage::redact(url);
     assert!(err.contains(&format!("dup-put: {shown}: ")) && err.contains("cannot connect"), "{}: {err}", b.name);
     assert!(err.contains("dup-put: hint: check that"), "{}: {err}", b.name);
     for (k, v) in &b2.env {
@@ -322,15 +322,15 @@ fn child_cases() {
                     Some(v) => v.clone(),
                     None => var(k),
                 };
-                let c =
-                    dup::storage::test_connection_with(url, &env).unwrap_or_else(|e| panic!("{line}: {}", e.message));
+                let c = dup::io::storage::test_connection_with(url, &env)
+                    .unwrap_or_else(|e| panic!("{line}: {}", e.message));
                 let want: CheckStatus = serde_json::from_value(serde_json::Value::String(status.into())).unwrap();
                 assert_eq!(c.status, want, "{line}: {c:?}");
                 assert_eq!(c.status.as_str(), status);
                 if want == CheckStatus::Ok {
                     assert_eq!(c.archive, want_archive, "{line}: {c:?}");
                     let s = Storage::open_with(url, &env).unwrap();
-                    assert!(s.list().unwrap().iter().all(|(n, _)| !n.starts_with(dup::storage::TEMP_PREFIX)));
+                    assert!(s.list().unwrap().iter().all(|(n, _)| !n.starts_with(dup::io::storage::TEMP_PREFIX)));
                 } else {
                     assert!(c.hint.is_some() && !c.message.is_empty(), "{line}: {c:?}");
                     assert!(c.clone().into_result().is_err());

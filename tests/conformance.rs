@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{assert_same_tree, bin_dir, hard_tree, interrupt_after_three_volumes, q, random_bytes, sh, sh_ok};
-use dup::storage::{Storage, TEMP_PREFIX};
+use dup::io::storage::{Storage, TEMP_PREFIX};
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -217,7 +217,7 @@ fn check_answers_with_exit_codes() {
         if *code == 0 {
             assert!(err.is_empty(), "{url}: {err}");
         } else {
-            let shown = dup::storage::redact(url);
+            let shown = dup::io::storage::redact(url);
             assert!(err.contains(&format!("dup-ls: {shown}: ")) && err.contains("dup-ls: hint: "), "{url}: {err}");
             assert!(checks[0]["hint"].is_string(), "{checks:?}");
         }
@@ -427,7 +427,7 @@ impl Suite {
         let mut input = put.stdin.take().unwrap();
         input.write_all(lines[..file_lines[3]].concat().as_bytes()).unwrap();
         input.flush().unwrap();
-        let journal = cache.join(dup::cache::backup_name(&url)).join(dup::put::JOURNAL);
+        let journal = cache.join(dup::io::cache::backup_name(&url)).join(dup::io::cache::journal::JOURNAL);
         wait_for(Duration::from_secs(30), || fs::read_to_string(&journal).is_ok_and(|j| j.lines().count() >= 3));
         put.kill().unwrap();
         put.wait().unwrap();
@@ -505,7 +505,7 @@ impl Suite {
         let pack = format!("dup-scan {} | dup-delta | dup-pack {c} --resume {u} --volsize 1 --json", q(&src));
         let pass = [("PASSPHRASE", "resume-pass")];
         let t = Instant::now();
-        let journal = cache.join(dup::cache::backup_name(&url)).join(dup::put::JOURNAL);
+        let journal = cache.join(dup::io::cache::backup_name(&url)).join(dup::io::cache::journal::JOURNAL);
         interrupt_after_three_volumes(dir, &pass, &pack, &format!("dup-put {c} {u}"), &journal);
         self.say("pipeline killed after 3 volumes", t);
         let before = Self::files(&url);

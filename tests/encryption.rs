@@ -1027,7 +1027,7 @@ fn interrupted_encrypted_full_resumed_by_the_wrapper_restored_by_duplicity() {
     fs::write(src.join("big-random.bin"), random_bytes(31, 5 << 20)).unwrap();
     let (u, c) = (q(w.url("arch")), format!("--archive-dir {}", q(w.p("c"))));
     // The wrapper's pipeline, interrupted after three volumes.
-    let journal = w.p("c").join(dup::cache::backup_name(&w.url("arch"))).join(dup::put::JOURNAL);
+    let journal = w.p("c").join(dup::io::cache::backup_name(&w.url("arch"))).join(dup::io::cache::journal::JOURNAL);
     let tmpdir = w.p("tmp");
     interrupt_after_three_volumes(
         &w.p(""),

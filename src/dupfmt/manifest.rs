@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::dupfmt::index;
 use crate::error::{Error, Result};
-use crate::index;
 
 /// A volume's entry: the first and last index it holds, with the chunk
 /// number when that entry is a multivol chunk other than the last one.

@@ -8,11 +8,15 @@
 //! * [`manifest`]: manifests, read and written byte-exact;
 //! * [`tar`]: a streaming tar writer byte-identical to CPython's pax
 //!   headers, entry-name conventions, and reading helpers;
-//! * [`tarstream`]: tar entries read ahead by a thread, for merging streams.
+//! * [`tarstream`]: tar entries read ahead by a thread, for merging streams;
+//! * [`rsync`]: librsync signatures, deltas and patches, streamed;
+//! * [`index`]: paths inside a backup and duplicity's order over them.
 
 pub mod collection;
+pub mod index;
 pub mod manifest;
 pub mod names;
+pub mod rsync;
 pub mod tar;
 pub mod tarstream;
 pub mod time;

@@ -6,8 +6,8 @@
 
 use std::io::{self, Read, Write};
 
+use crate::dupfmt::index;
 use crate::error::{Error, Kind, Result};
-use crate::index;
 use crate::record::{Entry, FileType, PathBytes};
 
 /// Size of a tar block.

@@ -19,8 +19,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::{Content, Reporter, Target, show};
+use crate::dupfmt::index;
 use crate::error::{Error, Kind, Result};
-use crate::index;
 use crate::record::{Entry, FileType};
 
 /// An open directory of the tree being written, with the metadata it gets

@@ -12,8 +12,8 @@ use flate2::read::GzEncoder;
 use crate::archive::Archive;
 use crate::dupfmt::names::{FileName, Naming, Suffix};
 use crate::error::{Error, Result};
+use crate::io::cache::cache_name;
 use crate::progress::{Event, Progress};
-use crate::put::cache_name;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {

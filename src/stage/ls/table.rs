@@ -113,7 +113,7 @@ pub fn set_line(s: &SetInfo) -> String {
 
 /// A connection test's answer: `check ok s3://b  (3 files, a backup)`, or
 /// what failed.
-pub fn check_line(c: &crate::storage::Check) -> String {
+pub fn check_line(c: &crate::io::storage::Check) -> String {
     if !c.is_ok() {
         return format!("{:<9} {:<10} {}: {}", "check", c.status.as_str(), c.url, c.message);
     }

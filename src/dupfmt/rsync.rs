@@ -1585,7 +1585,7 @@ mod tests {
         }
         let exe = std::env::current_exe().unwrap();
         let out = Command::new(exe)
-            .args(["--exact", "rsync::tests::memory_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "dupfmt::rsync::tests::memory_child", "--ignored", "--nocapture", "--test-threads=1"])
             .env("DUP_RSYNC_MEM_CHILD", "1")
             .output()
             .unwrap();

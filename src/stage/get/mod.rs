@@ -25,14 +25,14 @@ use std::path::PathBuf;
 
 use crate::archive::Archive;
 use crate::dupfmt::collection::BackupSet;
+use crate::dupfmt::index;
 use crate::dupfmt::manifest::Manifest;
 use crate::dupfmt::names::FileKind;
+use crate::dupfmt::rsync;
 use crate::dupfmt::tar::EntryType;
-use crate::error::{Error, Kind, Result};
-use crate::index;
+use crate::error::{Error, Kind, Result, content_error};
 use crate::progress::{Event, Progress};
-use crate::record::{Encoding, Entry, FileType, PathBytes, content_error};
-use crate::rsync;
+use crate::record::{Encoding, Entry, FileType, PathBytes};
 
 pub use verify::Difference;
 
@@ -48,7 +48,7 @@ pub struct Options {
     /// Only this path (relative to the backup root; a file or a directory).
     /// It becomes the restored root: the destination is that item itself.
     pub path: Option<Vec<u8>>,
-    /// Directory of the local metadata caches (see [`crate::cache::Cache::open`]).
+    /// Directory of the local metadata caches (see [`crate::io::cache::Cache::open`]).
     pub archive_dir: Option<PathBuf>,
     /// Name of this archive's cache (default: the MD5 of the URL).
     pub name: Option<String>,

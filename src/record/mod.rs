@@ -13,7 +13,7 @@ use std::io::{self, BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Kind, Result, content_error};
 
 /// Version of the record schema written by this build.
 pub const VERSION: u32 = 1;
@@ -259,7 +259,7 @@ pub enum Record {
     /// A backup set of an archive (dup-ls URL).
     Set(SetInfo),
     /// The answer of a connection test (dup-ls URL --check).
-    Check(crate::storage::Check),
+    Check(crate::io::storage::Check),
     /// Closes every stream; `records` counts the records before it, header included.
     End { records: u64 },
 }
@@ -698,13 +698,7 @@ fn io_to_stream(e: io::Error) -> Error {
     crate::error::carried(e).unwrap_or_else(|e| Error::stream(format!("reading content: {e}")))
 }
 
-/// Converts an I/O error from a [`ContentReader`] back into the stream error
-/// it carries (or an I/O error on `what`).
-pub fn content_error(what: impl fmt::Display, e: io::Error) -> Error {
-    crate::error::carried(e).unwrap_or_else(|e| Error::io(what, e))
-}
-
-/// See [`Reader::content`]. Errors carry an [`Error`] (see [`content_error`]).
+/// See [`Reader::content`]. Errors carry an [`Error`] (see [`crate::error::content_error`]).
 pub struct ContentReader<'a, R: BufRead> {
     r: &'a mut Reader<R>,
     buf: Vec<u8>,

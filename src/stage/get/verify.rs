@@ -11,10 +11,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{Content, Reporter, Target};
+use crate::dupfmt::index;
 use crate::dupfmt::time::to_compact;
-use crate::error::{Error, Result};
-use crate::index;
-use crate::record::{Entry, FileType, PathBytes, content_error};
+use crate::error::{Error, Result, content_error};
+use crate::record::{Entry, FileType, PathBytes};
 
 /// How one item of the backup differs from the local tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +120,7 @@ impl VerifyTarget<'_> {
         let mut r: Box<dyn Read + '_> = if c.diffs.is_empty() {
             Box::new(&mut c.base)
         } else {
-            let temp = || crate::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e));
+            let temp = || crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e));
             let (mut f, _) = c.apply(temp, |f| f, drop)?;
             super::sets::rewind(&mut f).map_err(|e| Error::io("reading a temporary file", e))?;
             staged = f;

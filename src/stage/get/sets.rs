@@ -18,10 +18,10 @@ use sha1::{Digest, Sha1};
 
 use super::{Reporter, show};
 use crate::archive::Archive;
+use crate::dupfmt::index;
 use crate::dupfmt::tar::{EntryName, EntryType, Item, parse_entry_name};
 use crate::dupfmt::tarstream::TarStream;
 use crate::error::{Error, Kind, Result};
-use crate::index;
 use crate::record::{Entry, FileType, PathBytes};
 
 /// A volume to read.
@@ -266,7 +266,7 @@ impl Data for SetStream<'_> {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         let vol = vol.clone();
-                        let err = crate::record::content_error(&vol, e);
+                        let err = crate::error::content_error(&vol, e);
                         self.lost(rep, &vol, &err);
                         self.in_data = false;
                         self.data_open = false;
@@ -334,7 +334,7 @@ fn refuse(rep: &Reporter, name: &[u8], why: &str) {
 }
 
 /// Reads the head's data of a [`SetStream`]; errors carry an [`Error`]
-/// (see [`crate::record::content_error`]).
+/// (see [`crate::error::content_error`]).
 pub(crate) struct ContentRead<'s> {
     s: &'s mut (dyn Data + 's),
     rep: &'s Reporter<'s>,
@@ -390,7 +390,7 @@ fn open_volume(archive: &Archive, v: &VolPlan, rep: &Reporter) -> Result<(TarStr
         return Err(Error::corrupt(format!("{} is listed in the manifest but missing on the backend", v.name)));
     }
     let mut src = archive.storage.reader(&v.name)?;
-    let mut file = crate::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
+    let mut file = crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
     let mut hasher = v.hash.as_ref().map(|(k, _)| Hasher::new(k));
     let mut buf = vec![0u8; 256 << 10];
     let mut total = 0u64;
@@ -429,7 +429,7 @@ fn open_volume(archive: &Archive, v: &VolPlan, rep: &Reporter) -> Result<(TarStr
         // Decrypted whole first: the integrity check (MDC) and the signature
         // come at the end, and nothing may be restored from a volume before
         // they pass.
-        let mut plain = crate::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
+        let mut plain = crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
         io::copy(&mut input, &mut plain)
             .map_err(|e| crate::error::carried(e).unwrap_or_else(|e| Error::corrupt(format!("{}: {e}", v.name))))?;
         plain.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("{}: temporary copy", v.name), e))?;

@@ -9,10 +9,10 @@ use flate2::read::MultiGzDecoder;
 
 use crate::archive::Archive;
 use crate::dupfmt::collection::{Collection, SigChain};
+use crate::dupfmt::index;
 use crate::dupfmt::tar::{EntryType, Item, parse_entry_name};
 use crate::dupfmt::tarstream::{EntryData, TarStream};
 use crate::error::{Error, Kind, Result};
-use crate::index;
 use crate::record::{Entry, FileType};
 
 /// One signature tar being merged.

@@ -1,6 +1,6 @@
 //! Walking a source tree the way duplicity 0.8 does: depth first, each
 //! directory's names sorted as bytes (so paths come in duplicity's order,
-//! FORMAT-duplicity.md §3.6), with duplicity's selection ([`crate::select`]).
+//! FORMAT-duplicity.md §3.6), with duplicity's selection ([`select`]).
 //!
 //! Each directory is read once: its names are listed and sorted, each is
 //! lstat'ed relative to the open directory, and the directory is closed. The
@@ -12,15 +12,17 @@
 //! not followed (not even the root), sockets are skipped, and regular files
 //! and directories that cannot be read are skipped with a warning.
 
+pub mod select;
+
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_int};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 
+use self::select::{Candidate, Root, Selection, Verdict};
+use crate::dupfmt::index;
 use crate::error::{Error, Result};
-use crate::index;
 use crate::record::{Entry, FileType, PathBytes, Record};
-use crate::select::{self, Candidate, Root, Selection, Verdict};
 
 /// What a walk emitted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

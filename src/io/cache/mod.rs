@@ -3,6 +3,8 @@
 //! `.sigtar.gz` signatures, so `--archive-dir ~/.cache/duplicity` shares
 //! duplicity's own cache.
 
+pub mod journal;
+
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::io::AsRawFd;
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
+use crate::dupfmt::names::{FileKind, FileName, Naming, Suffix};
 use crate::error::{Context, Error, Kind, Result};
 
 /// The cache directory of one archive.
@@ -88,7 +91,7 @@ impl Cache {
             let e = e.context(format!("listing {}", self.dir.display()))?;
             if let Ok(name) = e.file_name().into_string()
                 && name != "lockfile"
-                && !name.starts_with(crate::storage::TEMP_PREFIX)
+                && !name.starts_with(crate::io::storage::TEMP_PREFIX)
             {
                 out.push(name);
             }
@@ -99,11 +102,11 @@ impl Cache {
 
     /// Writes a file atomically (temporary name, fsync, rename).
     pub fn write(&self, name: &str, mut data: impl Read) -> Result<u64> {
-        let tmp = self.path(&format!("{}{name}.{}", crate::storage::TEMP_PREFIX, std::process::id()));
+        let tmp = self.path(&format!("{}{name}.{}", crate::io::storage::TEMP_PREFIX, std::process::id()));
         let dest = self.path(name);
         let result = (|| -> Result<u64> {
             let mut f = File::create(&tmp).context(format!("creating {}", tmp.display()))?;
-            let n = io::copy(&mut data, &mut f).map_err(|e| crate::record::content_error(tmp.display(), e))?;
+            let n = io::copy(&mut data, &mut f).map_err(|e| crate::error::content_error(tmp.display(), e))?;
             f.flush().and_then(|_| f.sync_all()).context(format!("writing {}", tmp.display()))?;
             fs::rename(&tmp, &dest).context(format!("renaming {} into place", dest.display()))?;
             Ok(n)
@@ -129,6 +132,20 @@ impl Cache {
             _ => Ok(()),
         }
     }
+}
+
+/// The name a manifest or signature has in the cache: manifests plain,
+/// signatures `.sigtar.gz` (FORMAT-duplicity.md §1.8).
+pub fn cache_name(naming: &Naming, f: &FileName) -> Option<String> {
+    let suffix = match f.kind {
+        FileKind::FullManifest | FileKind::IncManifest => Suffix::None,
+        FileKind::FullSig | FileKind::NewSig => Suffix::Gzip,
+        _ => return None,
+    };
+    let mut c = *f;
+    c.suffix = suffix;
+    c.partial = false;
+    Some(naming.format(&c))
 }
 
 #[cfg(test)]

@@ -19,8 +19,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use crate::error::{Error, Result};
-use crate::record::content_error;
+use crate::error::{Error, Result, content_error};
 
 /// Uncompressed bytes per block.
 pub const BLOCK: usize = 1 << 20;

@@ -14,21 +14,21 @@ use flate2::{Compression, GzBuilder};
 use sha1::{Digest, Sha1};
 use sha2::{Digest as _, Sha256};
 
-use crate::cache::Cache;
 pub use crate::crypto::DEFAULT_LEVEL;
 use crate::crypto::{self, Keys};
 use crate::dupfmt::hex;
+use crate::dupfmt::index;
 use crate::dupfmt::manifest::{self, Change, FileChange, VolumeInfo};
 use crate::dupfmt::names::{FileKind, Naming, Suffix};
 use crate::dupfmt::tar::{self as dtar, EntryType, Meta};
-use crate::error::{Error, Result};
-use crate::index;
-use crate::parblock::{Blocks, Job, ParBlocks};
+use crate::error::{Error, Result, content_error};
+use crate::io::cache::Cache;
+use crate::io::cache::journal;
+use crate::io::parblock::{Blocks, Job, ParBlocks};
+use crate::io::spool::Spool;
+use crate::io::storage::Storage;
 use crate::progress::{Event, Progress};
-use crate::put;
-use crate::record::{Entry, FileRole, FileType, Reader, Record, Stored, StreamKind, Writer, content_error};
-use crate::spool::Spool;
-use crate::storage::Storage;
+use crate::record::{Entry, FileRole, FileType, Reader, Record, Stored, StreamKind, Writer};
 
 /// Content is stored in pieces of this size (§3.5); keep it: duplicity's
 /// resume relies on it.
@@ -67,7 +67,7 @@ pub struct Options {
 /// the stored file's SHA1.
 #[derive(Debug, Default, Clone)]
 pub struct Resume {
-    pub stored: Vec<put::Journaled>,
+    pub stored: Vec<journal::Journaled>,
 }
 
 impl Resume {
@@ -75,7 +75,7 @@ impl Resume {
     /// still has (with the noted size). The backend is listed only when
     /// the journal notes something.
     pub fn load(storage: &Storage, cache: &Cache) -> Result<Resume> {
-        let noted = put::journaled(cache)?;
+        let noted = journal::journaled(cache)?;
         if noted.is_empty() {
             return Ok(Resume::default());
         }
@@ -256,7 +256,7 @@ impl Write for Enc<'_> {
 fn encrypt(keys: &Keys, plain: &mut Spool, level: u32) -> Result<(Sink, Option<String>)> {
     let mut w = Enc::new(true, level, Some(keys), 0)?;
     io::copy(&mut plain.reader().map_err(|e| Error::io("reading back", e))?, &mut w)
-        .map_err(|e| crate::record::content_error("encrypting", e))?;
+        .map_err(|e| content_error("encrypting", e))?;
     w.finish()
 }
 
@@ -616,8 +616,8 @@ impl<W: Write> Pack<'_, W> {
 mod tests {
     use super::*;
 
-    fn noted(name: String, sha1: char, plain: Option<char>) -> put::Journaled {
-        put::Journaled {
+    fn noted(name: String, sha1: char, plain: Option<char>) -> journal::Journaled {
+        journal::Journaled {
             name,
             size: 10,
             sha1: sha1.to_string().repeat(40),

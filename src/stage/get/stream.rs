@@ -10,8 +10,8 @@
 use std::io::{Read, Write};
 
 use super::{Content, Reporter, Target};
-use crate::error::{Error, Result};
-use crate::record::{Encoding, Entry, FileType, PathBytes, Record, StreamHead, StreamKind, Writer, content_error};
+use crate::error::{Error, Result, content_error};
+use crate::record::{Encoding, Entry, FileType, PathBytes, Record, StreamHead, StreamKind, Writer};
 
 /// Largest single-entry content staged in memory.
 const MEMORY_STAGE: u64 = 1 << 20;
@@ -47,7 +47,7 @@ fn stage(c: &mut Content) -> Result<(Staged, u64)> {
         let len = v.len() as u64;
         return Ok((Staged::Mem(v), len));
     }
-    let temp = || crate::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e));
+    let temp = || crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e));
     let (mut f, n) = c.apply(temp, |f| f, drop)?;
     super::sets::rewind(&mut f).map_err(|e| Error::io("reading a temporary file", e))?;
     Ok((Staged::File(f), n))

@@ -16,12 +16,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::dupfmt::index;
+use crate::dupfmt::rsync::{self, SigWriter, TeeReader};
 use crate::error::{Context as _, Error, Result};
-use crate::index;
+use crate::io::spool::Spool;
 use crate::progress::{Event, Progress};
 use crate::record::{Entry, FileType, Reader, Record, StreamHead, StreamKind, Writer};
-use crate::rsync::{self, SigWriter, TeeReader};
-use crate::spool::Spool;
 
 pub struct Options {
     /// Where the entries' files are read from (default: the stream's source).

@@ -1,0 +1,299 @@
+//! The reading thread: takes each file record, skips what is already
+//! stored, hands the rest to the upload threads, and publishes each set by
+//! its manifest.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead, Read, Write};
+use std::sync::mpsc::SyncSender;
+
+use sha1::{Digest, Sha1};
+
+use super::upload::{Job, Put};
+use crate::dupfmt::manifest::Manifest;
+use crate::dupfmt::names::FileName;
+use crate::error::{Error, Result, content_error};
+use crate::io::cache::cache_name;
+use crate::io::cache::journal::Journal;
+use crate::io::spool::Spool;
+use crate::progress::Event;
+use crate::record::{FileRole, Reader, Record, Stored};
+
+/// The reading thread: spools each file, skips what is already stored,
+/// hands the rest to the upload threads, publishes manifests.
+pub(super) struct Feed<'p, 'a> {
+    pub(super) put: &'p Put<'a>,
+    /// The backend's files and sizes, listed before the first upload.
+    pub(super) remote: Option<HashMap<String, u64>>,
+    /// SHA1 of each file stored or skipped since the last manifest.
+    pub(super) handled: HashMap<String, String>,
+    /// The plaintext of the encrypted manifest that comes next.
+    pub(super) plain_manifest: Option<Vec<u8>>,
+    /// A backend call of this thread failed.
+    pub(super) backend_failed: bool,
+}
+
+impl Feed<'_, '_> {
+    pub(super) fn backend<T>(&mut self, r: Result<T>) -> Result<T> {
+        self.backend_failed |= r.is_err();
+        r
+    }
+
+    pub(super) fn each<R: BufRead>(&mut self, input: &mut Reader<R>, tx: &SyncSender<Job>) -> Result<()> {
+        while let Some(rec) = input.next_item()? {
+            if let Some(e) = self.put.lock().failed.take() {
+                return Err(e);
+            }
+            let Record::File { name, role, delete, plain, stored } = rec else {
+                return Err(Error::stream(format!("dup-put reads file records, not {}", rec.kind_name())));
+            };
+            if name.contains('/') || name.starts_with('.') || name.is_empty() {
+                return Err(Error::stream(format!("refusing the file name '{name}'")));
+            }
+            let parsed = self.put.naming.parse(&name).ok_or_else(|| {
+                Error::stream(format!("'{name}' is not the name of a duplicity archive file"))
+                    .hint("dup-put stores what dup-pack produces")
+            })?;
+            if delete {
+                self.put.wait_idle()?;
+                let r = self.put.delete_one(&name, &parsed);
+                self.backend(r)?;
+                self.put.lock().stats.deleted += 1;
+                self.put.progress.event(Event::File { name, bytes: 0, action: "deleted".into() });
+                continue;
+            }
+            if let Some(s) = stored {
+                if role == FileRole::Manifest || role == FileRole::Cache {
+                    return Err(Error::stream(format!("{name}: only volumes and signatures are resumed")));
+                }
+                self.resumed(&name, &parsed, s)?;
+                continue;
+            }
+            let named_as = match role {
+                FileRole::Cache => {
+                    self.cache_only(&name, &parsed, &mut input.content())?;
+                    continue;
+                }
+                FileRole::Volume => parsed.is_volume(),
+                FileRole::Signature => parsed.is_signature(),
+                FileRole::Manifest => parsed.is_manifest(),
+            };
+            if !named_as {
+                let role = format!("{role:?}").to_lowercase();
+                return Err(Error::stream(format!("{name} is sent as a {role} but is not named like one")));
+            }
+            let mut sink = Hashing { spool: Spool::new(), sha1: Sha1::new() };
+            io::copy(&mut input.content(), &mut sink).map_err(|e| content_error(&name, e))?;
+            let (spool, sha1) = sink.finish();
+            if role == FileRole::Manifest {
+                self.put.wait_idle()?;
+                self.publish(&name, &parsed, spool)?;
+            } else {
+                self.dispatch(Job { name, parsed, spool, sha1, plain }, tx)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A plaintext manifest or signature for the cache only (an encrypted
+    /// archive's; see [`FileRole::Cache`]).
+    pub(super) fn cache_only(&mut self, name: &str, f: &FileName, content: &mut impl Read) -> Result<()> {
+        let expected = cache_name(self.put.naming, f);
+        if expected.as_deref() != Some(name) {
+            return Err(Error::stream(format!("{name} is sent for the cache but is not a cache file name")));
+        }
+        let mut spool = Spool::new();
+        io::copy(content, &mut spool).map_err(|e| content_error(name, e))?;
+        if f.is_manifest() {
+            let mut text = Vec::new();
+            spool.reader().and_then(|mut r| r.read_to_end(&mut text)).map_err(|e| Error::io(name, e))?;
+            self.plain_manifest = Some(text);
+        }
+        if let Some(cache) = self.put.cache {
+            cache.write(name, spool.reader().map_err(|e| Error::io(name, e))?)?;
+        }
+        Ok(())
+    }
+
+    /// Lists the backend and opens the journal, once, before the first
+    /// upload; refuses files of a set already published.
+    pub(super) fn before_storing(&mut self, name: &str, f: &FileName) -> Result<()> {
+        if self.remote.is_none() {
+            let listing = self.put.storage.list();
+            let listing: HashMap<String, u64> = self.backend(listing)?.into_iter().collect();
+            if let Some(cache) = self.put.cache {
+                let _ = self.put.journal.set(Journal::open(cache, &listing)?);
+            }
+            self.remote = Some(listing);
+        }
+        let published = self.remote.as_ref().is_some_and(|r| {
+            r.keys().any(|n| {
+                self.put.naming.parse(n).is_some_and(|o| {
+                    o.is_manifest() && o.kind.is_full() == f.kind.is_full() && (o.start, o.end) == (f.start, f.end)
+                })
+            })
+        });
+        if published {
+            return Err(Error::other(format!(
+                "{name}: its set is already published (its manifest is on the backend); not replacing its files"
+            ))
+            .hint("a set is stored once: pack a new backup (another --time) instead"));
+        }
+        Ok(())
+    }
+
+    /// A file dup-pack found already stored (`--resume`): checked against
+    /// the backend and the journal, then taken as handled.
+    pub(super) fn resumed(&mut self, name: &str, f: &FileName, s: Stored) -> Result<()> {
+        self.before_storing(name, f)?;
+        let on_backend = self.remote.as_ref().and_then(|r| r.get(name)) == Some(&s.size);
+        let journaled = self.put.journal.get().is_some_and(|j| j.has(name, s.size, &s.sha1));
+        if !(on_backend && journaled) {
+            return Err(Error::corrupt(format!(
+                "{name}: dup-pack resumed it as stored ({} bytes, SHA1 {}), but the backend or the journal \
+                 no longer has it so",
+                s.size, s.sha1
+            ))
+            .hint(
+                "dup-pack --resume and dup-put must use the same cache (--archive-dir, --name); with the same \
+                 cache, running the backup again packs and sends the file again",
+            ));
+        }
+        self.handled.insert(name.to_string(), s.sha1);
+        let mut st = self.put.lock();
+        st.stats.skipped += 1;
+        st.stats.skipped_bytes += s.size;
+        drop(st);
+        log::info!("{name} is already on the backend ({} bytes, resumed): not sent again", s.size);
+        self.put.progress.event(Event::File { name: name.to_string(), bytes: s.size, action: "skipped".into() });
+        Ok(())
+    }
+
+    /// Skips a file the backend has (per the journal), or queues its upload.
+    pub(super) fn dispatch(&mut self, mut job: Job, tx: &SyncSender<Job>) -> Result<()> {
+        self.before_storing(&job.name, &job.parsed)?;
+        self.handled.insert(job.name.clone(), job.sha1.clone());
+        let size = job.spool.len();
+        let have = self.remote.as_ref().and_then(|r| r.get(&job.name)) == Some(&size)
+            && self.put.journal.get().is_some_and(|j| j.has(&job.name, size, &job.sha1));
+        if !have {
+            self.put.lock().in_flight += 1;
+            if tx.send(job).is_err() {
+                self.put.lock().in_flight -= 1;
+                return Err(Error::other("the upload threads stopped"));
+            }
+            return Ok(());
+        }
+        // Already stored by an earlier run: only the cache copy is refreshed.
+        if let (Some(cache), Some(cn)) = (self.put.cache, cache_name(self.put.naming, &job.parsed)) {
+            self.put.cache_copy(cache, &cn, &job.parsed, &mut job.spool)?;
+        }
+        let mut st = self.put.lock();
+        st.stats.skipped += 1;
+        st.stats.skipped_bytes += size;
+        drop(st);
+        log::info!("{} is already on the backend ({size} bytes, same SHA1): not sent again", job.name);
+        self.put.progress.event(Event::File { name: job.name, bytes: size, action: "skipped".into() });
+        Ok(())
+    }
+
+    /// Stores a manifest once the backend has every volume it lists, each
+    /// volume this run handled with the listed SHA1. Volumes of the same set
+    /// that it does not list (left by an earlier run) are removed first.
+    pub(super) fn publish(&mut self, name: &str, f: &FileName, mut spool: Spool) -> Result<()> {
+        let text = if f.encrypted() {
+            // Checked against its plaintext copy, sent just before it.
+            self.plain_manifest.take().ok_or_else(|| {
+                Error::stream(format!("{name} came without its plaintext copy for the cache"))
+                    .hint("dup-put stores what dup-pack produces")
+            })?
+        } else {
+            let mut text = Vec::new();
+            spool.reader().and_then(|mut r| r.read_to_end(&mut text)).map_err(|e| Error::io(name, e))?;
+            text
+        };
+        let m = Manifest::parse(&text).map_err(|e| e.context(name))?;
+        let listing = self.put.storage.list();
+        let listing = self.backend(listing)?;
+        let mut set_volumes: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+        for (other, _) in &listing {
+            if let Some(o) = self.put.naming.parse(other)
+                && let Some(n) = o.volume()
+                && o.kind.is_full() == f.kind.is_full()
+                && (o.start, o.end) == (f.start, f.end)
+            {
+                set_volumes.entry(n).or_default().push(other);
+            }
+        }
+        for (&n, info) in &m.volumes {
+            let Some(names) = set_volumes.get(&n) else {
+                return Err(Error::corrupt(format!(
+                    "{name} lists volume {n}, which is not on the backend; not publishing the set"
+                ))
+                .hint("re-run the backup; `dup-ls --cleanup URL | dup-put URL` removes the unfinished set"));
+            };
+            for vol in names {
+                let (Some(ours), Some(("SHA1", listed))) = (self.handled.get(*vol), info.best_hash()) else {
+                    continue;
+                };
+                if !ours.eq_ignore_ascii_case(listed) {
+                    return Err(Error::corrupt(format!(
+                        "{vol} was stored with SHA1 {ours}, but {name} lists {listed}; not publishing the set"
+                    ))
+                    .hint("the input stream is inconsistent: pack the backup again"));
+                }
+            }
+        }
+        for (n, names) in &set_volumes {
+            if !m.volumes.contains_key(n) {
+                for vol in names {
+                    log::info!("removing {vol}: not in {name} (left by an earlier run)");
+                    let r = self.put.storage.delete(vol);
+                    self.backend(r)?;
+                }
+            }
+        }
+        let stored = self.put.store_one(name, f, spool);
+        let n = self.backend(stored)?;
+        self.handled.clear();
+        // Published: the journal no longer needs the set's files.
+        if let (Some(j), Some(c)) = (self.put.journal.get(), self.put.cache) {
+            let naming = self.put.naming;
+            j.forget(c, |n| {
+                naming
+                    .parse(n)
+                    .is_some_and(|o| o.kind.is_full() == f.kind.is_full() && (o.start, o.end) == (f.start, f.end))
+            })?;
+        }
+        let mut st = self.put.lock();
+        // The set is published.
+        st.unpublished.clear();
+        st.stats.stored += 1;
+        st.stats.bytes += n;
+        drop(st);
+        self.put.progress.event(Event::File { name: name.into(), bytes: n, action: "stored".into() });
+        Ok(())
+    }
+}
+
+/// A spool that hashes what it is given.
+pub(super) struct Hashing {
+    pub(super) spool: Spool,
+    pub(super) sha1: Sha1,
+}
+
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.spool.write(buf)?;
+        self.sha1.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Hashing {
+    pub(super) fn finish(self) -> (Spool, String) {
+        (self.spool, crate::dupfmt::hex(&self.sha1.finalize()))
+    }
+}
