@@ -113,7 +113,7 @@ fn check(args: &Args, url: &str) -> Result<Status> {
     if args.files || args.time.is_some() || policy(args)?.is_some() {
         return Err(Error::usage("--check takes no other command"));
     }
-    let c = dup::io::storage::test_connection(url)?;
+    let c = dup::archive::test_connection(url)?;
     if !args.json && (args.table || io::stdout().is_terminal()) {
         let mut out = cli::stdout();
         put(&mut out, table::check_line(&c).as_bytes())?;

@@ -256,5 +256,5 @@ pub fn files_at(archive: &ArchiveOptions, t: Option<i64>, mut each: impl FnMut(E
 /// deletes a probe file. Says what went wrong (unreachable, authentication
 /// refused, permission denied, not found) instead of failing.
 pub fn test_connection(archive: &ArchiveOptions) -> Result<crate::io::storage::Check> {
-    crate::io::storage::test_connection(&archive.url)
+    crate::archive::test_connection(&archive.url)
 }

@@ -12,7 +12,22 @@ use crate::dupfmt::collection::Collection;
 use crate::dupfmt::names::Naming;
 use crate::error::{Error, Kind, Result};
 use crate::io::cache::Cache;
-use crate::io::storage::Storage;
+use crate::io::storage::{self, Check, Env, Storage};
+
+/// Opens the backend at `url` and checks it the way a backup uses it,
+/// saying whether a backup (a manifest) is there (see [`Storage::check`]).
+pub fn test_connection(url: &str) -> Result<Check> {
+    storage::test_connection(url, &is_manifest)
+}
+
+/// Like [`test_connection`], reading environment variables through `env`.
+pub fn test_connection_with(url: &str, env: Env) -> Result<Check> {
+    storage::test_connection_with(url, env, &is_manifest)
+}
+
+fn is_manifest(name: &str) -> bool {
+    Naming::default().parse(name).is_some_and(|f| f.is_manifest())
+}
 
 pub struct Archive {
     pub storage: Storage,

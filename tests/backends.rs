@@ -322,8 +322,8 @@ fn child_cases() {
                     Some(v) => v.clone(),
                     None => var(k),
                 };
-                let c = dup::io::storage::test_connection_with(url, &env)
-                    .unwrap_or_else(|e| panic!("{line}: {}", e.message));
+                let c =
+                    dup::archive::test_connection_with(url, &env).unwrap_or_else(|e| panic!("{line}: {}", e.message));
                 let want: CheckStatus = serde_json::from_value(serde_json::Value::String(status.into())).unwrap();
                 assert_eq!(c.status, want, "{line}: {c:?}");
                 assert_eq!(c.status.as_str(), status);

@@ -10,8 +10,9 @@ use crate::error::{Error, Kind, Result};
 impl Storage {
     /// Tests the connection the way a backup uses it: lists the archive,
     /// then writes, reads back and deletes a small probe file under a
-    /// temporary name (which readers ignore).
-    pub fn check(&self) -> Check {
+    /// temporary name (which readers ignore). `marks_backup` tells which
+    /// listed names show that a backup is there ([`Check::archive`]).
+    pub fn check(&self, marks_backup: MarksBackup) -> Check {
         let mut c = Check {
             status: CheckStatus::Ok,
             url: self.url.clone(),
@@ -31,10 +32,9 @@ impl Storage {
             Err(e) if e.kind() == ErrorKind::NotFound && !is_missing_bucket(&e) => Vec::new(),
             Err(e) => return fail(c, "listing", e),
         };
-        let naming = crate::dupfmt::names::Naming::default();
         let names: Vec<&str> = listing.iter().filter(|e| !e.metadata().is_dir()).map(|e| e.name()).collect();
         c.files = Some(names.len());
-        c.archive = names.iter().any(|n| naming.parse(n).is_some_and(|f| f.is_manifest()));
+        c.archive = names.iter().any(|n| marks_backup(n));
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let probe = format!("{TEMP_PREFIX}check.{}.{nanos}", std::process::id());
         let body: Vec<u8> = format!("dup connection test {nanos}\n").into_bytes();
@@ -116,7 +116,8 @@ pub struct Check {
     /// Files at the archive's top level, when listing worked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<usize>,
-    /// Whether a backup (a manifest) is there.
+    /// Whether a backup is there (a name the caller's [`MarksBackup`]
+    /// accepts, such as a manifest).
     pub archive: bool,
 }
 
@@ -152,17 +153,21 @@ impl Check {
     }
 }
 
+/// Whether a file name at the archive's top level shows that a backup is
+/// there; storage does not know the names, its caller does.
+pub type MarksBackup<'a> = &'a dyn Fn(&str) -> bool;
+
 /// Opens the backend at `url` and checks it (see [`Storage::check`]). An
 /// error means the URL or the settings are wrong (a usage error); every
 /// answer of the server is a [`Check`].
-pub fn test_connection(url: &str) -> Result<Check> {
-    test_connection_with(url, &process_env)
+pub fn test_connection(url: &str, marks_backup: MarksBackup) -> Result<Check> {
+    test_connection_with(url, &process_env, marks_backup)
 }
 
 /// Like [`test_connection`], reading environment variables through `env`.
-pub fn test_connection_with(url: &str, env: Env) -> Result<Check> {
+pub fn test_connection_with(url: &str, env: Env, marks_backup: MarksBackup) -> Result<Check> {
     Ok(match Storage::connect(url, env)? {
-        Ok(s) => s.check(),
+        Ok(s) => s.check(marks_backup),
         Err(c) => c,
     })
 }

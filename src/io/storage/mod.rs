@@ -23,7 +23,7 @@ use std::sync::Arc;
 use opendal::options::WriteOptions;
 use opendal::{Buffer, ErrorKind};
 
-pub use self::check::{Check, CheckStatus, test_connection, test_connection_with};
+pub use self::check::{Check, CheckStatus, MarksBackup, test_connection, test_connection_with};
 use self::check::{backend_error, hint, is_missing_bucket, open_error};
 use self::layers::{S3_CONCURRENT, S3_PART, Settings, build, io_timeout, object_store, piece};
 use self::mmap::mapped_buffer;
@@ -313,7 +313,7 @@ mod tests {
         s.delete("a.bin").unwrap();
         assert!(s.list().unwrap().is_empty());
         assert_eq!(s.reader("a.bin").err().unwrap().kind, Kind::Corrupt);
-        let c = s.check();
+        let c = s.check(&|n| n.ends_with(".manifest"));
         assert_eq!((c.status, c.files, c.archive), (CheckStatus::Ok, Some(0), false), "{c:?}");
         assert!(s.list().unwrap().is_empty(), "the probe is gone");
         let _ = std::fs::remove_dir_all(dir);
@@ -355,7 +355,7 @@ mod tests {
             s.list().unwrap().into_iter().map(|(n, _)| n).filter(|n| n.contains("dup-live-")).collect();
         assert!(left.is_empty(), "{left:?}");
         assert_eq!(s.reader(names[0]).err().unwrap().kind, Kind::Corrupt);
-        let c = s.check();
+        let c = s.check(&|n| n.ends_with(".manifest"));
         assert_eq!(c.status, CheckStatus::Ok, "{c:?}");
     }
 
