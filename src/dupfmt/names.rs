@@ -109,6 +109,12 @@ impl FileName {
     pub fn compressed(&self) -> bool {
         self.suffix == Suffix::Gzip
     }
+
+    /// Whether `other` is a file of the same backup set: both of a full or
+    /// both of an incremental (signatures included), with the same times.
+    pub fn same_set(&self, other: &FileName) -> bool {
+        self.kind.is_full() == other.kind.is_full() && (self.start, self.end) == (other.start, other.end)
+    }
 }
 
 impl FileKind {

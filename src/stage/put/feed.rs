@@ -126,11 +126,7 @@ impl Feed<'_, '_> {
             self.remote = Some(listing);
         }
         let published = self.remote.as_ref().is_some_and(|r| {
-            r.keys().any(|n| {
-                self.put.naming.parse(n).is_some_and(|o| {
-                    o.is_manifest() && o.kind.is_full() == f.kind.is_full() && (o.start, o.end) == (f.start, f.end)
-                })
-            })
+            r.keys().any(|n| self.put.naming.parse(n).is_some_and(|o| o.is_manifest() && o.same_set(f)))
         });
         if published {
             return Err(Error::other(format!(
@@ -218,8 +214,7 @@ impl Feed<'_, '_> {
         for (other, _) in &listing {
             if let Some(o) = self.put.naming.parse(other)
                 && let Some(n) = o.volume()
-                && o.kind.is_full() == f.kind.is_full()
-                && (o.start, o.end) == (f.start, f.end)
+                && o.same_set(f)
             {
                 set_volumes.entry(n).or_default().push(other);
             }
@@ -258,11 +253,7 @@ impl Feed<'_, '_> {
         // Published: the journal no longer needs the set's files.
         if let (Some(j), Some(c)) = (self.put.journal.get(), self.put.cache) {
             let naming = self.put.naming;
-            j.forget(c, |n| {
-                naming
-                    .parse(n)
-                    .is_some_and(|o| o.kind.is_full() == f.kind.is_full() && (o.start, o.end) == (f.start, f.end))
-            })?;
+            j.forget(c, |n| naming.parse(n).is_some_and(|o| o.same_set(f)))?;
         }
         let mut st = self.put.lock();
         // The set is published.
