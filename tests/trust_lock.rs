@@ -85,7 +85,7 @@ fn two_backups_of_one_archive_in_one_process() {
     // One set, nothing else on the backend, and it restores exactly.
     let files = names(&arch);
     assert_eq!(files.iter().filter(|n| n.contains(".manifest")).count(), 1, "{files:?}");
-    assert!(files.iter().all(|n| n.starts_with("duplicity-full.")), "{files:?}");
+    assert!(files.iter().all(|n| n.starts_with("duplicity-full")), "{files:?}");
     let c = format!("--archive-dir {}", q(&cache));
     let out = t.path().join("out");
     sh_ok(t.path(), &format!("dup-get {c} {} {}", q(&url), q(&out)));
