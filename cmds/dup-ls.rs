@@ -219,8 +219,8 @@ fn render(json: bool) -> Result<Status> {
         return Ok(Status::Ok);
     }
     let mut out = BufWriter::new(io::stdout());
-    let StreamHead { stream, producer, source, basis_time } = input.head().clone();
-    let head = Record::Header { stream, version: record::VERSION, producer, source, basis_time };
+    let StreamHead { stream, producer, source, basis_time, passphrase_check } = input.head().clone();
+    let head = Record::Header { stream, version: record::VERSION, producer, source, basis_time, passphrase_check };
     put(&mut out, table::line(&head, None).as_bytes())?;
     let mut count = 1;
     while let Some(rec) = input.next_item()? {

@@ -66,6 +66,9 @@ struct Args {
     /// name of this archive's cache (default: the MD5 of the URL, as duplicity), for --resume
     #[argh(option)]
     name: Option<String>,
+    /// for an incremental, do not check the passphrase against the one dup-sig opened the chain with
+    #[argh(switch)]
+    no_check_passphrase: bool,
     /// host name written in the manifest (default: this machine's)
     #[argh(option)]
     hostname: Option<String>,
@@ -94,6 +97,10 @@ fn run(args: &Args) -> Result<Status> {
     }
     let progress = progress::for_cli(args.progress, args.log_fd)?;
     let t = args.time.as_deref().map(|s| time::parse_time(s, time::now())).transpose()?;
+    // The stream's header says whether this is a full (a new chain: a
+    // passphrase asked on the terminal is asked twice) or an incremental.
+    let mut input = cli::stdin_records()?;
+    let new_chain = input.head().basis_time.is_none();
     let opts = pack::Options {
         volsize: args.volsize.saturating_mul(1 << 20),
         compress: !args.no_compression,
@@ -102,7 +109,7 @@ fn run(args: &Args) -> Result<Status> {
         naming: Naming::default(),
         hostname: args.hostname.clone().unwrap_or_else(pack::hostname),
         localdir: None,
-        keys: encryption_keys(args)?,
+        keys: encryption_keys(args, new_chain)?,
         resume: match &args.resume {
             Some(url) => {
                 let cache = Cache::open(args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref(), url)?;
@@ -110,8 +117,8 @@ fn run(args: &Args) -> Result<Status> {
             }
             None => None,
         },
+        check_passphrase: !args.no_check_passphrase,
     };
-    let mut input = cli::stdin_records()?;
     let out = cli::stdout_records(args.json, StreamKind::Files, "dup-pack")?;
     let (_, stats) = pack::run(&mut input, out, &opts, progress.as_ref())?;
     log::info!("{} volumes, {} bytes", stats.volumes, stats.volume_bytes);
@@ -120,7 +127,7 @@ fn run(args: &Args) -> Result<Status> {
 
 /// The keys to encrypt with: symmetric with a passphrase unless keys are
 /// named (the default, as duplicity's), none with --no-encryption.
-fn encryption_keys(args: &Args) -> Result<Option<dup::crypto::Keys>> {
+fn encryption_keys(args: &Args, new_chain: bool) -> Result<Option<dup::crypto::Keys>> {
     use dup::crypto::{KeyEnv, KeyOptions, Keys, Purpose};
     let given: Vec<&str> = [
         (args.encrypt, "--encrypt"),
@@ -148,6 +155,7 @@ fn encryption_keys(args: &Args) -> Result<Option<dup::crypto::Keys>> {
         key_files: args.key_file.iter().map(|k| k.as_path().to_path_buf()).collect(),
         passphrase_file: args.passphrase_file.as_ref().map(|p| p.as_path().to_path_buf()),
         passphrase_fd: args.passphrase_fd,
+        confirm: new_chain,
         ..KeyOptions::default()
     };
     let env = KeyEnv::from_process();

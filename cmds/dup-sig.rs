@@ -32,9 +32,12 @@ struct Args {
     /// write an empty state (so the next backup is a full) when the archive has no backup chain, instead of failing
     #[argh(switch)]
     or_empty: bool,
-    /// before writing anything, check that the passphrase decrypts the chain's newest manifest (so an incremental never mixes passphrases in one chain)
+    /// check that the passphrase opens the chain (the default when the chain is encrypted with a passphrase; kept for old scripts)
     #[argh(switch)]
     check_passphrase: bool,
+    /// do not check that the passphrase opens the chain, and hand dup-pack nothing to check its own against
+    #[argh(switch)]
+    no_check_passphrase: bool,
     /// read the passphrase of an encrypted archive from this file's first line (else $PASSPHRASE)
     #[argh(option)]
     passphrase_file: Option<OsArg>,
@@ -71,19 +74,10 @@ fn archive(args: &Args, url: &str) -> Result<Status> {
         cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, args.sign_key.as_deref())?;
     let a = Archive::open(url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?
         .with_keys(Some(keys.clone()));
-    let coll = a.collection()?;
-    // The newest encrypted manifest of the chain: the passphrase must open it.
-    let newest_encrypted = coll.primary_chain().and_then(|chain| {
-        let mut sets: Vec<_> = chain.sets().collect();
-        sets.reverse();
-        sets.into_iter().filter_map(|s| s.manifest.clone()).find(|m| a.naming.parse(m).is_some_and(|f| f.encrypted()))
-    });
-    if args.check_passphrase
-        && let Some(m) = newest_encrypted
-    {
-        dup::crypto::check_decryptable(&keys, &m, a.storage.reader(&m)?)
-            .map_err(|e| e.hint("an incremental must use the passphrase of the chain it extends"))?;
+    if args.check_passphrase && args.no_check_passphrase {
+        return Err(Error::usage("--check-passphrase contradicts --no-check-passphrase"));
     }
+    let coll = a.collection()?;
     let now = time::now();
     let t = args.time.as_deref().map(|s| time::parse_time(s, now)).transpose()?;
     let empty = match coll.primary_chain() {
@@ -104,13 +98,26 @@ fn archive(args: &Args, url: &str) -> Result<Status> {
         },
     };
     if empty {
-        let head =
-            StreamHead { stream: StreamKind::Signatures, producer: "dup-sig".into(), source: None, basis_time: None };
+        let head = StreamHead {
+            stream: StreamKind::Signatures,
+            producer: "dup-sig".into(),
+            source: None,
+            basis_time: None,
+            passphrase_check: None,
+        };
         Writer::with_head(cli::stdout(), Encoding::for_stdout(args.json), head)?.finish()?;
         return Ok(Status::Ok);
     }
+    // The next backup extends the chain. One encrypted with a passphrase:
+    // ours must open it, and dup-pack gets a message under it to check its
+    // own against.
+    let checked = !args.no_check_passphrase && a.check_passphrase(&coll, &keys)?;
     let mut state = SigState::at(&coll, t, &a)?;
-    let mut out = Writer::with_head(cli::stdout(), Encoding::for_stdout(args.json), state.head())?;
+    let mut head = state.head();
+    if checked {
+        head.passphrase_check = dup::crypto::passphrase_message(&keys)?.map(dup::record::Bytes);
+    }
+    let mut out = Writer::with_head(cli::stdout(), Encoding::for_stdout(args.json), head)?;
     state.write_stream(&mut out)?;
     out.finish()?;
     Ok(Status::Ok)
@@ -128,6 +135,7 @@ fn local(args: &Args) -> Result<Status> {
         producer: "dup-sig".into(),
         source: input.source().map(|s| dup::record::PathBytes(s.to_vec())),
         basis_time: None,
+        passphrase_check: None,
     };
     let out = Writer::with_head(cli::stdout(), Encoding::for_stdout(args.json), head)?;
     let opts = delta::Options { signatures_only: true, ..Default::default() };

@@ -70,6 +70,10 @@ pub struct BackupOptions {
     /// OpenPGP keys to encrypt (and sign) with; `None` writes an unencrypted
     /// archive (duplicity's `--no-encryption`).
     pub keys: Option<crate::crypto::Keys>,
+    /// For an incremental on a chain encrypted with a passphrase, refuse
+    /// (`Kind::Crypto`) unless the passphrase of `keys` opens the chain, so
+    /// a chain never mixes passphrases (default true).
+    pub check_passphrase: bool,
 }
 
 impl BackupOptions {
@@ -85,6 +89,7 @@ impl BackupOptions {
             compress_level: pack::DEFAULT_LEVEL,
             max_block: rsync::DEFAULT_MAX_BLOCK,
             keys: None,
+            check_passphrase: true,
         }
     }
 }
@@ -122,7 +127,7 @@ fn root_cause(errors: Vec<Error>) -> Error {
 /// put, the basis being the archive's signature state for an incremental.
 pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
     let a = opts.archive.open()?;
-    let _lock = a.cache.lock()?;
+    let _lock = a.cache.lock_for(&format!("a backup of {} to {}", opts.source.display(), opts.archive.url))?;
     sync::run(&a, progress)?;
     let coll = a.collection()?;
     let has_chain = coll.primary_chain().is_some();
@@ -135,6 +140,12 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
                 .hint("run a full backup first"));
         }
     };
+    if !full
+        && opts.check_passphrase
+        && let Some(keys) = opts.keys.as_ref().filter(|k| k.is_symmetric())
+    {
+        a.check_passphrase(&coll, keys)?;
+    }
     let mut basis_state = if full { None } else { Some(SigState::at(&coll, None, &a)?) };
     // An unfinished set of this kind, left by an interrupted run, is
     // continued (its time; volumes packed again unchanged are not sent).
@@ -163,6 +174,8 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
         localdir: None,
         keys: opts.keys.clone(),
         resume: Some(resume),
+        // Checked above, against the chain itself.
+        check_passphrase: false,
     };
     let dopts = delta::Options { source: Some(opts.source.clone()), max_block: opts.max_block, signatures_only: false };
     let (r_entries, w_entries) = pipe();
@@ -240,9 +253,14 @@ pub fn snapshots(archive: &ArchiveOptions) -> Result<Vec<SetInfo>> {
 /// cache is brought up to date first.
 pub fn files_at(archive: &ArchiveOptions, t: Option<i64>, mut each: impl FnMut(Entry) -> Result<()>) -> Result<()> {
     let a = archive.open()?;
-    {
-        let _lock = a.cache.lock()?;
-        sync::run(&a, &crate::progress::Silent)?;
+    // A job changing the archive (a backup) keeps the cache up to date
+    // itself: then the listing reads the cache as it is.
+    match a.cache.lock_for(&format!("a listing of {}", archive.url)) {
+        Ok(_lock) => {
+            sync::run(&a, &crate::progress::Silent)?;
+        }
+        Err(e) if e.kind == Kind::Locked => log::info!("{}: listing from the cache as it is", e.message),
+        Err(e) => return Err(e),
     }
     let coll = a.collection()?;
     let mut state = SigState::at(&coll, t, &a)?;

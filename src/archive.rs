@@ -62,6 +62,32 @@ impl Archive {
         Collection::build(&remote, &local, &self.naming)
     }
 
+    /// Checks that `keys` open the newest chain when it is encrypted with a
+    /// passphrase (its newest encrypted manifest has an SKESK): a wrong
+    /// passphrase is `Kind::Crypto`. False when there was nothing to check
+    /// (no chain, a plain chain, or one encrypted to public keys).
+    pub fn check_passphrase(&self, coll: &Collection, keys: &Keys) -> Result<bool> {
+        let newest = coll.primary_chain().and_then(|chain| {
+            let mut sets: Vec<_> = chain.sets().collect();
+            sets.reverse();
+            sets.into_iter()
+                .filter_map(|s| s.manifest.clone())
+                .find(|m| self.naming.parse(m).is_some_and(|f| f.encrypted()))
+        });
+        let Some(m) = newest else { return Ok(false) };
+        let mut text = Vec::new();
+        self.storage
+            .reader(&m)?
+            .read_to_end(&mut text)
+            .map_err(|e| crate::error::carried(e).unwrap_or_else(|e| Error::io(&m, e)))?;
+        if !crypto::passphrase_encrypted(&m, &text)? {
+            return Ok(false);
+        }
+        crypto::check_decryptable(keys, &m, &text[..])
+            .map_err(|e| e.hint("an incremental must use the passphrase of the chain it extends"))?;
+        Ok(true)
+    }
+
     /// The content of the archive file `name` read from `r`, as plaintext:
     /// decrypted when it is encrypted, gunzipped when it is gzipped.
     pub fn plaintext(&self, name: &str, r: impl Read + Send + 'static) -> Result<Box<dyn Read + Send>> {

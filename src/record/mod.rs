@@ -217,6 +217,12 @@ pub enum Record {
         /// dup-sig, carried by dup-delta): the T1 of the next incremental.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         basis_time: Option<i64>,
+        /// A small message encrypted with the passphrase of the chain the
+        /// basis belongs to (set by dup-sig once that passphrase opened the
+        /// chain, carried by dup-delta): dup-pack checks that its own
+        /// passphrase opens it, so an incremental never mixes passphrases.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passphrase_check: Option<Bytes>,
     },
     /// A local tree item (dup-scan), or a file present at a time (dup-ls --files).
     Entry(Entry),
@@ -300,6 +306,7 @@ pub struct StreamHead {
     pub producer: String,
     pub source: Option<PathBytes>,
     pub basis_time: Option<i64>,
+    pub passphrase_check: Option<Bytes>,
 }
 
 /// How records are written.
@@ -343,6 +350,7 @@ impl<W: Write> Writer<W> {
             producer: producer.to_string(),
             source: source.map(|s| PathBytes(s.to_vec())),
             basis_time: None,
+            passphrase_check: None,
         };
         Self::with_head(out, enc, head)
     }
@@ -356,6 +364,7 @@ impl<W: Write> Writer<W> {
             producer: head.producer,
             source: head.source,
             basis_time: head.basis_time,
+            passphrase_check: head.passphrase_check,
         })?;
         Ok(w)
     }
@@ -519,20 +528,20 @@ impl<R: BufRead> Reader<R> {
             enc,
             number: 1,
             // Replaced by the header read below.
-            head: StreamHead { stream: StreamKind::Entries, producer: String::new(), source: None, basis_time: None },
+            head: StreamHead { stream: StreamKind::Entries, producer: String::new(), source: None, basis_time: None, passphrase_check: None },
             ended: false,
             line: Vec::new(),
             name: name.to_string(),
         };
         match r.read_raw()? {
-            Some(Record::Header { stream, version, producer, source, basis_time }) => {
+            Some(Record::Header { stream, version, producer, source, basis_time, passphrase_check }) => {
                 if version > VERSION {
                     return Err(Error::stream(format!(
                         "{name}: stream version {version} (from {producer}) is newer than this dup reads ({VERSION})"
                     ))
                     .hint("use the same dup version on both ends of the pipe"));
                 }
-                r.head = StreamHead { stream, producer, source, basis_time };
+                r.head = StreamHead { stream, producer, source, basis_time, passphrase_check };
             }
             Some(other) => {
                 return Err(r.error_at(1, format!("expected a header record, found {}", other.kind_name())));

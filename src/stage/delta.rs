@@ -61,6 +61,7 @@ pub fn output_head(input: &StreamHead, basis: Option<&StreamHead>) -> StreamHead
         producer: "dup-delta".into(),
         source: input.source.clone(),
         basis_time: basis.and_then(|b| b.basis_time),
+        passphrase_check: basis.and_then(|b| b.passphrase_check.clone()),
     }
 }
 

@@ -55,6 +55,10 @@ pub struct Options {
     pub keys: Option<Keys>,
     /// Continue the unfinished set an interrupted run of this backup left.
     pub resume: Option<Resume>,
+    /// For an incremental whose basis carries a passphrase check (see
+    /// [`crate::record::Record::Header`]), refuse to write unless the
+    /// passphrase of `keys` opens it.
+    pub check_passphrase: bool,
 }
 
 /// What an interrupted run of the same backup stored: dup-put's journal,
@@ -80,7 +84,22 @@ impl Resume {
             return Ok(Resume::default());
         }
         let listing: HashMap<String, u64> = storage.list()?.into_iter().collect();
-        Ok(Resume { stored: noted.into_iter().filter(|j| listing.get(&j.name) == Some(&j.size)).collect() })
+        // A set whose manifest is on the backend is published (maybe by
+        // another run under the same name): not to be continued.
+        let naming = Naming::default();
+        let published: Vec<_> =
+            listing.keys().filter_map(|n| naming.parse(n)).filter(|f| f.is_manifest()).collect();
+        let unfinished = |name: &str| {
+            naming.parse(name).is_some_and(|f| {
+                !published.iter().any(|m| m.kind.is_full() == f.kind.is_full() && (m.start, m.end) == (f.start, f.end))
+            })
+        };
+        Ok(Resume {
+            stored: noted
+                .into_iter()
+                .filter(|j| listing.get(&j.name) == Some(&j.size) && unfinished(&j.name))
+                .collect(),
+        })
     }
 
     /// The time of the newest unfinished set a backup continues: a full
@@ -304,6 +323,22 @@ pub fn run<R: BufRead, W: Write>(
 ) -> Result<(W, Stats)> {
     input.expect_kind(&[StreamKind::Changes])?;
     let basis = input.head().basis_time;
+    if opts.check_passphrase
+        && basis.is_some()
+        && let (Some(keys), Some(check)) = (&opts.keys, &input.head().passphrase_check)
+    {
+        crypto::check_passphrase_message(keys, &check.0, "the chain's passphrase check").map_err(|e| {
+            if e.kind != crate::Kind::Crypto {
+                return e;
+            }
+            Error::new(
+                crate::Kind::Crypto,
+                "the passphrase is not the one the chain this incremental extends is encrypted with \
+                 (dup-sig opened the chain with another)",
+            )
+            .hint("give dup-pack the chain's passphrase, the one dup-sig read it with: one chain, one passphrase")
+        })?;
+    }
     let resumed = opts.resume.as_ref().and_then(|r| r.time(&opts.naming, basis));
     if let Some(t) = resumed {
         log::info!("resuming the unfinished set of {}", crate::dupfmt::time::to_compact(t));

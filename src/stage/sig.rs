@@ -86,8 +86,11 @@ impl SigState {
         Ok(SigState { sources, current: None, end_time })
     }
 
-    /// Opens the state of the archive at `t` (None: now) from a collection.
+    /// Opens the state of the archive at `t` (None: the end of the newest
+    /// chain, as published: signatures of a set whose manifest is not on
+    /// the backend, one being stored by another run, are not part of it).
     pub fn at(coll: &Collection, t: Option<i64>, archive: &Archive) -> Result<SigState> {
+        let t = t.or_else(|| coll.primary_chain().map(|c| c.end_time()));
         let (chain, warning) = coll.sig_chain_at(t.unwrap_or(i64::MAX))?;
         if let Some(w) = warning {
             log::warn!("{w}");
@@ -155,6 +158,7 @@ impl SigState {
             producer: "dup-sig".into(),
             source: None,
             basis_time: Some(self.end_time),
+            passphrase_check: None,
         }
     }
 

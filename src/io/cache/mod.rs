@@ -5,10 +5,12 @@
 
 pub mod journal;
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use md5::{Digest, Md5};
 
@@ -36,9 +38,50 @@ pub fn backup_name(url: &str) -> String {
     crate::dupfmt::hex(&Md5::digest(url.as_bytes()))
 }
 
-/// Held while a process changes the archive; released on drop.
+/// Held while a job changes the archive; released on drop.
+///
+/// Two locks exclude each other: an fcntl lock on `lockfile` (as duplicity
+/// takes it) for other processes, and an entry in a process-wide registry
+/// for other jobs of this process, which fcntl does not see (its locks
+/// belong to the process, and closing any descriptor of the file would
+/// release them).
 pub struct Lock {
-    _file: File,
+    file: Option<File>,
+    key: PathBuf,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // The fcntl lock first: the next job of this process may take the
+        // lock as soon as the registry lets it.
+        drop(self.file.take());
+        held().lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
+}
+
+/// The locks jobs of this process hold: the lock file's canonical path →
+/// who holds it.
+fn held() -> &'static Mutex<HashMap<PathBuf, String>> {
+    static HELD: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    HELD.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The process holding an fcntl lock on `file`, as "process PID (NAME)".
+fn fcntl_holder(file: &File) -> Option<String> {
+    // SAFETY: fcntl on an fd we own, with a zeroed flock struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) } != 0
+        || fl.l_type == libc::F_UNLCK as libc::c_short
+    {
+        return None;
+    }
+    let pid = fl.l_pid;
+    match fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(name) => Some(format!("process {pid} ({})", name.trim_end())),
+        Err(_) => Some(format!("process {pid}")),
+    }
 }
 
 impl Cache {
@@ -59,10 +102,39 @@ impl Cache {
         self.dir.join(name)
     }
 
-    /// Takes `lockfile` (an fcntl lock, as duplicity takes it); fails with
-    /// [`Kind::Locked`] when another process holds it.
+    /// Takes the archive's lock for this program (see [`Cache::lock_for`]).
     pub fn lock(&self) -> Result<Lock> {
+        let program = std::env::current_exe().ok().and_then(|p| p.file_name()?.to_str().map(str::to_string));
+        self.lock_for(program.as_deref().unwrap_or("a job"))
+    }
+
+    /// Takes the archive's lock for `job` (a few words saying what it is,
+    /// shown to whoever finds the lock taken): `lockfile`, with an fcntl
+    /// lock as duplicity takes it, and the process's own registry. Fails
+    /// with [`Kind::Locked`], naming the holder, when another process or
+    /// another job of this process holds it.
+    pub fn lock_for(&self, job: &str) -> Result<Lock> {
         let path = self.path("lockfile");
+        let key = fs::canonicalize(&self.dir).map(|d| d.join("lockfile")).unwrap_or_else(|_| path.clone());
+        {
+            let mut held = held().lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(holder) = held.get(&key) {
+                return Err(Error::new(
+                    Kind::Locked,
+                    format!("another job of this process holds the lock {}: {holder}", path.display()),
+                )
+                .hint("wait for that job to finish; one archive takes one job at a time"));
+            }
+            let thread = std::thread::current();
+            let since = crate::dupfmt::time::to_compact(crate::dupfmt::time::now());
+            let holder = match thread.name() {
+                Some(t) => format!("{job} (thread {t}, since {since})"),
+                None => format!("{job} (since {since})"),
+            };
+            held.insert(key.clone(), holder);
+        }
+        // From here the registry entry is released by the lock's drop.
+        let mut lock = Lock { file: None, key };
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -76,12 +148,14 @@ impl Cache {
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) } != 0 {
             let e = io::Error::last_os_error();
             if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
-                return Err(Error::new(Kind::Locked, format!("another process holds the lock {}", path.display()))
+                let holder = fcntl_holder(&file).unwrap_or_else(|| "another process".into());
+                return Err(Error::new(Kind::Locked, format!("{holder} holds the lock {}", path.display()))
                     .hint("wait for the other dup or duplicity run to finish"));
             }
             return Err(Error::io(format!("locking {}", path.display()), e));
         }
-        Ok(Lock { _file: file })
+        lock.file = Some(file);
+        Ok(lock)
     }
 
     /// Names of the files in the cache (not the lock).
@@ -169,12 +243,20 @@ mod tests {
             let script = "import fcntl,sys; f=open(sys.argv[1],'a'); fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB)";
             std::process::Command::new("python3").args(["-c", script]).arg(c.path("lockfile")).output()
         };
-        let held = c.lock().unwrap();
+        let held = c.lock_for("the first job").unwrap();
+        // Another job of this process is refused, naming the holder, and
+        // leaves the process's fcntl lock in place.
+        let e = c.lock().err().expect("a second job of the process is refused");
+        assert_eq!(e.kind, Kind::Locked);
+        assert!(e.message.contains("this process") && e.message.contains("the first job"), "{}", e.message);
         if let Ok(out) = try_lock() {
             assert!(!out.status.success(), "another process took the lock we hold");
             drop(held);
             assert!(try_lock().unwrap().status.success());
+        } else {
+            drop(held);
         }
+        drop(c.lock().expect("free again once dropped"));
         c.remove("a.manifest").unwrap();
         c.remove("a.manifest").unwrap();
         let _ = fs::remove_dir_all(base);

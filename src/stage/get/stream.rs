@@ -27,6 +27,7 @@ impl<'a> StreamTarget<'a> {
             producer: "dup-get".into(),
             source: localdir.map(PathBytes),
             basis_time: None,
+            passphrase_check: None,
         };
         Ok(StreamTarget { w: Some(Writer::with_head(out, encoding, head)?) })
     }
