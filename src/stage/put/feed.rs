@@ -30,6 +30,10 @@ pub(super) struct Feed<'p, 'a> {
     pub(super) plain_manifest: Option<Vec<u8>>,
     /// A backend call of this thread failed.
     pub(super) backend_failed: bool,
+    /// Size of each file stored or skipped since the last manifest.
+    pub(super) sizes: HashMap<String, u64>,
+    /// Set when the manifest was refused for another run's set.
+    pub(super) conflict: Option<super::Conflict>,
 }
 
 impl Feed<'_, '_> {
@@ -155,6 +159,7 @@ impl Feed<'_, '_> {
             ));
         }
         self.handled.insert(name.to_string(), s.sha1);
+        self.sizes.insert(name.to_string(), s.size);
         let mut st = self.put.lock();
         st.stats.skipped += 1;
         st.stats.skipped_bytes += s.size;
@@ -169,6 +174,7 @@ impl Feed<'_, '_> {
         self.before_storing(&job.name, &job.parsed)?;
         self.handled.insert(job.name.clone(), job.sha1.clone());
         let size = job.spool.len();
+        self.sizes.insert(job.name.clone(), size);
         let have = self.remote.as_ref().and_then(|r| r.get(&job.name)) == Some(&size)
             && self.put.journal.get().is_some_and(|j| j.has(&job.name, size, &job.sha1));
         if !have {
@@ -192,6 +198,48 @@ impl Feed<'_, '_> {
         Ok(())
     }
 
+    /// Refuses to publish (`Kind::Locked`) when, since this backup's basis
+    /// was read, another run (another host, or another cache) published a
+    /// set of the same name or another incremental from the same basis, or
+    /// replaced a file this run stored for the set (another size).
+    pub(super) fn check_no_other_run(&mut self, name: &str, f: &FileName, listing: &[(String, u64)]) -> Result<()> {
+        let naming = self.put.naming;
+        let mut found: Option<(String, bool)> = None;
+        for (other, size) in listing {
+            let Some(o) = naming.parse(other) else { continue };
+            if o.is_manifest() && super::same_set(&o, f) {
+                found = Some((format!("another run published {other} while this one was storing its set"), false));
+                break;
+            }
+            if o.is_manifest() && !f.kind.is_full() && !o.kind.is_full() && o.start == f.start {
+                found = Some((
+                    format!(
+                        "another run published {other} on the same chain since this backup's basis ({}) was read",
+                        crate::dupfmt::time::to_compact(f.start)
+                    ),
+                    true,
+                ));
+            }
+            if let Some(ours) = self.sizes.get(other)
+                && ours != size
+                && found.is_none()
+            {
+                found = Some((
+                    format!(
+                        "{other} on the backend has {size} bytes, not the {ours} this run stored: another run is storing the same set"
+                    ),
+                    false,
+                ));
+            }
+        }
+        let Some((why, ours_alone)) = found else { return Ok(()) };
+        self.conflict = Some(super::Conflict { set: *f, ours_alone });
+        Err(Error::new(crate::Kind::Locked, format!("{why}; not publishing {name}")).hint(
+            "two runs with different caches (two hosts, or two --archive-dir) backed up to this archive at once; \
+             run the backup again: it starts from what was published",
+        ))
+    }
+
     /// Stores a manifest once the backend has every volume it lists, each
     /// volume this run handled with the listed SHA1. Volumes of the same set
     /// that it does not list (left by an earlier run) are removed first.
@@ -210,6 +258,7 @@ impl Feed<'_, '_> {
         let m = Manifest::parse(&text).map_err(|e| e.context(name))?;
         let listing = self.put.storage.list();
         let listing = self.backend(listing)?;
+        self.check_no_other_run(name, f, &listing)?;
         let mut set_volumes: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
         for (other, _) in &listing {
             if let Some(o) = self.put.naming.parse(other)
@@ -250,6 +299,7 @@ impl Feed<'_, '_> {
         let stored = self.put.store_one(name, f, spool);
         let n = self.backend(stored)?;
         self.handled.clear();
+        self.sizes.clear();
         // Published: the journal no longer needs the set's files.
         if let (Some(j), Some(c)) = (self.put.journal.get(), self.put.cache) {
             let naming = self.put.naming;

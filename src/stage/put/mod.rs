@@ -36,9 +36,10 @@ use std::sync::{Condvar, Mutex, OnceLock};
 
 use self::feed::Feed;
 use self::upload::{Job, Put, State};
-use crate::dupfmt::names::Naming;
+use crate::dupfmt::names::{FileName, Naming};
 use crate::error::Result;
 use crate::io::cache::Cache;
+use crate::io::cache::journal::Journal;
 use crate::io::storage::Storage;
 use crate::progress::Progress;
 use crate::record::{Reader, StreamKind};
@@ -100,8 +101,15 @@ pub fn run_with<R: BufRead>(
         state: Mutex::new(State::default()),
         idle: Condvar::new(),
     };
-    let mut feed =
-        Feed { put: &put, remote: None, handled: HashMap::new(), backend_failed: false, plain_manifest: None };
+    let mut feed = Feed {
+        put: &put,
+        remote: None,
+        handled: HashMap::new(),
+        sizes: HashMap::new(),
+        backend_failed: false,
+        plain_manifest: None,
+        conflict: None,
+    };
     let (tx, rx) = sync_channel::<Job>(0);
     let rx = Mutex::new(rx);
     let result = std::thread::scope(|s| {
@@ -116,6 +124,7 @@ pub fn run_with<R: BufRead>(
     });
     // The backend failed if an upload or a call of the reading thread did.
     let backend_failed = feed.backend_failed;
+    let conflict = feed.conflict.take();
     let journaled = put.journal.get().is_some();
     let state = put.state.into_inner().unwrap_or_else(|p| p.into_inner());
     let Err(e) = result else {
@@ -128,6 +137,10 @@ pub fn run_with<R: BufRead>(
         }
         return Ok(state.stats);
     };
+    if let Some(c) = conflict {
+        refused(storage, cache, naming, put.journal.get(), &c, &state.unpublished);
+        return Err(e);
+    }
     if state.unpublished.is_empty() {
         return Err(e);
     }
@@ -154,6 +167,62 @@ pub fn run_with<R: BufRead>(
     }
     Err(e)
 }
+
+/// Another run published on the same chain while this one was storing a
+/// set (see `Feed::check_no_other_run`).
+struct Conflict {
+    /// The set this run did not publish.
+    set: FileName,
+    /// Its files' names are this run's alone (another set was published
+    /// from the same basis): they are removed. Otherwise another run
+    /// stored files of the same name, which are left to it.
+    ours_alone: bool,
+}
+
+fn same_set(a: &FileName, b: &FileName) -> bool {
+    a.kind.is_full() == b.kind.is_full() && (a.start, a.end) == (b.start, b.end)
+}
+
+/// After a [`Conflict`]: the set's files this run stored are removed when
+/// the names are its alone, else left; the journal forgets the set (it is
+/// not to be resumed) and the cache loses this run's copies of its
+/// manifest and signature (`dup-sync` fetches what was published).
+fn refused(
+    storage: &Storage,
+    cache: Option<&Cache>,
+    naming: &Naming,
+    journal: Option<&Journal>,
+    c: &Conflict,
+    unpublished: &[String],
+) {
+    let in_set = |n: &str| naming.parse(n).is_some_and(|o| same_set(&o, &c.set));
+    if c.ours_alone {
+        log::warn!("removing the {} files this run stored for the set it did not publish", unpublished.len());
+        for name in unpublished.iter().rev() {
+            if let Err(d) = storage.delete(name) {
+                log::warn!("{}", d.message);
+            }
+        }
+    } else if !unpublished.is_empty() {
+        log::warn!(
+            "leaving the {} files this run stored under the names of the other run's set: {}",
+            unpublished.len(),
+            unpublished.join(" ")
+        );
+    }
+    let Some(cache) = cache else { return };
+    if let Some(j) = journal
+        && let Err(d) = j.forget(cache, in_set)
+    {
+        log::warn!("{}", d.message);
+    }
+    for name in cache.list().unwrap_or_default().into_iter().filter(|n| in_set(n)) {
+        if let Err(d) = cache.remove(&name) {
+            log::warn!("{}", d.message);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
