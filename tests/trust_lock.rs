@@ -223,7 +223,7 @@ fn race(t: &Target, dir: &Path, a: &Host, b: &Host, inc: bool, time: &str) -> (O
         .process_group(0)
         .spawn()
         .unwrap();
-    let journal = a.cache.join(dup::cache::backup_name(&t.url)).join(dup::put::JOURNAL);
+    let journal = a.cache.join(dup::io::cache::backup_name(&t.url)).join(dup::io::cache::journal::JOURNAL);
     // Lines of this set (an earlier refused set's may still be there).
     let this_set = if inc { ".to." } else { "duplicity-full" };
     let t0 = Instant::now();
@@ -273,7 +273,7 @@ fn check_race(t: &Target, dir: &Path, codes: (Option<i32>, Option<i32>), hosts: 
     // The refused run left no copy of its own set in its cache: synced, it
     // holds what a fresh cache holds.
     t.sh_ok(dir, &format!("dup-sync {} {u}", loser.c()));
-    let name = dup::cache::backup_name(&t.url);
+    let name = dup::io::cache::backup_name(&t.url);
     assert_eq!(metadata(&loser.cache.join(&name)), metadata(&fresh.join(&name)), "{}: {round}", t.name);
 }
 

@@ -1,7 +1,7 @@
 //! Decryption and signature checks, streamed with a bounded buffer;
 //! distinct errors for a wrong passphrase, a missing secret key, bad data.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
 use sequoia_openpgp as openpgp;
@@ -17,7 +17,7 @@ use openpgp::parse::{PacketParser, Parse};
 use openpgp::types::SymmetricAlgorithm;
 use openpgp::{Fingerprint, KeyHandle};
 
-use super::encrypt::io_passthrough;
+use super::encrypt::{encryptor, io_passthrough};
 use super::{DECRYPT_BUFFER, Keys, MIN_DECRYPT_BUFFER, crypto, label, lock, read_policy};
 use crate::error::{Error, Kind, Result};
 
@@ -339,6 +339,54 @@ pub fn check_decryptable<R: Read + Send>(keys: &Keys, name: &str, r: R) -> Resul
     let mut b = [0u8; 1];
     d.read(&mut b).map_err(|e| io_passthrough(name, e))?;
     Ok(())
+}
+
+/// True when the encrypted file whose start is `head` opens with a
+/// passphrase (it has an SKESK packet); false when only secret keys open it.
+/// Only the packets before the encrypted data are read.
+pub fn passphrase_encrypted(name: &str, head: &[u8]) -> Result<bool> {
+    use openpgp::parse::PacketParserResult;
+    let bad = |e: openpgp::anyhow::Error| Error::corrupt(format!("{name}: {}", describe_pgp(&format!("{e:#}"))));
+    let mut ppr = PacketParser::from_bytes(head).map_err(bad)?;
+    while let PacketParserResult::Some(pp) = ppr {
+        match &pp.packet {
+            Packet::SKESK(_) => return Ok(true),
+            Packet::PKESK(_) => {}
+            _ => return Ok(false),
+        }
+        ppr = pp.next().map_err(bad)?.1;
+    }
+    Ok(false)
+}
+
+/// What a passphrase check message holds.
+const CHECK_TEXT: &[u8] = b"dup passphrase check\n";
+
+/// A small message encrypted with the passphrase of `keys` (None without
+/// one), for a later stage to check its own passphrase against
+/// ([`check_passphrase_message`]): dup-sig, having opened the chain with
+/// its passphrase, hands dup-pack this instead of the passphrase.
+pub fn passphrase_message(keys: &Keys) -> Result<Option<Vec<u8>>> {
+    let Some(pw) = lock(&keys.0.passphrase).clone() else { return Ok(None) };
+    let only = Keys::with_passphrase(pw.map(|b| b.to_vec()));
+    let mut w = encryptor(&only, Vec::new())?;
+    w.write_all(CHECK_TEXT).map_err(|e| io_passthrough("encrypting the passphrase check", e))?;
+    w.finish().map(Some)
+}
+
+/// Checks that the passphrase of `keys` opens a [`passphrase_message`]:
+/// `Kind::Crypto` when it does not. False (nothing checked) when `keys` has
+/// no passphrase (public-key encryption).
+pub fn check_passphrase_message(keys: &Keys, message: &[u8], what: &str) -> Result<bool> {
+    let Some(pw) = lock(&keys.0.passphrase).clone() else { return Ok(false) };
+    let only = Keys::with_passphrase(pw.map(|b| b.to_vec()));
+    let mut d = decryptor(&only, what, message)?;
+    let mut text = Vec::new();
+    d.read_to_end(&mut text).map_err(|e| io_passthrough(what, e))?;
+    if text != CHECK_TEXT {
+        return Err(Error::corrupt(format!("{what}: not a passphrase check")));
+    }
+    Ok(true)
 }
 
 /// Sequoia's error as ours: the helper's verdict, an I/O error of the

@@ -36,7 +36,10 @@ use openpgp::{Fingerprint, KeyHandle};
 
 use crate::error::{Error, Kind, Result};
 
-pub use self::decrypt::{DecryptReader, check_decryptable, decryptor, decryptor_with_buffer};
+pub use self::decrypt::{
+    DecryptReader, check_decryptable, check_passphrase_message, decryptor, decryptor_with_buffer, passphrase_encrypted,
+    passphrase_message,
+};
 use self::encrypt::encryption_subkeys;
 pub use self::encrypt::{DEFAULT_LEVEL, EncryptWriter, encryptor, encryptor_with_level};
 use self::gpg::Gpg;

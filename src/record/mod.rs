@@ -528,7 +528,13 @@ impl<R: BufRead> Reader<R> {
             enc,
             number: 1,
             // Replaced by the header read below.
-            head: StreamHead { stream: StreamKind::Entries, producer: String::new(), source: None, basis_time: None, passphrase_check: None },
+            head: StreamHead {
+                stream: StreamKind::Entries,
+                producer: String::new(),
+                source: None,
+                basis_time: None,
+                passphrase_check: None,
+            },
             ended: false,
             line: Vec::new(),
             name: name.to_string(),
