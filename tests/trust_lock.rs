@@ -303,6 +303,8 @@ fn two_caches_race(t: &Target, dir: &Path) {
     for (h, seed) in [(&a, 11), (&b, 12)] {
         fs::write(h.src.join("f1"), random_bytes(seed, 99_000)).unwrap();
         fs::write(h.src.join("new"), format!("inc {seed}")).unwrap();
+        // A change at another second than the full's reading of the file.
+        set_mtime(&h.src.join("f1"), 1_800_000_000 + seed as i64);
     }
     let codes = race(t, dir, &a, &b, true, "");
     assert_eq!(codes, (Some(11), Some(0)), "{}: the run whose basis is no longer the chain's end is refused", t.name);
