@@ -337,9 +337,10 @@ fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan
     for n in numbers {
         let info = manifest.volumes.get(&n);
         let hash = info.and_then(|v| v.best_hash()).map(|(k, v)| (k.to_string(), v.to_ascii_lowercase()));
+        let range = info.map(|v| (v.start.clone(), v.end.clone()));
         match set.volumes.get(&n) {
             Some(name) => {
-                volumes.push(VolPlan { name: name.clone(), hash, missing: false });
+                volumes.push(VolPlan { name: name.clone(), hash, missing: false, range });
             }
             None => {
                 let kind = if set.kind == crate::dupfmt::collection::SetKind::Full {
@@ -348,7 +349,7 @@ fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan
                     FileKind::IncVolume(n)
                 };
                 let name = naming.name(kind, set.start_time, set.end_time, set.suffix(), false);
-                volumes.push(VolPlan { name, hash, missing: true });
+                volumes.push(VolPlan { name, hash, missing: true, range });
             }
         }
     }

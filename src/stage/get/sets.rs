@@ -5,8 +5,10 @@
 //!
 //! A volume that is missing, damaged or unreadable is reported and skipped,
 //! together with the part of a multivol file that crossed into it; entries
-//! that are not allowed (`..`, unknown prefixes, hard links, out of order)
-//! are reported and skipped.
+//! that are not allowed (`..`, unknown prefixes, hard links, outside the
+//! range the manifest gives their volume, out of order) are reported and
+//! skipped. A skipped entry does not move the order cursor: one bad entry
+//! never makes the honest entries after it look out of order.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -31,6 +33,9 @@ pub(crate) struct VolPlan {
     pub hash: Option<(String, String)>,
     /// Listed in the manifest but not on the backend.
     pub missing: bool,
+    /// The first and last index the manifest gives the volume; `None` for
+    /// a manifest without volume blocks.
+    pub range: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The entry a set holds for a path.
@@ -124,6 +129,18 @@ impl<'a> SetStream<'a> {
                 continue;
             }
             self.after_loss = false;
+            if let Some((start, end)) = self.tar.as_ref().and_then(|v| v.range.as_ref())
+                && (index::cmp(&name.index, start).is_lt() || index::cmp(&name.index, end).is_gt())
+            {
+                let why = format!(
+                    "outside its volume's range in the manifest ({} to {}; the volume is damaged or was not \
+                     written by duplicity)",
+                    show(start),
+                    show(end)
+                );
+                refuse(rep, &item.name, &why);
+                continue;
+            }
             if !index::is_within(&name.index, &self.prefix) {
                 if index::cmp(&name.index, &self.prefix).is_gt() {
                     // Past the prefix's range: nothing more of this set is wanted.
@@ -198,7 +215,7 @@ impl<'a> SetStream<'a> {
                     return Raw::End;
                 };
                 match open_volume(self.archive, &v, rep) {
-                    Ok((stream, rest)) => self.tar = Some(Volume { stream, name: v.name, rest }),
+                    Ok((stream, rest)) => self.tar = Some(Volume { stream, name: v.name, rest, range: v.range }),
                     Err(e) => {
                         self.lost(rep, &v.name, &e);
                         return Raw::Lost;
@@ -359,6 +376,8 @@ struct Volume {
     stream: TarStream,
     name: String,
     rest: Shared,
+    /// See [`VolPlan::range`].
+    range: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Volume {
