@@ -22,6 +22,10 @@ pub enum Kind {
     Corrupt,
     /// A record stream is malformed, truncated or of another version.
     Stream,
+    /// A local file system takes no more writes: no space left, quota
+    /// exceeded, or mounted read-only (`ENOSPC`, `EDQUOT`, `EROFS`). Going
+    /// on with the next item cannot help, so a run ends at once.
+    Unwritable,
     /// A connection test (dup-ls --check): the backend cannot be reached.
     Unreachable,
     /// A connection test: the backend refused the credentials.
@@ -41,7 +45,7 @@ impl Kind {
     pub fn exit_code(self) -> i32 {
         match self {
             Kind::StdoutClosed => 0,
-            Kind::Other | Kind::Stream => 1,
+            Kind::Other | Kind::Stream | Kind::Unwritable => 1,
             Kind::Usage => 2,
             Kind::Partial => 3,
             Kind::NoBackup => 10,
@@ -99,6 +103,9 @@ impl Error {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             return Self::new(Kind::StdoutClosed, format!("{what}: {e}"));
         }
+        if is_unwritable(&e) {
+            return Self::new(Kind::Unwritable, format!("{what}: {e}"));
+        }
         Self::other(format!("{what}: {e}"))
     }
     pub fn exit_code(&self) -> i32 {
@@ -113,6 +120,12 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Whether `e` says the file system takes no more writes (no space, over
+/// quota, read-only): see [`Kind::Unwritable`].
+pub fn is_unwritable(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EROFS))
+}
 
 /// The [`Error`] an `io::Error` carries (record content readers, tar
 /// streams and the like pass theirs through `io::Error::other`), or the

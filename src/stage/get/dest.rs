@@ -113,16 +113,28 @@ impl DirTarget {
         p
     }
 
-    /// Closes open directories down to `depth` levels, giving each its metadata.
-    fn close_to(&mut self, depth: usize, rep: &Reporter) {
+    /// Closes open directories down to `depth` levels, giving each its
+    /// metadata. A file system that takes no more writes ends the run.
+    fn close_to(&mut self, depth: usize, rep: &Reporter) -> Result<()> {
         while self.stack.len() > depth {
             let lvl = self.stack.pop().expect("len > depth");
             if let Some(meta) = &lvl.meta
                 && let Err(e) = apply_fd(lvl.fd.as_raw_fd(), meta, self.owners.as_mut())
             {
-                rep.item_problem(&meta.path, &Error::io("setting the directory's metadata", e));
+                let what = format!("{}: setting the directory's metadata", self.local_index(&meta.path).display());
+                let e = Error::io(what, e);
+                if e.kind == Kind::Unwritable {
+                    return Err(e);
+                }
+                rep.item_problem(&meta.path, &e);
             }
         }
+        Ok(())
+    }
+
+    /// The local path of an index relative to the destination.
+    fn local_index(&self, index: &[u8]) -> PathBuf {
+        self.local(&index::components(index).collect::<Vec<_>>())
     }
 
     /// Makes the destination directory the bottom of the stack.
@@ -176,7 +188,7 @@ impl DirTarget {
         while keep < self.stack.len() && keep - 1 < parent.len() && self.stack[keep].name == parent[keep - 1] {
             keep += 1;
         }
-        self.close_to(keep, rep);
+        self.close_to(keep, rep)?;
         for i in self.stack.len() - 1..parent.len() {
             let c = cstring(parent[i])?;
             let top = self.stack.last().expect("the destination is open").fd.as_raw_fd();
@@ -342,14 +354,18 @@ impl Target for DirTarget {
         match self.item_inner(entry, content, rep) {
             Ok(Some(n)) => rep.item(&path, n),
             Ok(None) => {}
+            // A full or read-only file system: every later item would fail too.
+            Err(e) if e.kind == Kind::Unwritable => {
+                let shown = self.local_index(&path).display().to_string();
+                return Err(if e.message.starts_with(&shown) { e } else { e.context(shown) });
+            }
             Err(e) => rep.item_problem(&path, &e),
         }
         Ok(())
     }
 
     fn finish(&mut self, rep: &Reporter) -> Result<()> {
-        self.close_to(0, rep);
-        Ok(())
+        self.close_to(0, rep)
     }
 }
 

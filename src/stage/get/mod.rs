@@ -132,9 +132,21 @@ impl Stats {
 pub(crate) struct Reporter<'a> {
     progress: &'a dyn Progress,
     stats: RefCell<Stats>,
+    /// An error that ends the run where it cannot be returned (a volume
+    /// that cannot be staged on a full disk); the merge loop returns it.
+    stop: RefCell<Option<Error>>,
 }
 
 impl Reporter<'_> {
+    /// Ends the run with `e` (the first one given) at the next item.
+    pub(crate) fn stop(&self, e: Error) {
+        self.stop.borrow_mut().get_or_insert(e);
+    }
+
+    fn take_stop(&self) -> Option<Error> {
+        self.stop.borrow_mut().take()
+    }
+
     pub(crate) fn problem(&self, kind: Kind, message: String) {
         log::warn!("{message}");
         self.progress.event(Event::Warning { path: None, message: message.clone() });
@@ -271,10 +283,10 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
         plans.push(plan_set(&archive, set, &prefix)?);
     }
 
-    let stage = match &action {
-        Action::Restore { .. } => "restore",
-        Action::Verify { .. } => "verify",
-        Action::Stream { .. } => "stream",
+    let (stage, doing) = match &action {
+        Action::Restore { dest, .. } => ("restore", format!("restoring into {}", dest.display())),
+        Action::Verify { src, .. } => ("verify", format!("comparing with {}", src.display())),
+        Action::Stream { .. } => ("stream", "writing the stream".to_string()),
     };
     // A wrong passphrase or a missing secret key is found before anything is
     // written (and is exit 12, not a damaged volume).
@@ -298,12 +310,16 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
         }
     };
 
-    let rep = Reporter { progress, stats: RefCell::new(Stats { time: t, sets: sets.len(), ..Stats::default() }) };
+    let rep = Reporter {
+        progress,
+        stats: RefCell::new(Stats { time: t, sets: sets.len(), ..Stats::default() }),
+        stop: RefCell::new(None),
+    };
     progress.event(Event::Start { stage: stage.into() });
     let mut streams: Vec<SetStream> = plans.into_iter().map(|p| SetStream::new(&archive, p.volumes, &prefix)).collect();
-    let found = merge(&mut streams, target.as_mut(), &rep, &prefix)?;
+    let found = merge(&mut streams, target.as_mut(), &rep, &prefix).map_err(|e| stopped(e, &rep, &doing))?;
     drop(streams);
-    target.finish(&rep)?;
+    target.finish(&rep).map_err(|e| stopped(e, &rep, &doing))?;
     let stats = rep.stats.into_inner();
     progress.event(Event::Finish { stage: stage.into(), items: stats.items, bytes: stats.bytes });
     if !found && stats.problem_count == 0 {
@@ -314,6 +330,22 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
         .hint("paths are relative to the backup root; dup-ls URL --time T lists the files of a time"));
     }
     Ok(stats)
+}
+
+/// An error that ended the run; a full or read-only file system
+/// ([`Kind::Unwritable`]) is said once, with what was done before it.
+fn stopped(e: Error, rep: &Reporter, doing: &str) -> Error {
+    if e.kind != Kind::Unwritable {
+        return e;
+    }
+    let s = rep.stats.borrow();
+    let done = if doing.starts_with("restoring") { "restored" } else { "done" };
+    let items = if s.items == 1 { "1 item".to_string() } else { format!("{} items", s.items) };
+    let bytes = crate::progress::human_bytes(s.bytes);
+    Error::new(Kind::Unwritable, format!("{doing} stopped: {}; {items} ({bytes}) {done} before it", e.message)).hint(
+        "make room, or choose a writable place (volumes are staged in $TMPDIR, /tmp by default), then run again; \
+         --force restores over what is there",
+    )
 }
 
 /// One set as read: its volumes (in order) and the manifest's `Localdir`.
@@ -394,6 +426,9 @@ fn merge(streams: &mut [SetStream], target: &mut dyn Target, rep: &Reporter, pre
         for s in streams.iter_mut() {
             s.fill(rep);
         }
+        if let Some(e) = rep.take_stop() {
+            return Err(e);
+        }
         let Some(x) = streams
             .iter()
             .filter_map(|s| s.head.as_ref().map(|h| &h.entry.path.0))
@@ -409,6 +444,9 @@ fn merge(streams: &mut [SetStream], target: &mut dyn Target, rep: &Reporter, pre
         for &i in &group {
             streams[i].drain(rep);
             streams[i].head = None;
+        }
+        if let Some(e) = rep.take_stop() {
+            return Err(e);
         }
         if r? {
             found = true;

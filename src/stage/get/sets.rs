@@ -216,6 +216,12 @@ impl<'a> SetStream<'a> {
                 };
                 match open_volume(self.archive, &v, rep) {
                     Ok((stream, rest)) => self.tar = Some(Volume { stream, name: v.name, rest, range: v.range }),
+                    Err(e) if e.kind == Kind::Unwritable => {
+                        // The staging disk is full: not the volume's fault.
+                        rep.stop(e);
+                        self.volumes.clear();
+                        return Raw::End;
+                    }
                     Err(e) => {
                         self.lost(rep, &v.name, &e);
                         return Raw::Lost;
@@ -449,8 +455,11 @@ fn open_volume(archive: &Archive, v: &VolPlan, rep: &Reporter) -> Result<(TarStr
         // come at the end, and nothing may be restored from a volume before
         // they pass.
         let mut plain = crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
-        io::copy(&mut input, &mut plain)
-            .map_err(|e| crate::error::carried(e).unwrap_or_else(|e| Error::corrupt(format!("{}: {e}", v.name))))?;
+        io::copy(&mut input, &mut plain).map_err(|e| match crate::error::carried(e) {
+            Ok(err) => err,
+            Err(e) if crate::error::is_unwritable(&e) => Error::io(format!("{}: staging its plaintext", v.name), e),
+            Err(e) => Error::corrupt(format!("{}: {e}", v.name)),
+        })?;
         plain.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("{}: temporary copy", v.name), e))?;
         input = Box::new(BufReader::with_capacity(256 << 10, plain));
     }
