@@ -277,6 +277,16 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
             .hint("check the URL (and --name/--archive-dir); dup-ls URL lists what it holds"),
         _ => e,
     })?;
+    if t < chain.start_time() {
+        // Before the first backup: the oldest is restored, as duplicity does, but not without a word.
+        let msg = format!(
+            "no backup chain for the requested time {}; restoring the oldest, starting at {}",
+            crate::dupfmt::time::to_compact(t),
+            crate::dupfmt::time::to_compact(chain.start_time())
+        );
+        log::warn!("{msg}");
+        progress.event(Event::Warning { path: None, message: msg });
+    }
     let sets = chain.sets_at(t);
     let mut plans = Vec::new();
     for set in &sets {
