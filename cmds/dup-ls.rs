@@ -44,7 +44,7 @@ struct Args {
     /// select for deletion orphaned and incomplete sets and orphaned signatures
     #[argh(switch)]
     cleanup: bool,
-    /// test the connection to URL instead (list, then write, read back and delete a small file) and print the answer as a check record; the exit code tells it too
+    /// test the connection to URL instead (list, then write, read back and delete a small file; no retries, 5 s at most per request; a missing directory is not_found, never created) and print the answer as a check record; the exit code tells it too
     #[argh(switch)]
     check: bool,
     /// directory of the local metadata caches (default $XDG_CACHE_HOME/dup)

@@ -271,8 +271,10 @@ pub fn files_at(archive: &ArchiveOptions, t: Option<i64>, mut each: impl FnMut(E
 }
 
 /// Tests that the archive's backend answers: lists, writes, reads back and
-/// deletes a probe file. Says what went wrong (unreachable, authentication
-/// refused, permission denied, not found) instead of failing.
+/// deletes a probe file, without retries and within seconds; a missing
+/// archive directory is not found and is not created. Says what went wrong
+/// (unreachable, authentication refused, permission denied, not found)
+/// instead of failing.
 pub fn test_connection(archive: &ArchiveOptions) -> Result<crate::io::storage::Check> {
     crate::archive::test_connection(&archive.url)
 }

@@ -1,17 +1,22 @@
 //! What a backend's failure means: its class, the server's words, what to
 //! check next; and the connection check ([`Storage::check`]).
 
+use std::time::Duration;
+
 use opendal::ErrorKind;
 
-use super::sftp::ssh_command;
-use super::{Env, Storage, TEMP_PREFIX, Target, process_env};
+use super::layers::{build, object_store};
+use super::sftp::{sftp_missing, ssh_command};
+use super::{Env, Storage, TEMP_PREFIX, Target, parse_url_with, process_env, redact};
 use crate::error::{Error, Kind, Result};
 
 impl Storage {
     /// Tests the connection the way a backup uses it: lists the archive,
     /// then writes, reads back and deletes a small probe file under a
     /// temporary name (which readers ignore). `marks_backup` tells which
-    /// listed names show that a backup is there ([`Check::archive`]).
+    /// listed names show that a backup is there ([`Check::archive`]). An
+    /// archive directory that does not exist is [`CheckStatus::NotFound`],
+    /// and is not made.
     pub fn check(&self, marks_backup: MarksBackup) -> Check {
         let mut c = Check {
             status: CheckStatus::Ok,
@@ -27,9 +32,14 @@ impl Storage {
             c.hint = Some(hint(c.status, &self.target));
             c
         };
+        // A directory that is not there is not made (by the probe below):
+        // it may be a drive that is not mounted, or a typo.
+        if self.root_is_missing() {
+            return missing(c);
+        }
         let listing = match self.blocking.list("") {
             Ok(v) => v,
-            Err(e) if e.kind() == ErrorKind::NotFound && !is_missing_bucket(&e) => Vec::new(),
+            Err(e) if e.kind() == ErrorKind::NotFound && !is_missing_bucket(&e) => return missing(c),
             Err(e) => return fail(c, "listing", e),
         };
         let names: Vec<&str> = listing.iter().filter(|e| !e.metadata().is_dir()).map(|e| e.name()).collect();
@@ -157,19 +167,87 @@ impl Check {
 /// there; storage does not know the names, its caller does.
 pub type MarksBackup<'a> = &'a dyn Fn(&str) -> bool;
 
-/// Opens the backend at `url` and checks it (see [`Storage::check`]). An
-/// error means the URL or the settings are wrong (a usage error); every
-/// answer of the server is a [`Check`].
+impl Storage {
+    /// Whether the archive's directory is known not to exist (WebDAV, SFTP,
+    /// file://; object stores have no directories). WebDAV lists a missing
+    /// directory as empty and opendal takes its root for granted, so the
+    /// directory is looked up from its parent; opendal's SFTP connections
+    /// make their root, so SFTP is asked outside opendal.
+    fn root_is_missing(&self) -> bool {
+        if object_store(&self.target) {
+            return false;
+        }
+        let Some(root) = self.target.get("root").map(|r| r.trim_end_matches('/').to_string()) else {
+            return false;
+        };
+        if self.target.scheme == "sftp" {
+            return sftp_missing(&self.target, &self.settings, if root.is_empty() { "/" } else { &root });
+        }
+        let Some((parent, name)) = root.rsplit_once('/').filter(|(_, n)| !n.is_empty()) else {
+            return false;
+        };
+        let mut t = self.target.clone();
+        t.set("root", if parent.is_empty() { "/" } else { parent });
+        let parent_op = {
+            let _guard = self.rt.enter();
+            build(&t, &self.settings, &self.url, self.settings.timeout).and_then(opendal::blocking::Operator::new)
+        };
+        let Ok(parent_op) = parent_op else {
+            return false;
+        };
+        matches!(parent_op.stat(&format!("{name}/")), Err(e) if e.kind() == ErrorKind::NotFound)
+    }
+}
+
+/// The longest a connection test waits for one request (less when
+/// `DUP_TIMEOUT` is lower); it makes no retries.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the backend at `url` and checks it (see [`Storage::check`]),
+/// without retries and waiting at most [`CHECK_TIMEOUT`] for each request,
+/// so that an unreachable server is answered within seconds. Nothing is
+/// created: a `file://` directory (or a WebDAV or SFTP one) that does not
+/// exist is [`CheckStatus::NotFound`]. An error means the URL or the
+/// settings are wrong (a usage error); every answer of the server is a
+/// [`Check`].
 pub fn test_connection(url: &str, marks_backup: MarksBackup) -> Result<Check> {
     test_connection_with(url, &process_env, marks_backup)
 }
 
 /// Like [`test_connection`], reading environment variables through `env`.
 pub fn test_connection_with(url: &str, env: Env, marks_backup: MarksBackup) -> Result<Check> {
-    Ok(match Storage::connect(url, env)? {
+    let target = parse_url_with(url, env)?;
+    // Opening a file:// storage makes its directory: look first.
+    if target.scheme == "fs"
+        && let Some(root) = target.get("root")
+        && !std::path::Path::new(root).is_dir()
+    {
+        let c = Check {
+            status: CheckStatus::NotFound,
+            url: redact(url),
+            message: String::new(),
+            hint: None,
+            files: None,
+            archive: false,
+        };
+        return Ok(missing(c));
+    }
+    Ok(match Storage::connect(url, env, true)? {
         Ok(s) => s.check(marks_backup),
         Err(c) => c,
     })
+}
+
+/// The answer for an archive directory that does not exist (nothing is made).
+fn missing(mut c: Check) -> Check {
+    c.status = CheckStatus::NotFound;
+    c.message = "listing: not found: the directory does not exist (nothing was created)".into();
+    c.hint = Some(
+        "a first backup creates it; if a backup should be there, check the path (a typo? a drive that is not \
+         mounted?)"
+            .into(),
+    );
+    c
 }
 
 /// The innermost error message: what the server or the system said.

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use opendal::options::WriteOptions;
 use opendal::{Buffer, ErrorKind};
 
-pub use self::check::{Check, CheckStatus, MarksBackup, test_connection, test_connection_with};
+pub use self::check::{CHECK_TIMEOUT, Check, CheckStatus, MarksBackup, test_connection, test_connection_with};
 use self::check::{backend_error, hint, is_missing_bucket, open_error};
 use self::layers::{S3_CONCURRENT, S3_PART, Settings, build, io_timeout, object_store, piece};
 use self::mmap::mapped_buffer;
@@ -70,16 +70,21 @@ impl Storage {
 
     /// Like [`Storage::open`], reading environment variables through `env`.
     pub fn open_with(url: &str, env: Env) -> Result<Storage> {
-        Self::connect(url, env)?.or_else(Check::into_error)
+        Self::connect(url, env, false)?.or_else(Check::into_error)
     }
 
     /// Opens the backend; the inner error is a server's answer (only SFTP
     /// with a relative path talks to the server here), the outer one a
-    /// wrong URL or setting.
-    fn connect(url: &str, env: Env) -> Result<std::result::Result<Storage, Check>> {
+    /// wrong URL or setting. `probe`: for a connection test, which makes
+    /// no retries and waits at most [`check::CHECK_TIMEOUT`] for each request.
+    fn connect(url: &str, env: Env, probe: bool) -> Result<std::result::Result<Storage, Check>> {
         let mut target = parse_url_with(url, env)?;
         let shown = redact(url);
-        let settings = Settings::from_env(env)?;
+        let mut settings = Settings::from_env(env)?;
+        if probe {
+            settings.retries = 0;
+            settings.timeout = settings.timeout.min(check::CHECK_TIMEOUT);
+        }
         if target.scheme == "sftp" && !target.get("root").unwrap_or_default().starts_with('/') {
             let home = match sftp_home(&target, &settings) {
                 Ok(h) => h,
@@ -104,8 +109,9 @@ impl Storage {
             .build()
             .map_err(|e| Error::io("starting the storage runtime", e))?;
         let guard = rt.enter();
-        let op = build(&target, &settings, &shown, io_timeout(&settings, piece(&target)))
-            .map_err(|e| open_error(&shown, &target, e))?;
+        // A connection test's requests are small: no allowance for their size.
+        let io_t = if probe { settings.timeout } else { io_timeout(&settings, piece(&target)) };
+        let op = build(&target, &settings, &shown, io_t).map_err(|e| open_error(&shown, &target, e))?;
         let cap = op.info().capability();
         let blocking = opendal::blocking::Operator::new(op.clone()).map_err(|e| open_error(&shown, &target, e))?;
         drop(guard);

@@ -39,6 +39,46 @@ pub(super) fn ssh_host_port(t: &Target) -> (&str, Option<&str>) {
 /// there): asks the server's SFTP subsystem for the real path of `.`,
 /// through the same `ssh` client opendal runs.
 pub(super) fn sftp_home(t: &Target, settings: &Settings) -> std::result::Result<String, (CheckStatus, String)> {
+    // REALPATH: type 16, id 1, the string ".".
+    let p = sftp_request(t, settings, &sftp_packet(16, b"."))?;
+    // NAME: type 104, id, count, then the first name as a string.
+    if p.first() != Some(&104) || p.len() < 13 {
+        return Err((CheckStatus::Failed, "the server did not resolve its login directory".into()));
+    }
+    let n = u32::from_be_bytes([p[9], p[10], p[11], p[12]]) as usize;
+    match p.get(13..13 + n) {
+        Some(name) if name.starts_with(b"/") => Ok(String::from_utf8_lossy(name).into_owned()),
+        _ => Err((CheckStatus::Failed, "short SFTP reply".into())),
+    }
+}
+
+/// Whether the SFTP server says `path` does not exist (SSH_FXP_STAT answered
+/// with SSH_FX_NO_SUCH_FILE). Asked outside opendal, whose connections make
+/// their root directory.
+pub(super) fn sftp_missing(t: &Target, settings: &Settings, path: &str) -> bool {
+    // STAT: type 17; the answer STATUS (101): id, then the code (2: no such file).
+    matches!(sftp_request(t, settings, &sftp_packet(17, path.as_bytes())), Ok(p) if p.first() == Some(&101)
+        && p.get(5..9) == Some(&2u32.to_be_bytes()[..]))
+}
+
+/// An SFTP request of `kind` with id 1 and one string argument.
+fn sftp_packet(kind: u8, arg: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(13 + arg.len());
+    p.extend_from_slice(&(9 + arg.len() as u32).to_be_bytes());
+    p.push(kind);
+    p.extend_from_slice(&1u32.to_be_bytes());
+    p.extend_from_slice(&(arg.len() as u32).to_be_bytes());
+    p.extend_from_slice(arg);
+    p
+}
+
+/// Sends one request (after SSH_FXP_INIT) over `ssh -s sftp` and returns the
+/// answer's packet. A failure says why: unreachable, login refused...
+fn sftp_request(
+    t: &Target,
+    settings: &Settings,
+    request: &[u8],
+) -> std::result::Result<Vec<u8>, (CheckStatus, String)> {
     let (host, port) = ssh_host_port(t);
     let strict = match t.get("known_hosts_strategy") {
         Some("add") => "accept-new",
@@ -68,8 +108,9 @@ pub(super) fn sftp_home(t: &Target, settings: &Settings) -> std::result::Result<
         return Err((CheckStatus::Failed, "running ssh: no pipes".into()));
     };
     let (tx, rx) = std::sync::mpsc::channel();
+    let request = request.to_vec();
     std::thread::spawn(move || {
-        let _ = tx.send(sftp_realpath_dot(to, from));
+        let _ = tx.send(sftp_talk(to, from, &request));
     });
     // ssh's ConnectTimeout covers connecting; this, a server that stalls.
     let talk = rx
@@ -79,8 +120,8 @@ pub(super) fn sftp_home(t: &Target, settings: &Settings) -> std::result::Result<
     let output = child.wait_with_output().map_err(failed)?;
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
     match talk {
-        Ok(Some(home)) if home.starts_with('/') => Ok(home),
-        Ok(_) => {
+        Ok(Some(answer)) => Ok(answer),
+        Ok(None) => {
             let low = stderr.to_lowercase();
             let status = if ["permission denied", "host key verification failed", "too many authentication"]
                 .iter()
@@ -102,20 +143,15 @@ pub(super) fn sftp_home(t: &Target, settings: &Settings) -> std::result::Result<
     }
 }
 
-/// Sends SSH_FXP_INIT and SSH_FXP_REALPATH "." and returns the answer; None
-/// when ssh ended first (its stderr says why).
-pub(super) fn sftp_realpath_dot(mut to: impl Write, mut from: impl Read) -> io::Result<Option<String>> {
+/// Sends SSH_FXP_INIT and `request`, and returns the answer to the request;
+/// None when ssh ended first (its stderr says why).
+fn sftp_talk(mut to: impl Write, mut from: impl Read, request: &[u8]) -> io::Result<Option<Vec<u8>>> {
     let mut out = Vec::new();
     // INIT: length 5, type 1, version 3.
     out.extend_from_slice(&5u32.to_be_bytes());
     out.push(1);
     out.extend_from_slice(&3u32.to_be_bytes());
-    // REALPATH: length 10, type 16, id 1, the string ".".
-    out.extend_from_slice(&10u32.to_be_bytes());
-    out.push(16);
-    out.extend_from_slice(&1u32.to_be_bytes());
-    out.extend_from_slice(&1u32.to_be_bytes());
-    out.push(b'.');
+    out.extend_from_slice(request);
     if to.write_all(&out).and_then(|_| to.flush()).is_err() {
         return Ok(None);
     }
@@ -133,12 +169,5 @@ pub(super) fn sftp_realpath_dot(mut to: impl Write, mut from: impl Read) -> io::
         Ok(Some(p))
     };
     let Some(_version) = packet()? else { return Ok(None) };
-    let Some(p) = packet()? else { return Ok(None) };
-    // NAME: type 104, id, count, then the first name as a string.
-    if p.first() != Some(&104) || p.len() < 13 {
-        return Err(io::Error::other("the server did not resolve its login directory"));
-    }
-    let n = u32::from_be_bytes([p[9], p[10], p[11], p[12]]) as usize;
-    let name = p.get(13..13 + n).ok_or_else(|| io::Error::other("short SFTP reply"))?;
-    Ok(Some(String::from_utf8_lossy(name).into_owned()))
+    packet()
 }
