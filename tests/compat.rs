@@ -247,3 +247,50 @@ fn wrapper_incremental_whose_delta_fails_early_does_not_hang() {
     assert_eq!(status.code(), Some(2), "dup-delta's usage error: {err}");
     assert!(err.contains("max-blocksize"), "{err}");
 }
+
+#[test]
+fn unchanged_incremental_restores() {
+    // Regression (found by scripts/torture): an incremental of an unchanged
+    // tree stored a 0-byte gzip volume, which dup-get refused as damaged
+    // (exit 13) on every later restore. duplicity writes an empty gzip stream.
+    let t = tempfile::tempdir().unwrap();
+    let (src, arch, cache, out) = (t.path().join("src"), t.path().join("arch"), t.path().join("c"), t.path().join("out"));
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"x\n").unwrap();
+    dup_backup(t.path(), &src, &url(&arch), &cache, false, "");
+    dup_backup(t.path(), &src, &url(&arch), &cache, true, "");
+    for e in fs::read_dir(&arch).unwrap() {
+        let e = e.unwrap();
+        assert!(e.metadata().unwrap().len() > 0, "{:?} is empty", e.file_name());
+    }
+    sh_ok(t.path(), &format!("dup-get --archive-dir {} {} {}", q(&cache), q(url(&arch)), q(&out)));
+    assert_same_tree(&src, &out);
+    if have("duplicity", "unchanged_incremental_restores") {
+        let out2 = t.path().join("out2");
+        duplicity(t.path(), &t.path().join("dc"), &format!("restore {} {}", q(url(&arch)), q(&out2)));
+        assert_same_tree(&src, &out2);
+    }
+}
+
+#[test]
+fn incremental_stopped_before_its_manifest_leaves_a_basis() {
+    // Regression (found by scripts/torture): a backup killed after storing
+    // its signatures but before its manifest left new-signatures that made
+    // the chain match no signature chain: every later incremental failed
+    // with "no backup chain" (exit 10). Those signatures now join no chain.
+    let t = tempfile::tempdir().unwrap();
+    let (src, arch, cache, out) = (t.path().join("src"), t.path().join("arch"), t.path().join("c"), t.path().join("out"));
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"1\n").unwrap();
+    dup_backup(t.path(), &src, &url(&arch), &cache, false, "");
+    fs::write(src.join("f"), b"2\n").unwrap();
+    set_mtime(&src.join("f"), 1_704_164_645);
+    dup_backup(t.path(), &src, &url(&arch), &cache, true, "");
+    // The incremental's manifest gone, on the backend and in the cache.
+    sh_ok(t.path(), &format!("find {} {} -name 'duplicity-inc.*.manifest*' -delete", q(&arch), q(&cache)));
+    fs::write(src.join("f"), b"3\n").unwrap();
+    set_mtime(&src.join("f"), 1_704_165_645);
+    dup_backup(t.path(), &src, &url(&arch), &cache, true, "");
+    sh_ok(t.path(), &format!("dup-get --archive-dir {} {} {}", q(&cache), q(url(&arch)), q(&out)));
+    assert_same_tree(&src, &out);
+}

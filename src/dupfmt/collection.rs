@@ -278,6 +278,8 @@ impl Collection {
             sets.into_iter().partition(BackupSet::is_complete);
         c.incomplete_sets = incomplete;
         complete.sort_by_key(BackupSet::time);
+        let published: Vec<(i64, i64)> =
+            complete.iter().filter(|s| s.kind == SetKind::Inc).map(|s| (s.start_time, s.end_time)).collect();
 
         // 3. Chains: fulls open chains; incrementals go to the first chain that takes them.
         for set in complete {
@@ -297,9 +299,28 @@ impl Collection {
         }
         c.chains.sort_by_key(BackupChain::end_time);
 
-        // 4. Signature chains, local then remote.
-        let (local_chains, local_orphans) = sig_chains(&parsed_local, true);
-        let (remote_chains, remote_orphans) = sig_chains(&parsed_remote, false);
+        // 4. Signature chains, local then remote. Unlike duplicity, the
+        // new-signatures of an incremental that has no manifest (a backup
+        // stopped between storing its signatures and its manifest) join no
+        // chain: they are orphans (cleanup deletes them). Otherwise the chain
+        // would match no signature chain (no basis: every later incremental
+        // refused), or a basis holding them would leave their changes out of
+        // the next incremental.
+        let unpublished = |f: &FileName| f.kind == FileKind::NewSig && !published.contains(&(f.start, f.end));
+        let mut local_orphans: Vec<String> =
+            parsed_local.iter().filter(|(_, f)| unpublished(f)).map(|(n, _)| n.to_string()).collect();
+        let mut remote_orphans: Vec<String> =
+            parsed_remote.iter().filter(|(_, f)| unpublished(f)).map(|(n, _)| n.to_string()).collect();
+        let kept_local: Vec<(&String, FileName)> = parsed_local.iter().filter(|(_, f)| !unpublished(f)).copied().collect();
+        let kept_remote: Vec<(&String, FileName)> =
+            parsed_remote.iter().filter(|(_, f)| !unpublished(f)).copied().collect();
+        if let Some(n) = local_orphans.iter().chain(&remote_orphans).next() {
+            c.warnings.push(format!("ignoring the signatures of an unfinished backup set: {n}"));
+        }
+        let (local_chains, more_local) = sig_chains(&kept_local, true);
+        let (remote_chains, more_remote) = sig_chains(&kept_remote, false);
+        local_orphans.extend(more_local);
+        remote_orphans.extend(more_remote);
         c.local_orphaned_sigs = local_orphans;
         c.remote_orphaned_sigs = remote_orphans;
         c.sig_chains = local_chains.into_iter().chain(remote_chains).collect();
@@ -496,6 +517,28 @@ mod tests {
     }
 
     const B: i64 = 1_700_000_000;
+
+    #[test]
+    fn signatures_of_an_unfinished_set_join_no_chain() {
+        // A backup stopped after storing its volume and its signatures but
+        // before its manifest, in the cache and on the backend.
+        let mut remote = [full(B, 1), inc(B, B + 100, 1), inc(B + 100, B + 200, 1)].concat();
+        let manifest = format!("duplicity-inc.{}.to.{}.manifest", to_compact(B + 100), to_compact(B + 200));
+        remote.retain(|n| *n != manifest);
+        let sig = format!("duplicity-new-signatures.{}.to.{}.sigtar.gz", to_compact(B + 100), to_compact(B + 200));
+        let local: Vec<String> = remote.iter().filter(|n| n.contains("signatures")).cloned().collect();
+        let c = build(&remote, &local);
+        assert_eq!(ends(&c), vec![(B, B + 100, 1)]);
+        assert_eq!(c.primary, Some(0));
+        for local in [true, false] {
+            let chain = c.sig_chains.iter().find(|s| s.local == local).unwrap();
+            assert_eq!(chain.end_time(), B + 100, "the basis ends with the last published set");
+        }
+        assert_eq!(c.sig_chain_at(i64::MAX).unwrap().0.end_time(), B + 100);
+        assert_eq!(c.incomplete_sets.len(), 1);
+        assert_eq!((c.local_orphaned_sigs.clone(), c.remote_orphaned_sigs.clone()), (vec![sig.clone()], vec![sig.clone()]));
+        assert!(c.extraneous().1.contains(&sig), "cleanup deletes them");
+    }
 
     #[test]
     fn two_chains() {

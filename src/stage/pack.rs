@@ -207,9 +207,15 @@ impl<'k> Enc<'k> {
             // The writer's end always gets a block; an empty one adds nothing.
             if last && data.is_empty() { Vec::new() } else { gzip_member(data, mtime, level) }
         });
-        Ok(Enc::Gzip(ParBlocks::new(job, |blocks: Blocks| {
+        Ok(Enc::Gzip(ParBlocks::new(job, move |blocks: Blocks| {
             let mut sink = Sink::new();
             blocks.copy_to(&mut sink)?;
+            // Nothing to compress (an incremental without changes): still a
+            // gzip stream, as duplicity writes, not an empty file that no
+            // gzip reader takes.
+            if sink.spool.is_empty() {
+                sink.write_all(&gzip_member(&[], mtime, level)).map_err(|e| Error::io("writing a volume", e))?;
+            }
             Ok(sink)
         })))
     }
