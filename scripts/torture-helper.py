@@ -3,8 +3,10 @@
 
   torture-helper.py tree SRC SEED GEN     make (GEN 0) or change (GEN > 0) the
                                           source tree: deterministic from SEED
-  torture-helper.py digest DIR            one line per item below DIR: name, type,
+  torture-helper.py digest DIR [--ignore PREFIX]
+                                          one line per item below DIR: name, type,
                                           mode, mtime, size, content hash or link
+                                          (names starting with PREFIX left out)
   torture-helper.py proxy UPSTREAM PORTFILE LOG [FAULT...]
                                           an HTTP/1.1 proxy on 127.0.0.1 in front of
                                           UPSTREAM (host:port) that injects FAULTs
@@ -116,13 +118,15 @@ def tree(src, seed, gen):
     _dirs_mtime(src, mt)
 
 
-def digest(root):
+def digest(root, ignore=None):
     out = []
 
     def walk(d, rel):
         for e in sorted(os.scandir(d), key=lambda e: os.fsencode(e.name)):
             p = os.path.join(d, e.name)
             r = os.path.join(rel, e.name) if rel else e.name
+            if ignore and e.name.startswith(ignore):
+                continue
             st = os.lstat(p)
             mode = stat.S_IMODE(st.st_mode)
             name = os.fsencode(r).decode("utf-8", "backslashreplace")
@@ -372,6 +376,8 @@ def main():
         tree(a[1], a[2], a[3])
     elif len(a) == 2 and a[0] == "digest":
         digest(a[1])
+    elif len(a) == 4 and a[0] == "digest" and a[2] == "--ignore":
+        digest(a[1], a[3])
     elif len(a) >= 4 and a[0] == "proxy":
         proxy(a[1], a[2], a[3], a[4:])
     else:
