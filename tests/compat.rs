@@ -254,7 +254,8 @@ fn unchanged_incremental_restores() {
     // tree stored a 0-byte gzip volume, which dup-get refused as damaged
     // (exit 13) on every later restore. duplicity writes an empty gzip stream.
     let t = tempfile::tempdir().unwrap();
-    let (src, arch, cache, out) = (t.path().join("src"), t.path().join("arch"), t.path().join("c"), t.path().join("out"));
+    let (src, arch, cache, out) =
+        (t.path().join("src"), t.path().join("arch"), t.path().join("c"), t.path().join("out"));
     fs::create_dir(&src).unwrap();
     fs::write(src.join("f"), b"x\n").unwrap();
     dup_backup(t.path(), &src, &url(&arch), &cache, false, "");
@@ -279,7 +280,8 @@ fn incremental_stopped_before_its_manifest_leaves_a_basis() {
     // the chain match no signature chain: every later incremental failed
     // with "no backup chain" (exit 10). Those signatures now join no chain.
     let t = tempfile::tempdir().unwrap();
-    let (src, arch, cache, out) = (t.path().join("src"), t.path().join("arch"), t.path().join("c"), t.path().join("out"));
+    let (src, arch, cache, out) =
+        (t.path().join("src"), t.path().join("arch"), t.path().join("c"), t.path().join("out"));
     fs::create_dir(&src).unwrap();
     fs::write(src.join("f"), b"1\n").unwrap();
     dup_backup(t.path(), &src, &url(&arch), &cache, false, "");

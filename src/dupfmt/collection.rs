@@ -311,7 +311,8 @@ impl Collection {
             parsed_local.iter().filter(|(_, f)| unpublished(f)).map(|(n, _)| n.to_string()).collect();
         let mut remote_orphans: Vec<String> =
             parsed_remote.iter().filter(|(_, f)| unpublished(f)).map(|(n, _)| n.to_string()).collect();
-        let kept_local: Vec<(&String, FileName)> = parsed_local.iter().filter(|(_, f)| !unpublished(f)).copied().collect();
+        let kept_local: Vec<(&String, FileName)> =
+            parsed_local.iter().filter(|(_, f)| !unpublished(f)).copied().collect();
         let kept_remote: Vec<(&String, FileName)> =
             parsed_remote.iter().filter(|(_, f)| !unpublished(f)).copied().collect();
         if let Some(n) = local_orphans.iter().chain(&remote_orphans).next() {
@@ -536,7 +537,10 @@ mod tests {
         }
         assert_eq!(c.sig_chain_at(i64::MAX).unwrap().0.end_time(), B + 100);
         assert_eq!(c.incomplete_sets.len(), 1);
-        assert_eq!((c.local_orphaned_sigs.clone(), c.remote_orphaned_sigs.clone()), (vec![sig.clone()], vec![sig.clone()]));
+        assert_eq!(
+            (c.local_orphaned_sigs.clone(), c.remote_orphaned_sigs.clone()),
+            (vec![sig.clone()], vec![sig.clone()])
+        );
         assert!(c.extraneous().1.contains(&sig), "cleanup deletes them");
     }
 
