@@ -45,3 +45,25 @@ fn help_matches_man_pages() {
         }
     }
 }
+
+/// The classic wrapper: every option it accepts (its table of duplicity's
+/// options) is in its --help, and every option of --help is in man/duplicity.1.
+#[test]
+fn wrapper_help_matches_its_man_page() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script = format!("{root}/scripts/duplicity");
+    let out = Command::new("sh").arg(&script).arg("--help").output().unwrap();
+    assert!(out.status.success(), "duplicity --help failed");
+    let help = String::from_utf8(out.stdout).unwrap();
+    let text = std::fs::read_to_string(&script).unwrap();
+    let table = text.split("longopts=\"").nth(1).and_then(|t| t.split('"').next()).expect("the option table");
+    let help_opts = options(&help);
+    for entry in table.split_whitespace() {
+        let name = entry.split(':').next().unwrap();
+        assert!(help_opts.iter().any(|o| o == name), "--help does not name --{name}");
+    }
+    let page = std::fs::read_to_string(format!("{root}/man/duplicity.1")).unwrap().replace("\\-", "-");
+    for opt in help_opts {
+        assert!(page.contains(&format!("--{opt}")), "man/duplicity.1 does not document --{opt}");
+    }
+}
