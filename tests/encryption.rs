@@ -496,7 +496,12 @@ fn missing_sign_passphrase_exits_12() {
     assert!(text(&o).contains("SIGN_PASSPHRASE"), "the hint names the wrong variable: {}", text(&o));
     let o = w.wrapper(&[], &format!("full --encrypt-key {e} --sign-key {s} --archive-dir {c} {src} {u}"));
     assert!(!w.p("arch").exists() || names(&w.p("arch")).is_empty(), "{:?}", names(&w.p("arch")));
-    assert_eq!(o.status.code(), Some(12), "the wrapper's code is not dup-pack's: {}", text(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(31),
+        "the wrapper's code is duplicity's for dup-pack's 12 (gpg_failed): {}",
+        text(&o)
+    );
 }
 
 // ---------------------------------------------------------------- what gpg sees
@@ -654,7 +659,7 @@ fn wrong_passphrase_exits_12() {
     let bad = [("PASSPHRASE", "not the passphrase")];
     let u = q(w.url("arch"));
     let o = w.wrapper(&bad, &format!("restore --archive-dir {} {u} {}", q(w.p("c2")), q(w.p("out"))));
-    assert_eq!(o.status.code(), Some(12), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(31) /* duplicity's gpg_failed for dup's 12 */, "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("wrong passphrase for duplicity-full"), "{t}");
     assert!(!t.contains("damaged") && !t.contains("modified"), "{t}");
@@ -684,7 +689,7 @@ fn missing_secret_key_exits_12() {
     w.dup_backup(&[], "src", "arch", "c", false, &format!("--volsize 1 --encrypt-key {e}"));
     let u = q(w.url("arch"));
     let o = w.wrapper(&[], &format!("restore --archive-dir {} {u} {}", q(w.p("c2")), q(w.p("out"))));
-    assert_eq!(o.status.code(), Some(12), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(31) /* duplicity's gpg_failed for dup's 12 */, "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("no secret key to decrypt it"), "{t}");
     // It names the subkey the file is encrypted to.
@@ -714,7 +719,7 @@ fn decryption_errors_with_synced_cache_exit_12() {
     let t = text(&o);
     assert!(t.contains("wrong passphrase"), "{t}");
     assert!(!t.contains("damaged"), "a wrong passphrase is not damage: {t}");
-    assert_eq!(o.status.code(), Some(12), "{t}");
+    assert_eq!(o.status.code(), Some(31) /* duplicity's gpg_failed for dup's 12 */, "{t}");
     assert_nothing_restored(&w.p("out"));
     assert_no_temp_files(&w, "c");
     // Missing secret key: the backup host holds only the public key.
@@ -759,7 +764,7 @@ fn tampered_volume_hash_mismatch_exits_13() {
         &format!("restore --archive-dir {} {} {}", q(w.p("c")), q(w.url("arch")), q(w.p("out"))),
     );
     let t = text(&o);
-    assert_eq!(o.status.code(), Some(13), "{t}");
+    assert_eq!(o.status.code(), Some(21) /* duplicity's mismatched_hash for dup's 13 */, "{t}");
     assert!(t.contains(&vols[0]) && t.contains("SHA1 is") && t.contains("the volume is damaged"), "{t}");
     assert_nothing_restored(&w.p("out"));
     assert_no_temp_files(&w, "c");
@@ -804,7 +809,7 @@ fn tampered_ciphertext_restores_nothing() {
         &format!("restore --archive-dir {} {} {}", q(w.p("c")), q(w.url("arch")), q(w.p("out"))),
     );
     let t = text(&o);
-    assert_eq!(o.status.code(), Some(13), "{t}");
+    assert_eq!(o.status.code(), Some(21) /* duplicity's mismatched_hash for dup's 13 */, "{t}");
     assert!(t.contains("modified or damaged"), "{t}");
     assert!(!t.contains("wrong passphrase") && !t.contains("SHA1 is"), "{t}");
     assert_no_temp_files(&w, "c");
@@ -929,7 +934,7 @@ fn incremental_with_other_passphrase_refused_before_upload() {
     let other = [("PASSPHRASE", "another passphrase")];
     for cmd in ["incremental", ""] {
         let o = w.wrapper(&other, &format!("{cmd} --volsize 1 --archive-dir {c} {src} {u}"));
-        assert_eq!(o.status.code(), Some(12), "'{cmd}': {}", text(&o));
+        assert_eq!(o.status.code(), Some(31) /* duplicity's gpg_failed for dup's 12 */, "'{cmd}': {}", text(&o));
         assert!(text(&o).contains("wrong passphrase"), "'{cmd}': {}", text(&o));
         assert_eq!((listing(&w.p("arch")), files_below(&w.p("c"))), before, "'{cmd}' changed the archive or cache");
     }
