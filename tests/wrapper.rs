@@ -523,3 +523,43 @@ fn collection_status_show_changes_and_file_changed() {
         assert_eq!(rows(&String::from_utf8_lossy(&d.stdout)), rows(&ours), "{}", text(&d));
     }
 }
+
+#[test]
+fn collection_status_and_listing_records_as_duplicitys() {
+    if !have("duplicity", "collection_status_and_listing_records_as_duplicitys") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (src, arch) = (t.path().join("src"), t.path().join("arch"));
+    small_tree(&src);
+    fs::write(src.join("it's"), "q\n").unwrap();
+    fs::write(src.join("back\\slash"), "b\n").unwrap();
+    let u = url(&arch);
+    let p = "--no-encryption --archive-dir c";
+    wrapper_ok(t.path(), &format!("{p} {} {}", q(&src), q(&u)));
+    change(&src);
+    wrapper_ok(t.path(), &format!("{p} {} {}", q(&src), q(&u)));
+    // The same cache for both: duplicity's "Archive dir" line names it.
+    let status = |o: &Output| -> Vec<String> {
+        let s = String::from_utf8_lossy(&o.stdout);
+        s.lines().skip_while(|l| !l.starts_with("Last full backup date")).map(str::to_string).collect()
+    };
+    let ours = wrapper_ok(t.path(), &format!("collection-status --log-fd 3 {p} {} 3>ofd", q(&u)));
+    let theirs = real(t.path(), &format!("collection-status --log-fd 3 {p} {} 3>dfd", q(&u)));
+    assert_eq!(status(&ours), status(&theirs), "{}", text(&theirs));
+    let record = |f: &str| -> String {
+        let s = fs::read_to_string(t.path().join(f)).unwrap();
+        s.split("\n\n").find(|r| r.starts_with("INFO 3")).expect("the INFO 3 record").to_string()
+    };
+    assert_eq!(record("ofd"), record("dfd"));
+    // list-current-files: its INFO 10 records.
+    wrapper_ok(t.path(), &format!("list-current-files --log-fd 3 {p} {} 3>olist", q(&u)));
+    real(t.path(), &format!("list-current-files --log-fd 3 {p} {} 3>dlist", q(&u)));
+    let records = |f: &str| -> Vec<String> {
+        let s = fs::read_to_string(t.path().join(f)).unwrap();
+        s.split("\n\n").filter(|r| r.starts_with("INFO 10")).map(str::to_string).collect()
+    };
+    let (a, b) = (records("olist"), records("dlist"));
+    assert_eq!(a.len(), 8, "{a:?}");
+    assert_eq!(a, b);
+}
