@@ -560,6 +560,6 @@ fn collection_status_and_listing_records_as_duplicitys() {
         s.split("\n\n").filter(|r| r.starts_with("INFO 10")).map(str::to_string).collect()
     };
     let (a, b) = (records("olist"), records("dlist"));
-    assert_eq!(a.len(), 8, "{a:?}");
+    assert_eq!(a.len(), 7, "{a:?}");
     assert_eq!(a, b);
 }
