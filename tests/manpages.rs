@@ -47,7 +47,7 @@ fn help_matches_man_pages() {
 }
 
 /// The classic wrapper: every option it accepts (its table of duplicity's
-/// options) is in its --help, and every option of --help is in man/duplicity.1.
+/// options) is in its --help, and every option of --help is in man/dup-duplicity.1.
 #[test]
 fn wrapper_help_matches_its_man_page() {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -62,8 +62,8 @@ fn wrapper_help_matches_its_man_page() {
         let name = entry.split(':').next().unwrap();
         assert!(help_opts.iter().any(|o| o == name), "--help does not name --{name}");
     }
-    let page = std::fs::read_to_string(format!("{root}/man/duplicity.1")).unwrap().replace("\\-", "-");
+    let page = std::fs::read_to_string(format!("{root}/man/dup-duplicity.1")).unwrap().replace("\\-", "-");
     for opt in help_opts {
-        assert!(page.contains(&format!("--{opt}")), "man/duplicity.1 does not document --{opt}");
+        assert!(page.contains(&format!("--{opt}")), "man/dup-duplicity.1 does not document --{opt}");
     }
 }
