@@ -563,3 +563,24 @@ fn collection_status_and_listing_records_as_duplicitys() {
     assert_eq!(a.len(), 7, "{a:?}");
     assert_eq!(a, b);
 }
+
+#[test]
+fn restore_ownership_numeric_and_not_restored() {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("restore_ownership_numeric_and_not_restored: skipped, owners are restored only as root");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (src, arch) = (t.path().join("src"), t.path().join("arch"));
+    small_tree(&src);
+    std::os::unix::fs::lchown(src.join("a.txt"), Some(4321), Some(4321)).unwrap();
+    let p = "--no-encryption --archive-dir c";
+    wrapper_ok(t.path(), &format!("{p} {} {}", q(&src), q(url(&arch))));
+    let uid = |d: &str| fs::symlink_metadata(t.path().join(d).join("a.txt")).unwrap().uid();
+    wrapper_ok(t.path(), &format!("{p} --numeric-owner {} o1", q(url(&arch))));
+    assert_eq!(uid("o1"), 4321);
+    wrapper_ok(t.path(), &format!("{p} --do-not-restore-ownership {} o2", q(url(&arch))));
+    assert_eq!(uid("o2"), 0);
+}
