@@ -593,3 +593,34 @@ fn restore_ownership_numeric_and_not_restored() {
     wrapper_ok(t.path(), &format!("{p} --do-not-restore-ownership {} o2", q(url(&arch))));
     assert_eq!(uid("o2"), 0);
 }
+
+/// duplicity's own test_remove_all_inc_of_but_n (testing/functional/
+/// test_cleanup.py): a full, an incremental, a full; keeping the
+/// increments of the newest full only leaves both fulls, and nothing of the
+/// incremental: its volumes, manifest and new signatures all go.
+#[test]
+fn remove_all_inc_of_but_n_full_removes_the_increments_signatures() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, arch) = (t.path().join("src"), t.path().join("arch"));
+    small_tree(&src);
+    let u = url(&arch);
+    let p = "--no-encryption --archive-dir c";
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> =
+            fs::read_dir(&arch).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    wrapper_ok(t.path(), &format!("full {p} {} {}", q(&src), q(&u)));
+    let full1 = names();
+    change(&src);
+    wrapper_ok(t.path(), &format!("inc {p} {} {}", q(&src), q(&u)));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let before = names();
+    wrapper_ok(t.path(), &format!("full {p} {} {}", q(&src), q(&u)));
+    let full2: Vec<String> = names().into_iter().filter(|n| !before.contains(n)).collect();
+    wrapper_ok(t.path(), &format!("remove-all-inc-of-but-n-full 1 --force {p} {}", q(&u)));
+    let mut want: Vec<String> = full1.into_iter().chain(full2).collect();
+    want.sort();
+    assert_eq!(names(), want);
+}

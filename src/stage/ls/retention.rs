@@ -59,12 +59,15 @@ impl Plan {
         }
     }
 
-    /// A signature chain: new signatures newest first, then the full one.
-    fn sig_chain(&mut self, c: &SigChain) {
+    /// A signature chain: new signatures newest first, then (unless kept)
+    /// the full one.
+    fn sig_chain(&mut self, c: &SigChain, keep_full: bool) {
         for s in c.incs.iter().rev() {
             self.delete(&s.name, FileRole::Signature);
         }
-        self.delete(&c.full.name, FileRole::Signature);
+        if !keep_full {
+            self.delete(&c.full.name, FileRole::Signature);
+        }
     }
 }
 
@@ -101,21 +104,21 @@ pub fn plan(coll: &Collection, policy: Policy) -> Plan {
     }
     let mut chains = coll.chains_older_than(t);
     chains.sort_by_key(|c| std::cmp::Reverse(c.end_time()));
-    if !keep_full {
-        // The cache and the backend each hold a copy of a signature chain;
-        // neither copy of a kept backup chain's signatures may go.
-        let kept: Vec<i64> = coll
-            .chains
-            .iter()
-            .filter(|c| !chains.iter().any(|d| d.start_time() == c.start_time()))
-            .map(BackupChain::start_time)
-            .collect();
-        let mut sigs: Vec<&SigChain> =
-            coll.sig_chains_older_than(t).into_iter().filter(|s| !kept.contains(&s.start_time())).collect();
-        sigs.sort_by_key(|c| std::cmp::Reverse(c.end_time()));
-        for c in sigs {
-            p.sig_chain(c);
-        }
+    // The signatures of the chains that go, or (remove-all-inc-of-but-n-full)
+    // of their increments, as duplicity deletes them. The cache and the
+    // backend each hold a copy of a signature chain; neither copy of a kept
+    // backup chain's signatures may go.
+    let kept: Vec<i64> = coll
+        .chains
+        .iter()
+        .filter(|c| !chains.iter().any(|d| d.start_time() == c.start_time()))
+        .map(BackupChain::start_time)
+        .collect();
+    let mut sigs: Vec<&SigChain> =
+        coll.sig_chains_older_than(t).into_iter().filter(|s| !kept.contains(&s.start_time())).collect();
+    sigs.sort_by_key(|c| std::cmp::Reverse(c.end_time()));
+    for c in sigs {
+        p.sig_chain(c, keep_full);
     }
     for c in chains {
         p.chain(c, keep_full);
