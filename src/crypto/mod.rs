@@ -30,8 +30,8 @@ use openpgp::cert::{Cert, CertParser};
 use openpgp::crypto::{KeyPair, Password};
 use openpgp::packet::{Key, key};
 use openpgp::parse::Parse;
-use openpgp::policy::StandardPolicy;
-use openpgp::types::SymmetricAlgorithm;
+use openpgp::policy::{HashAlgoSecurity, StandardPolicy};
+use openpgp::types::{HashAlgorithm, SymmetricAlgorithm};
 use openpgp::{Fingerprint, KeyHandle};
 
 use crate::error::{Error, Kind, Result};
@@ -199,10 +199,19 @@ impl fmt::Debug for Keys {
     }
 }
 
-/// The policy for what we write and for signatures: Sequoia's standard one.
+/// The policy for what we write and for signatures: Sequoia's standard one,
+/// but for SHA-1 in a certificate's own binding signatures, which GnuPG
+/// accepts and which keys made before 2014 carry (duplicity's users' keys,
+/// duplicity's own test keys): Sequoia rejects them from 2026-02. Only
+/// second pre-image resistance is accepted; SHA-1 signatures over data
+/// (collision resistance) stay rejected.
 fn policy() -> &'static StandardPolicy<'static> {
-    static P: StandardPolicy<'static> = StandardPolicy::new();
-    &P
+    static P: OnceLock<StandardPolicy<'static>> = OnceLock::new();
+    P.get_or_init(|| {
+        let mut p = StandardPolicy::new();
+        p.accept_hash_property(HashAlgorithm::SHA1, HashAlgoSecurity::SecondPreImageResistance);
+        p
+    })
 }
 
 /// For reading: also the old ciphers of gpg 1.x (CAST5 was its default),
@@ -211,6 +220,7 @@ fn read_policy() -> &'static StandardPolicy<'static> {
     static P: OnceLock<StandardPolicy<'static>> = OnceLock::new();
     P.get_or_init(|| {
         let mut p = StandardPolicy::new();
+        p.accept_hash_property(HashAlgorithm::SHA1, HashAlgoSecurity::SecondPreImageResistance);
         #[allow(deprecated)]
         for a in [SymmetricAlgorithm::CAST5, SymmetricAlgorithm::IDEA, SymmetricAlgorithm::TripleDES] {
             p.accept_symmetric_algo(a);
