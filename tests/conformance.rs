@@ -167,6 +167,14 @@ fn closed_port(url: &str) -> String {
     regex::Regex::new(r"127\.0\.0\.1:\d+").unwrap().replace(url, format!("127.0.0.1:{port}")).into_owned()
 }
 
+/// Makes the server-side directory `dir`, owned as its parent is (the
+/// server's user writes in it), so that a connection check finds it.
+fn make_dir_like_parent(dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    let parent = fs::metadata(dir.parent().unwrap()).unwrap();
+    std::os::unix::fs::chown(dir, Some(parent.uid()), Some(parent.gid())).unwrap();
+}
+
 /// `dup-ls --check` on every backend there is: the check record on
 /// standard output, and the exit code of each answer (no retries here).
 #[test]
@@ -175,7 +183,10 @@ fn check_answers_with_exit_codes() {
     type Case = (String, Vec<(String, String)>, &'static str, i32);
     let mut cases: Vec<Case> = Vec::new();
     let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("a")).unwrap();
     cases.push((format!("file://{}", tmp.path().join("a").display()), vec![], "ok", 0));
+    // A directory that is not there is not made by the check (issue 11, case 6).
+    cases.push((format!("file://{}", tmp.path().join("missing").display()), vec![], "not_found", 17));
     let with = |env: &[(String, String)], k: &str, v: &str| -> Vec<(String, String)> {
         let mut e: Vec<(String, String)> = env.iter().filter(|(key, _)| key != k).cloned().collect();
         e.push((k.into(), v.into()));
@@ -189,12 +200,14 @@ fn check_answers_with_exit_codes() {
         cases.push(("s3://no-such-bucket/x".into(), b.env.clone(), "not_found", 17));
     }
     if let Some(b) = Backend::get("sftp") {
+        make_dir_like_parent(&b.local);
         cases.push((b.url.clone(), b.env.clone(), "ok", 0));
         let other = var("DUP_TEST_SSH_OTHER_KEY").unwrap();
         cases.push((b.url.clone(), with(&b.env, "DUP_SSH_KEY", &other), "auth_refused", 15));
         cases.push((closed_port(&b.url), b.env.clone(), "unreachable", 14));
     }
     if let Some(b) = Backend::get("webdav") {
+        make_dir_like_parent(&b.local);
         cases.push((b.url.clone(), b.env.clone(), "ok", 0));
         cases.push((b.url.clone(), with(&b.env, "FTP_PASSWORD", "wrong"), "auth_refused", 15));
         cases.push((var("DUP_TEST_WEBDAV_RO_URL").unwrap(), b.env.clone(), "permission_denied", 16));
@@ -223,6 +236,7 @@ fn check_answers_with_exit_codes() {
         }
         eprintln!("check {status} ({code}) {url}: {:.2} s", t.elapsed().as_secs_f64());
     }
+    assert!(!tmp.path().join("missing").exists(), "the check made the missing directory");
     let table = Command::new(bin_dir().join("dup-ls")).args(["--check", "--table", &cases[0].0]).output().unwrap();
     let line = String::from_utf8_lossy(&table.stdout);
     assert!(line.starts_with("check     ok ") && line.contains("(0 files, no backup)"), "{line}");

@@ -8,6 +8,7 @@ pub mod journal;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -85,12 +86,20 @@ fn fcntl_holder(file: &File) -> Option<String> {
 }
 
 impl Cache {
-    /// Opens (creating) the cache of the archive at `url`.
+    /// Opens (creating) the cache of the archive at `url`. The directories
+    /// it creates are mode 0700: the cache holds plaintext metadata (paths,
+    /// owners, signatures) even of an encrypted archive. Existing ones are
+    /// left as they are (`--archive-dir` may name a directory shared on
+    /// purpose, such as duplicity's).
     pub fn open(archive_dir: Option<&Path>, name: Option<&str>, url: &str) -> Result<Cache> {
         let base = archive_dir.map(Path::to_path_buf).unwrap_or_else(default_archive_dir);
         let name = name.map(str::to_string).unwrap_or_else(|| backup_name(url));
         let dir = base.join(name);
-        fs::create_dir_all(&dir).context(format!("creating the cache directory {}", dir.display()))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .context(format!("creating the cache directory {}", dir.display()))?;
         Ok(Cache { dir })
     }
 
@@ -225,11 +234,29 @@ pub fn cache_name(naming: &Naming, f: &FileName) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn name_is_md5_of_url() {
         // printf %s "file:///some/dir" | md5sum
         assert_eq!(backup_name("file:///some/dir"), "c3eb606a2f808eb2ca510d94c2c7889f");
+    }
+
+    #[test]
+    fn new_cache_directories_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("xdg").join("dup");
+        let c = Cache::open(Some(&base), None, "file:///x").unwrap();
+        for d in [tmp.path().join("xdg"), base.clone(), c.dir().to_path_buf()] {
+            let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{} is {mode:o}", d.display());
+        }
+        // An existing directory keeps its mode.
+        let shared = tmp.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+        Cache::open(Some(&shared), Some("n"), "file:///x").unwrap();
+        assert_eq!(fs::metadata(&shared).unwrap().permissions().mode() & 0o777, 0o755);
     }
 
     #[test]
