@@ -542,7 +542,7 @@ fn extension_bomb(name: &'static str, kind: &'static str) {
     let r = c.get(&[], Who::Me);
     c.check(&r, 13, &["extension header", "vol1"]);
     c.honest(AZ);
-    assert!(r.took < Duration::from_secs(20), "{:?}", r.took);
+    assert!(r.took < Duration::from_secs(30), "{:?}", r.took);
 }
 
 #[test]
@@ -558,13 +558,14 @@ fn a_gnu_long_name_of_a_gigabyte() {
 #[test]
 fn a_gzip_bomb_after_the_tar() {
     let mut c = Ctx::new("a_gzip_bomb_after_the_tar");
-    // 16 GiB of zeros in 2 MiB of gzip members after the end of the tar.
-    craft_with(&c.arch, &sandwich(vec![]), &Opts { tail_zeros: 16 << 30, ..Opts::default() });
+    // 64 GiB of zeros in 64 MiB of gzip members after the end of the tar
+    // (decompressing them would take a minute).
+    craft_with(&c.arch, &sandwich(vec![]), &Opts { tail_zeros: 64 << 30, ..Opts::default() });
     c.seal();
     let r = c.get(&[], Who::Me);
-    c.check(&r, 0, &[]);
+    c.check(&r, 13, &[&vol_name(1, false), "follow the end of its tar"]);
     c.honest(AZ);
-    assert!(r.took < Duration::from_secs(20), "{:?}", r.took);
+    assert!(r.took < Duration::from_secs(30), "{:?}", r.took);
 }
 
 #[test]
