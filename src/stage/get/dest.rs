@@ -402,7 +402,8 @@ impl Target for DirTarget {
 }
 
 fn cstring(b: &[u8]) -> Result<CString> {
-    CString::new(b).map_err(|_| Error::corrupt(format!("{}: a name with a NUL byte", show(b))))
+    // The item's path is given with the message (Reporter::item_problem).
+    CString::new(b).map_err(|_| Error::corrupt("a name with a NUL byte"))
 }
 
 /// Opens a directory; `follow`: a symlink to a directory is accepted.
