@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::craft::{Set, Vol, craft, dir, file, hardlink, symlink, tree};
+use common::craft::{Set, Vol, craft, dir, file, hardlink, inc_dir_to_symlink, symlink, tree};
 use common::{dup_backup, have, q, random_bytes, sh_ok};
 
 const DUP_GET: &str = env!("CARGO_BIN_EXE_dup-get");
@@ -234,20 +234,7 @@ fn a_crafted_archive_never_writes_outside_the_target() {
             // An incremental that turns the directory d into a symlink out of
             // the target, with a new file below it: d/f (from the full) and
             // d/g must not be written through it.
-            Set {
-                from: Some("20240102T030405Z"),
-                time: "20240103T030405Z",
-                volumes: vec![Vol {
-                    start: ".",
-                    end: "zzz",
-                    entries: vec![
-                        dir("snapshot/./"),
-                        symlink("snapshot/d", &outside),
-                        file("snapshot/d/g", b"bad\n"),
-                        file("diff/d/f", b"bad\n"),
-                    ],
-                }],
-            },
+            inc_dir_to_symlink(&outside),
         ],
     );
     let before = tree(w);

@@ -109,6 +109,26 @@ pub struct Set {
     pub volumes: Vec<Vol>,
 }
 
+/// An incremental after the full of `T` (`20240102T030405Z`) that turns the
+/// directory `d` into a symlink to `outside`, with a new file below it and
+/// a delta of `d/f`: neither may be written through it.
+pub fn inc_dir_to_symlink(outside: &Path) -> Set {
+    Set {
+        from: Some("20240102T030405Z"),
+        time: "20240103T030405Z",
+        volumes: vec![Vol {
+            start: ".",
+            end: "zzz",
+            entries: vec![
+                dir("snapshot/./"),
+                symlink("snapshot/d", outside),
+                file("snapshot/d/g", b"bad\n"),
+                file("diff/d/f", b"bad\n"),
+            ],
+        }],
+    }
+}
+
 /// How volumes are written beyond their entries.
 #[derive(Default, Clone)]
 pub struct Opts {
