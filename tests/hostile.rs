@@ -134,6 +134,7 @@ impl Ctx {
         // GNU time measures the peak memory of the program alone (a child of
         // this big test process would count the pages it shares at fork).
         let rss = self.w.join("rss");
+        assert!(Path::new("/usr/bin/time").exists(), "GNU time is needed: scripts/setup --test installs it");
         let mut cmd = Command::new("/usr/bin/time");
         cmd.args(["-f", "%M", "-o"]).arg(&rss);
         if who == Who::Nobody && is_root() {
