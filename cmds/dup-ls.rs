@@ -172,7 +172,7 @@ fn list(args: &Args, url: &str) -> Result<Status> {
             while let Some(e) = state.next()? {
                 let mut line = time::pretty(e.mtime).into_bytes();
                 line.push(b' ');
-                line.extend_from_slice(&e.path);
+                line.extend_from_slice(&terminal_safe(&e.path));
                 put(&mut out, &line)?;
             }
             out.flush().map_err(|e| Error::io("writing to standard output", e))?;
@@ -237,4 +237,28 @@ fn render(json: bool) -> Result<Status> {
     put(&mut out, format!("# end, {count} records (chunks not counted)").as_bytes())?;
     out.flush().map_err(|e| Error::io("writing to standard output", e))?;
     Ok(Status::Ok)
+}
+
+/// A name as duplicity lists it (its bytes as they are), but control
+/// characters (C0, DEL, C1) as `\xNN`: an archive's names never drive the
+/// terminal, and one name stays one line.
+fn terminal_safe(name: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let control = |c: char| c.is_control();
+    if name.utf8_chunks().all(|ch| !ch.valid().chars().any(control)) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut out = Vec::with_capacity(name.len() + 8);
+    for ch in name.utf8_chunks() {
+        for c in ch.valid().chars() {
+            let mut b = [0; 4];
+            let bytes = c.encode_utf8(&mut b).as_bytes();
+            if control(c) {
+                bytes.iter().for_each(|x| out.extend_from_slice(format!("\\x{x:02x}").as_bytes()));
+            } else {
+                out.extend_from_slice(bytes);
+            }
+        }
+        out.extend_from_slice(ch.invalid());
+    }
+    std::borrow::Cow::Owned(out)
 }

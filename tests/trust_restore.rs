@@ -8,11 +8,11 @@
 mod common;
 
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::craft::{Set, Vol, craft, dir, file, hardlink, inc_dir_to_symlink, symlink, tree};
 use common::{dup_backup, have, q, random_bytes, sh_ok};
 
 const DUP_GET: &str = env!("CARGO_BIN_EXE_dup-get");
@@ -38,131 +38,6 @@ fn get(arch: &Path, dest: &Path, cache: &Path, extra: &[&str]) -> Output {
         .env_remove("RUST_LOG")
         .output()
         .unwrap()
-}
-
-// ---------------------------------------------------------------------------
-// Crafted archives.
-
-/// One tar entry of a crafted volume: `add(name, data, kind, link, **attrs)`
-/// in Python (`kind`: file, dir, symlink, hardlink).
-struct E {
-    name: Vec<u8>,
-    data: Vec<u8>,
-    kind: &'static str,
-    link: Vec<u8>,
-}
-
-fn file(name: &str, data: &[u8]) -> E {
-    E { name: name.as_bytes().to_vec(), data: data.to_vec(), kind: "file", link: Vec::new() }
-}
-
-fn dir(name: &str) -> E {
-    E { name: name.as_bytes().to_vec(), data: Vec::new(), kind: "dir", link: Vec::new() }
-}
-
-fn symlink(name: &str, target: &Path) -> E {
-    E {
-        name: name.as_bytes().to_vec(),
-        data: Vec::new(),
-        kind: "symlink",
-        link: target.as_os_str().as_bytes().to_vec(),
-    }
-}
-
-fn hardlink(name: &str, target: &str) -> E {
-    E { name: name.as_bytes().to_vec(), data: Vec::new(), kind: "hardlink", link: target.as_bytes().to_vec() }
-}
-
-/// One volume: its entries, and the range its manifest block gives
-/// (`StartingPath`, `EndingPath`; plain names without spaces).
-struct Vol {
-    start: &'static str,
-    end: &'static str,
-    entries: Vec<E>,
-}
-
-/// A set: a full at `time`, or an incremental from `from` to `time`
-/// (compact times, `20240102T030405Z`).
-struct Set {
-    from: Option<&'static str>,
-    time: &'static str,
-    volumes: Vec<Vol>,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Writes plain (gzip) sets into `arch` with Python's tarfile; each
-/// manifest has its volumes' true SHA1 and the ranges given.
-fn craft(arch: &Path, sets: &[Set]) {
-    fs::create_dir_all(arch).unwrap();
-    let mut spec = String::new();
-    for s in sets {
-        let base = match s.from {
-            Some(f) => format!("duplicity-inc.{f}.to.{}", s.time),
-            None => format!("duplicity-full.{}", s.time),
-        };
-        spec.push_str(&format!("set {base}\n"));
-        for v in &s.volumes {
-            spec.push_str(&format!("vol {} {}\n", v.start, v.end));
-            for e in &v.entries {
-                spec.push_str(&format!("entry {} {} {} {}\n", e.kind, hex(&e.name), hex(&e.link), hex(&e.data)));
-            }
-        }
-    }
-    const PY: &str = r#"
-import gzip, hashlib, io, sys, tarfile
-arch, spec = sys.argv[1], sys.argv[2]
-kinds = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE}
-sets = []
-for line in spec.splitlines():
-    w = line.split(" ")
-    if w[0] == "set":
-        sets.append((w[1], []))
-    elif w[0] == "vol":
-        sets[-1][1].append((w[1], w[2], []))
-    else:
-        sets[-1][1][-1][2].append((w[1], bytes.fromhex(w[2]), bytes.fromhex(w[3]), bytes.fromhex(w[4])))
-for base, vols in sets:
-    manifest = "Hostname h\nLocaldir /src\n"
-    for n, (start, end, entries) in enumerate(vols, 1):
-        buf = io.BytesIO()
-        tf = tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
-        for kind, name, link, data in entries:
-            ti = tarfile.TarInfo(name.decode("utf-8", "surrogateescape"))
-            ti.type, ti.linkname, ti.mtime = kinds[kind], link.decode("utf-8", "surrogateescape"), 1704164645
-            ti.mode = 0o755 if kind == "dir" else 0o644
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data) if data else None)
-        tf.close()
-        data = gzip.compress(buf.getvalue())
-        open(f"{arch}/{base}.vol{n}.difftar.gz", "wb").write(data)
-        manifest += f"Volume {n}:\n    StartingPath   {start}  \n    EndingPath     {end}  \n"
-        manifest += f"    Hash SHA1 {hashlib.sha1(data).hexdigest()}\n"
-    open(f"{arch}/{base}.manifest", "w").write(manifest + "Filelist 0\n")
-"#;
-    let out = Command::new("python3").arg("-c").arg(PY).arg(arch).arg(&spec).output().unwrap();
-    assert!(out.status.success(), "python: {}", text(&out));
-}
-
-/// Every path under `root` (relative, sorted), not following symlinks.
-fn tree(root: &Path) -> Vec<String> {
-    fn walk(root: &Path, p: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = fs::read_dir(p) else { return };
-        for e in rd {
-            let e = e.unwrap();
-            let path = e.path();
-            out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            if e.file_type().unwrap().is_dir() {
-                walk(root, &path, out);
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(root, root, &mut v);
-    v.sort();
-    v
 }
 
 // ---------------------------------------------------------------------------
@@ -359,20 +234,7 @@ fn a_crafted_archive_never_writes_outside_the_target() {
             // An incremental that turns the directory d into a symlink out of
             // the target, with a new file below it: d/f (from the full) and
             // d/g must not be written through it.
-            Set {
-                from: Some("20240102T030405Z"),
-                time: "20240103T030405Z",
-                volumes: vec![Vol {
-                    start: ".",
-                    end: "zzz",
-                    entries: vec![
-                        dir("snapshot/./"),
-                        symlink("snapshot/d", &outside),
-                        file("snapshot/d/g", b"bad\n"),
-                        file("diff/d/f", b"bad\n"),
-                    ],
-                }],
-            },
+            inc_dir_to_symlink(&outside),
         ],
     );
     let before = tree(w);

@@ -624,12 +624,152 @@ impl<R: Read> Read for Data<'_, R> {
 
 /// Calls `f` for every entry of the tar read from `r`.
 pub fn for_each_entry<R: Read>(r: R, mut f: impl FnMut(Item, &mut dyn Read) -> Result<()>) -> Result<()> {
-    let mut ar = archive(r);
+    let mut ar = archive(HeaderGuard::new(r));
     for item in entries(&mut ar)? {
         let (item, mut data) = item?;
         f(item, &mut data)?;
     }
     Ok(())
+}
+
+/// The largest extension header (pax `x`/`g`, GNU long name `L`/`K`)
+/// accepted: the `tar` crate reads them whole into memory.
+pub const MAX_EXTENSION: u64 = 1 << 20;
+
+/// Passes a tar stream through, looking at each header as it goes by: an
+/// extension header declaring more than [`MAX_EXTENSION`] bytes is an
+/// `InvalidData` error before any of it is read (a gzip bomb of zeros
+/// there would otherwise be held whole in memory).
+pub struct HeaderGuard<R> {
+    inner: R,
+    /// Bytes passed on so far.
+    pos: u64,
+    /// Where the next header (or GNU sparse extension block) starts.
+    next: u64,
+    /// The block at `next`, read ahead and checked, and how much of it was passed on.
+    block: [u8; BLOCK],
+    block_len: usize,
+    block_done: usize,
+    /// The block at `next` is a GNU sparse extension block; the sparse
+    /// entry's data (its size) follows the last one.
+    sparse_ext: bool,
+    sparse_data: u64,
+    /// Not a tar we can follow any more (an unreadable size): passed through.
+    off: bool,
+}
+
+impl<R: Read> HeaderGuard<R> {
+    pub fn new(inner: R) -> Self {
+        HeaderGuard {
+            inner,
+            pos: 0,
+            next: 0,
+            block: [0; BLOCK],
+            block_len: 0,
+            block_done: 0,
+            sparse_ext: false,
+            sparse_data: 0,
+            off: false,
+        }
+    }
+
+    /// Reads the block at `next` and works out where the one after it starts.
+    fn load_block(&mut self) -> io::Result<()> {
+        self.block_len = 0;
+        self.block_done = 0;
+        while self.block_len < BLOCK {
+            match self.inner.read(&mut self.block[self.block_len..]) {
+                Ok(0) => break,
+                Ok(n) => self.block_len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.block_len < BLOCK {
+            return Ok(()); // end of input: the tar crate says what that means
+        }
+        let b = &self.block;
+        if self.sparse_ext {
+            self.sparse_ext = b[504] != 0;
+            self.next += BLOCK as u64;
+            if !self.sparse_ext {
+                self.next = self.next.saturating_add(self.sparse_data);
+            }
+            return Ok(());
+        }
+        if b.iter().all(|&x| x == 0) {
+            self.next += BLOCK as u64;
+            return Ok(());
+        }
+        let Some(size) = numeric(&b[124..136]) else {
+            self.off = true;
+            return Ok(());
+        };
+        let flag = b[156];
+        if matches!(flag, b'x' | b'g' | b'L' | b'K') && size > MAX_EXTENSION {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "an extension header ('{}') of {size} bytes, more than the {MAX_EXTENSION} accepted",
+                    flag as char
+                ),
+            ));
+        }
+        let data = size.div_ceil(512).saturating_mul(512);
+        self.sparse_ext = flag == b'S' && b[482] != 0;
+        self.sparse_data = data;
+        // A sparse entry's extension blocks come first, its data after them.
+        self.next = self.next.saturating_add(BLOCK as u64).saturating_add(if self.sparse_ext { 0 } else { data });
+        Ok(())
+    }
+}
+
+/// A header's numeric field: octal text, or base-256 (high bit set).
+fn numeric(f: &[u8]) -> Option<u64> {
+    if f[0] & 0x80 != 0 {
+        let mut v: u64 = u64::from(f[0] & 0x7f);
+        for &x in &f[1..] {
+            v = v.checked_mul(256)?.checked_add(u64::from(x))?;
+        }
+        return Some(v);
+    }
+    let t: Vec<u8> = f.iter().copied().take_while(|&c| c != 0).filter(|&c| c != b' ').collect();
+    if t.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(std::str::from_utf8(&t).ok()?, 8).ok()
+}
+
+impl<R: Read> Read for HeaderGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.off {
+            return self.inner.read(buf);
+        }
+        if self.pos == self.next && self.block_done == self.block_len {
+            self.load_block()?;
+            if self.block_len == 0 {
+                return Ok(0);
+            }
+        }
+        if self.block_done < self.block_len {
+            let n = buf.len().min(self.block_len - self.block_done);
+            buf[..n].copy_from_slice(&self.block[self.block_done..self.block_done + n]);
+            self.block_done += n;
+            self.pos += n as u64;
+            if self.block_done == self.block_len && self.block_len < BLOCK {
+                self.off = true; // a short last block: nothing more to look at
+            }
+            return Ok(n);
+        }
+        // Data up to the next header.
+        let room = (self.next - self.pos).min(buf.len() as u64) as usize;
+        let n = self.inner.read(&mut buf[..room])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 fn read_error(e: io::Error) -> Error {
@@ -686,6 +826,32 @@ fn item_of<R: Read>(e: &mut tar::Entry<'_, R>) -> Result<Item> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_guard_passes_tars_and_stops_big_extensions() {
+        let t = sample_tar();
+        for step in [1, 7, 512, 100_000] {
+            let mut g = HeaderGuard::new(&t[..]);
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; step];
+            loop {
+                let n = g.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            assert!(out == t, "read in pieces of {step}");
+        }
+        for (flag, size, bad) in [(b'x', b"00010000000\0", true), (b'L', b"00004000000\0", false)] {
+            let mut h = [0u8; BLOCK];
+            h[..4].copy_from_slice(b"name");
+            h[124..136].copy_from_slice(size);
+            h[156] = flag;
+            let r = HeaderGuard::new(&h[..]).read_to_end(&mut Vec::new());
+            assert_eq!(r.is_err(), bad, "{}", flag as char);
+        }
+    }
 
     fn meta(typeflag: u8, mode: u32) -> Meta {
         Meta {

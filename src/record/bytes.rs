@@ -31,7 +31,8 @@ impl fmt::Debug for PathBytes {
 }
 
 impl fmt::Display for PathBytes {
-    /// Shows the path as text, with bytes that are not UTF-8 as `\xNN`.
+    /// Shows the path as text, with bytes that are not UTF-8 and control
+    /// characters as `\xNN`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&escape(&self.0, false))
     }
@@ -64,6 +65,11 @@ pub fn escape(b: &[u8], backslash: bool) -> String {
         for c in chunk.valid().chars() {
             if backslash && c == '\\' {
                 out.push_str("\\\\");
+            } else if !backslash && c.is_control() {
+                // Shown, never sent to a terminal as is (an archive's names are the archive's).
+                for x in c.encode_utf8(&mut [0; 4]).bytes() {
+                    out.push_str(&format!("\\x{x:02x}"));
+                }
             } else {
                 out.push(c);
             }
@@ -184,5 +190,18 @@ impl<'de> Deserialize<'de> for Bytes {
 impl<'de> Deserialize<'de> for PathBytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(BytesVisitor { text_is_base64: false }).map(PathBytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_escapes_control_characters_and_bad_bytes() {
+        let p = PathBytes(b"e\x1b]0;x\x07\n\tcaf\xe9 \xc2\x9b ok/\\".to_vec());
+        assert_eq!(p.to_string(), "e\\x1b]0;x\\x07\\x0a\\x09caf\\xe9 \\xc2\\x9b ok/\\");
+        // The reversible form is unchanged.
+        assert_eq!(escape(b"a\nb\\", true), "a\nb\\\\");
     }
 }

@@ -9,6 +9,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod craft;
+
 /// The directory holding the built dup binaries.
 pub fn bin_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_dup-scan")).parent().unwrap().to_path_buf()

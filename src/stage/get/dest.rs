@@ -48,6 +48,8 @@ pub(crate) struct DirTarget {
     /// The open directories from the destination down to the current one.
     stack: Vec<Level>,
     tmp_counter: u64,
+    /// Files whose setuid/setgid bits were not restored (not root).
+    setid_dropped: u64,
 }
 
 impl DirTarget {
@@ -90,6 +92,7 @@ impl DirTarget {
             root_is_file: false,
             stack: Vec::new(),
             tmp_counter: 0,
+            setid_dropped: 0,
         })
     }
 
@@ -158,7 +161,10 @@ impl DirTarget {
                 return Err(what(e));
             }
             match open_dir(dir, name, follow) {
-                Ok(fd) => return Ok(fd),
+                Ok(fd) => {
+                    sweep_stale(fd.as_raw_fd(), &self.local(rel));
+                    return Ok(fd);
+                }
                 Err(_) if self.force => {
                     remove_at(dir, name, &self.local(rel)).map_err(what)?;
                     // SAFETY: as above.
@@ -193,7 +199,10 @@ impl DirTarget {
             let c = cstring(parent[i])?;
             let top = self.stack.last().expect("the destination is open").fd.as_raw_fd();
             let fd = match open_dir(top, &c, false) {
-                Ok(fd) => fd,
+                Ok(fd) => {
+                    sweep_stale(fd.as_raw_fd(), &self.local(&parent[..=i]));
+                    fd
+                }
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                     // The directory's own entry was lost: make a plain one.
                     self.make_dir(top, &c, false, &parent[..=i])?
@@ -269,6 +278,13 @@ impl DirTarget {
             _ => {
                 let tmp = self.tmp_name();
                 if let Err(e) = make_special(dir, &tmp, entry) {
+                    let device = matches!(entry.ftype, FileType::Char | FileType::Block);
+                    if device && self.owners.is_none() && e.raw_os_error() == Some(libc::EPERM) {
+                        return Err(Error::other(format!(
+                            "a {} device node cannot be made when not running as root; not restored",
+                            entry.ftype.name()
+                        )));
+                    }
                     return Err(Error::io(format!("creating the {}", entry.ftype.name()), e));
                 }
                 if let Err(e) = apply_at(dir, &tmp, entry, self.owners.as_mut()) {
@@ -315,7 +331,20 @@ impl DirTarget {
     }
 
     /// Restores one item; `None` when it was refused (and reported).
-    fn item_inner(&mut self, entry: Entry, content: Option<Content>, rep: &Reporter) -> Result<Option<u64>> {
+    fn item_inner(&mut self, mut entry: Entry, content: Option<Content>, rep: &Reporter) -> Result<Option<u64>> {
+        if self.owners.is_none() && entry.ftype != FileType::Dir && entry.mode & 0o6000 != 0 {
+            // Without root the file is the user's, not its stored owner's:
+            // setuid/setgid would hand the user's rights to whoever runs it.
+            entry.mode &= !0o6000;
+            self.setid_dropped += 1;
+            if self.setid_dropped == 1 {
+                log::warn!(
+                    "{}: setuid/setgid bits not restored (not running as root, the file is not its stored \
+                     owner's); further such files are counted at the end",
+                    show(&entry.path)
+                );
+            }
+        }
         let comps: Vec<&[u8]> = index::components(&entry.path).collect();
         let Some((last, _)) = comps.split_last() else {
             // The restored root: the destination itself.
@@ -365,12 +394,16 @@ impl Target for DirTarget {
     }
 
     fn finish(&mut self, rep: &Reporter) -> Result<()> {
+        if self.setid_dropped > 1 {
+            log::warn!("setuid/setgid bits not restored on {} files (not running as root)", self.setid_dropped);
+        }
         self.close_to(0, rep)
     }
 }
 
 fn cstring(b: &[u8]) -> Result<CString> {
-    CString::new(b).map_err(|_| Error::corrupt(format!("{}: a name with a NUL byte", show(b))))
+    // The item's path is given with the message (Reporter::item_problem).
+    CString::new(b).map_err(|_| Error::corrupt("a name with a NUL byte"))
 }
 
 /// Opens a directory; `follow`: a symlink to a directory is accepted.
@@ -386,6 +419,56 @@ fn open_dir(dir: RawFd, name: &CStr, follow: bool) -> io::Result<OwnedFd> {
     }
     // SAFETY: a descriptor we just opened and own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Removes from `dir` the temporary files of dup-get processes that are no
+/// longer alive (`.dup-get.PID.N`, left by a killed restore). `path` is
+/// the directory, for the message.
+fn sweep_stale(dir: RawFd, path: &Path) {
+    // SAFETY: dup of a descriptor we own; fdopendir takes the copy.
+    let d = unsafe { libc::fdopendir(libc::fcntl(dir, libc::F_DUPFD_CLOEXEC, 0)) };
+    if d.is_null() {
+        return;
+    }
+    let mut stale = Vec::new();
+    loop {
+        // SAFETY: `d` is an open directory stream.
+        let ent = unsafe { libc::readdir(d) };
+        if ent.is_null() {
+            break;
+        }
+        // SAFETY: readdir returns a valid entry with a NUL-terminated name.
+        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
+        if let Some(pid) = stale_pid(name.to_bytes())
+            // SAFETY: signal 0 only asks whether the process exists.
+            && unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        {
+            stale.push(name.to_owned());
+        }
+    }
+    // SAFETY: closes the stream (and the copied descriptor).
+    unsafe { libc::closedir(d) };
+    for name in stale {
+        // SAFETY: valid descriptor and NUL-terminated name.
+        if unsafe { libc::unlinkat(dir, name.as_ptr(), 0) } == 0 {
+            log::info!(
+                "removed {}, left by a restore that was stopped",
+                path.join(OsStr::from_bytes(name.to_bytes())).display()
+            );
+        }
+    }
+}
+
+/// The process id in a temporary name of ours (`.dup-get.PID.N`).
+fn stale_pid(name: &[u8]) -> Option<i32> {
+    let rest = name.strip_prefix(b".dup-get.")?;
+    let (pid, n) = std::str::from_utf8(rest).ok()?.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(n) {
+        return None;
+    }
+    pid.parse().ok().filter(|&p: &i32| p > 0)
 }
 
 fn unlink(dir: RawFd, name: &CStr) {

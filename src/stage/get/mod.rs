@@ -299,17 +299,22 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
         Action::Stream { .. } => ("stream", "writing the stream".to_string()),
     };
     // A wrong passphrase or a missing secret key is found before anything is
-    // written (and is exit 12, not a damaged volume).
-    if let Some(v) = plans
+    // written (and is exit 12, not a damaged volume). A damaged volume is
+    // reported when it is read: the next one is tried here.
+    for v in plans
         .iter()
         .flat_map(|p| &p.volumes)
-        .find(|v| !v.missing && archive.naming.parse(&v.name).is_some_and(|f| f.encrypted()))
+        .filter(|v| !v.missing && archive.naming.parse(&v.name).is_some_and(|f| f.encrypted()))
     {
         let keys = archive.keys.as_ref().ok_or_else(|| {
             Error::new(Kind::Crypto, format!("{} is encrypted, and no passphrase or key was given", v.name))
                 .hint("set PASSPHRASE, or pass --passphrase-file, --passphrase-fd or --key-file")
         })?;
-        crate::crypto::check_decryptable(keys, &v.name, archive.storage.reader(&v.name)?)?;
+        match crate::crypto::check_decryptable(keys, &v.name, archive.storage.reader(&v.name)?) {
+            Ok(()) => break,
+            Err(e) if e.kind == Kind::Corrupt => log::debug!("{}", e.message),
+            Err(e) => return Err(e),
+        }
     }
     let mut target: Box<dyn Target + '_> = match action {
         Action::Restore { dest, force, numeric_owner } => Box::new(dest::DirTarget::new(dest, force, numeric_owner)?),
@@ -326,6 +331,12 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
         stop: RefCell::new(None),
     };
     progress.event(Event::Start { stage: stage.into() });
+    for name in plans.iter().flat_map(|p| &p.unlisted) {
+        rep.problem(
+            Kind::Corrupt,
+            format!("{name} is on the backend but not in its set's manifest (no hash to check it by); not read"),
+        );
+    }
     let mut streams: Vec<SetStream> = plans.into_iter().map(|p| SetStream::new(&archive, p.volumes, &prefix)).collect();
     let found = merge(&mut streams, target.as_mut(), &rep, &prefix).map_err(|e| stopped(e, &rep, &doing))?;
     drop(streams);
@@ -362,6 +373,8 @@ fn stopped(e: Error, rep: &Reporter, doing: &str) -> Error {
 struct SetPlan {
     volumes: Vec<VolPlan>,
     localdir: Option<Vec<u8>>,
+    /// Volumes on the backend that the manifest does not list (not read).
+    unlisted: Vec<String>,
 }
 
 /// Reads a set's manifest (the cached copy when there is a good one) and
@@ -395,7 +408,12 @@ fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan
             }
         }
     }
-    Ok(SetPlan { volumes, localdir: manifest.localdir })
+    let unlisted = if manifest.volumes.is_empty() {
+        Vec::new()
+    } else {
+        set.volumes.iter().filter(|(n, _)| !manifest.volumes.contains_key(n)).map(|(_, name)| name.clone()).collect()
+    };
+    Ok(SetPlan { volumes, localdir: manifest.localdir, unlisted })
 }
 
 /// The manifest of a set: the cache's copy, else the backend's.

@@ -388,13 +388,25 @@ struct Volume {
 
 impl Volume {
     /// Reads what follows the tar's end to the end of the input, so a
-    /// damaged gzip stream is noticed (the tar reader stops at a zero block).
+    /// damaged gzip stream is noticed (the tar reader stops at a zero
+    /// block); more than [`MAX_REST`] there (a gzip bomb) is not read.
     fn check_rest(&self) -> Result<()> {
-        let mut r = self.rest.clone();
-        io::copy(&mut r, &mut io::sink()).map_err(|e| Error::corrupt(format!("{}: {e}", self.name)))?;
+        let mut r = self.rest.clone().take(MAX_REST + 1);
+        let n = io::copy(&mut r, &mut io::sink()).map_err(|e| Error::corrupt(format!("{}: {e}", self.name)))?;
+        if n > MAX_REST {
+            return Err(Error::corrupt(format!(
+                "{}: more than {} KiB follow the end of its tar (a tar ends with at most 10 KiB of padding); \
+                 the rest was not read",
+                self.name,
+                MAX_REST >> 10
+            )));
+        }
         Ok(())
     }
 }
+
+/// The most read after a volume's tar ends (its padding to a 10 KiB record).
+const MAX_REST: u64 = 1 << 20;
 
 /// A reader shared with the [`TarStream`] thread; the thread is done with
 /// it once the stream has ended.
