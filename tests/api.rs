@@ -20,7 +20,7 @@ fn opts(src: &std::path::Path, arch: &std::path::Path, cache: &std::path::Path) 
 
 #[test]
 fn two_jobs_at_once_then_list_and_increment() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let srcs = [t.path().join("src1"), t.path().join("src2")];
     hard_tree(&srcs[0]);
     std::fs::create_dir(&srcs[1]).unwrap();
@@ -117,7 +117,7 @@ fn two_jobs_at_once_then_list_and_increment() {
 /// same for an incremental.
 #[test]
 fn backup_resumes_an_interrupted_set() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let src = t.path().join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("big.bin"), random_bytes(41, 5 << 20)).unwrap();

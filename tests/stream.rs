@@ -2,9 +2,12 @@
 //! malformed input is a clear error (never a panic) in the library and in
 //! dup-ls.
 
+mod common;
+
 use std::io::{Cursor, Write};
 use std::process::{Command, Stdio};
 
+use common::run_with_stdin;
 use dup::record::{Bytes, Encoding, Entry, FileRole, FileType, PathBytes, Reader, Record, Stored, StreamKind, Writer};
 use proptest::prelude::*;
 
@@ -168,20 +171,7 @@ fn newer_version_is_refused() {
 }
 
 fn dup_ls(input: &[u8], args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dup-ls"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
+    let out = run_with_stdin(Command::new(env!("CARGO_BIN_EXE_dup-ls")).args(args), input);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
