@@ -305,11 +305,7 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
         .flat_map(|p| &p.volumes)
         .find(|v| !v.missing && archive.naming.parse(&v.name).is_some_and(|f| f.encrypted()))
     {
-        let keys = archive.keys.as_ref().ok_or_else(|| {
-            Error::new(Kind::Crypto, format!("{} is encrypted, and no passphrase or key was given", v.name))
-                .hint("set PASSPHRASE, or pass --passphrase-file, --passphrase-fd or --key-file")
-        })?;
-        crate::crypto::check_decryptable(keys, &v.name, archive.storage.reader(&v.name)?)?;
+        crate::crypto::check_decryptable(archive.keys_for(&v.name)?, &v.name, archive.storage.reader(&v.name)?)?;
     }
     let mut target: Box<dyn Target + '_> = match action {
         Action::Restore { dest, force, numeric_owner } => Box::new(dest::DirTarget::new(dest, force, numeric_owner)?),
