@@ -122,6 +122,17 @@ proptest! {
         }
     }
 
+    /// The names kept by hand for messages are the JSON names: the record
+    /// kind (the serde tag) and the file type.
+    #[test]
+    fn kind_and_type_names_are_the_json_ones(rec in arb_record()) {
+        let json = serde_json::to_value(&rec).unwrap();
+        prop_assert_eq!(json["kind"].as_str(), Some(rec.kind_name()));
+        if let Record::Entry(e) | Record::Snapshot(e) | Record::Diff(e) | Record::Signature(e) = &rec {
+            prop_assert_eq!(json["type"].as_str(), Some(e.ftype.name()));
+        }
+    }
+
     #[test]
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
         let _ = decode(&bytes);
