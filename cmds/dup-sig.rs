@@ -3,6 +3,7 @@
 use std::io;
 
 use argh::FromArgs;
+use dup::api::BackupMode;
 use dup::archive::Archive;
 use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::time;
@@ -80,23 +81,13 @@ fn archive(args: &Args, url: &str) -> Result<Status> {
     let coll = a.collection()?;
     let now = time::now();
     let t = args.time.as_deref().map(|s| time::parse_time(s, now)).transpose()?;
-    let empty = match coll.primary_chain() {
-        None if args.or_empty => {
-            log::info!("no backup chain at {url}: the next backup is a full");
-            true
-        }
-        None => {
-            return Err(Error::new(dup::Kind::NoBackup, format!("no backup chain at {url}"))
-                .hint("run a full backup first (or pass --or-empty)"));
-        }
-        Some(chain) => match &args.full_if_older_than {
-            Some(limit) if chain.start_time() < time::parse_time(limit, now)? => {
-                log::info!("the newest full backup is older than {limit}: the next backup is a full");
-                true
-            }
-            _ => false,
-        },
-    };
+    let mode = if args.or_empty { BackupMode::Auto } else { BackupMode::Incremental };
+    let limit = args.full_if_older_than.as_deref().map(|l| time::parse_time(l, now)).transpose()?;
+    let start = coll.primary_chain().map(|c| c.start_time());
+    let empty = dup::api::next_is_full(mode, start, limit, url).map_err(|e| {
+        let hint = "run a full backup first (or pass --or-empty)";
+        if e.kind == dup::Kind::NoBackup { e.hint(hint) } else { e }
+    })?;
     if empty {
         let head = StreamHead {
             stream: StreamKind::Signatures,

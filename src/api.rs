@@ -12,7 +12,7 @@ use crate::dupfmt::names::Naming;
 use crate::dupfmt::rsync;
 use crate::dupfmt::time;
 use crate::error::{Error, Kind, Result};
-use crate::io::pipe::{PipeReader, pipe};
+use crate::io::pipe::{PipeReader, PipeWriter, pipe};
 use crate::progress::{Event, Progress};
 use crate::record::{Encoding, Entry, Reader, SetInfo, StreamKind, Writer};
 use crate::stage::ls::status;
@@ -130,38 +130,20 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
     let _lock = a.cache.lock_for(&format!("a backup of {} to {}", opts.source.display(), opts.archive.url))?;
     sync::run(&a, progress)?;
     let coll = a.collection()?;
-    let has_chain = coll.primary_chain().is_some();
-    let full = match opts.mode {
-        BackupMode::Full => true,
-        BackupMode::Auto => !has_chain,
-        BackupMode::Incremental if has_chain => false,
-        BackupMode::Incremental => {
-            return Err(Error::new(Kind::NoBackup, format!("no backup chain at {} to extend", opts.archive.url))
-                .hint("run a full backup first"));
-        }
-    };
+    let start = coll.primary_chain().map(|c| c.start_time());
+    let full = next_is_full(opts.mode, start, None, &opts.archive.url)?;
     if !full
         && opts.check_passphrase
         && let Some(keys) = opts.keys.as_ref().filter(|k| k.is_symmetric())
     {
         a.check_passphrase(&coll, keys)?;
     }
-    let mut basis_state = if full { None } else { Some(SigState::at(&coll, None, &a)?) };
+    let basis_state = if full { None } else { Some(SigState::at(&coll, None, &a)?) };
     // An unfinished set of this kind, left by an interrupted run, is
     // continued (its time; volumes packed again unchanged are not sent).
     let resume = pack::Resume::load(&a.storage, &a.cache)?;
-    let resumed = resume.time(&a.naming, basis_state.as_ref().map(|s| s.end_time));
-    // A set's time is whole seconds and must come after the chain it extends.
-    let mut now = time::now();
-    if let Some(s) = &basis_state
-        && resumed.is_none()
-    {
-        while now <= s.end_time {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            now = time::now();
-        }
-    }
-    let now = resumed.unwrap_or(now);
+    let basis_end = basis_state.as_ref().map(|s| s.end_time);
+    let now = resume.time(&a.naming, basis_end).unwrap_or_else(|| time::now_after(basis_end));
     let src = Source::open(opts.source.as_os_str().as_encoded_bytes())?;
     let sel = Selection::new(&src.root(), &opts.selection, false)?;
     let popts = pack::Options {
@@ -178,23 +160,60 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
         check_passphrase: false,
     };
     let dopts = delta::Options { source: Some(opts.source.clone()), max_block: opts.max_block, signatures_only: false };
+    let (changes, packed, stored, warnings) = run_pipeline(&a, &src, &sel, basis_state, &dopts, &popts, progress)?;
+    progress.event(Event::Finish { stage: "backup".into(), items: changes.files_read, bytes: stored.bytes });
+    Ok(BackupReport { full, time: now, warnings, changes, packed, stored })
+}
+
+/// Whether the next backup of the archive at `url` is a full one, for the
+/// API and dup-sig alike: always for `Full`; when the newest chain began
+/// (`chain_start`) before `full_if_older_than`; for `Auto` when there is no
+/// chain. `Incremental` without a chain is an error (exit 10).
+pub fn next_is_full(
+    mode: BackupMode,
+    chain_start: Option<i64>,
+    full_if_older_than: Option<i64>,
+    url: &str,
+) -> Result<bool> {
+    match (mode, chain_start) {
+        (BackupMode::Full, _) => Ok(true),
+        (_, Some(start)) => {
+            let old = full_if_older_than.is_some_and(|limit| start < limit);
+            if old {
+                log::info!("the newest full backup is older than the limit: the next backup is a full");
+            }
+            Ok(old)
+        }
+        (BackupMode::Auto, None) => {
+            log::info!("no backup chain at {url}: the next backup is a full");
+            Ok(true)
+        }
+        (BackupMode::Incremental, None) => {
+            Err(Error::new(Kind::NoBackup, format!("no backup chain at {url}")).hint("run a full backup first"))
+        }
+    }
+}
+
+/// The backup's stages, each in a thread joined by pipes: scan → (sig,
+/// for an incremental: `basis_state`) → delta → pack → put. What delta,
+/// pack and put did, and the number of warnings; else the error that
+/// explains the failure.
+fn run_pipeline(
+    a: &Archive,
+    src: &Source,
+    sel: &Selection,
+    mut basis_state: Option<SigState>,
+    dopts: &delta::Options,
+    popts: &pack::Options,
+    progress: &dyn Progress,
+) -> Result<(delta::Stats, pack::Stats, put::Stats, u64)> {
+    let full = basis_state.is_none();
     let (r_entries, w_entries) = pipe();
     let (r_changes, w_changes) = pipe();
     let (r_files, w_files) = pipe();
     let (r_basis, w_basis) = pipe();
     std::thread::scope(|s| {
-        let scan_t = s.spawn(move || -> Result<scan::Summary> {
-            let mut out = Writer::with_source(
-                BufWriter::new(w_entries),
-                Encoding::Cbor,
-                StreamKind::Entries,
-                "dup-scan",
-                Some(src.name()),
-            )?;
-            let sum = scan::walk(&src, &sel, |rec| out.write(rec))?;
-            out.finish()?;
-            Ok(sum)
-        });
+        let scan_t = s.spawn(move || scan_stage(src, sel, w_entries));
         let sig_t = s.spawn(move || -> Result<()> {
             let Some(state) = basis_state.as_mut() else {
                 return Ok(());
@@ -209,37 +228,43 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
             let mut basis = if full { None } else { Some(reader(r_basis, "dup-sig")?) };
             let head = delta::output_head(input.head(), basis.as_ref().map(|b| b.head()));
             let out = Writer::with_head(BufWriter::new(w_changes), Encoding::Cbor, head)?;
-            Ok(delta::run(&mut input, basis.as_mut(), out, &dopts, progress)?.1)
+            Ok(delta::run(&mut input, basis.as_mut(), out, dopts, progress)?.1)
         });
         let pack_t = s.spawn(move || -> Result<pack::Stats> {
             let mut input = reader(r_changes, "dup-delta")?;
             let out = Writer::new(BufWriter::new(w_files), Encoding::Cbor, StreamKind::Files, "dup-pack")?;
-            Ok(pack::run(&mut input, out, &popts, progress)?.1)
+            Ok(pack::run(&mut input, out, popts, progress)?.1)
         });
         let stored = reader(r_files, "dup-pack")
             .and_then(|mut r| put::run(&mut r, &a.storage, Some(&a.cache), &a.naming, progress));
-        let join =
-            |r: std::thread::Result<Result<()>>| r.unwrap_or_else(|_| Err(Error::other("a backup stage panicked")));
-        let scanned = scan_t.join().unwrap_or_else(|_| Err(Error::other("the scan panicked")));
-        let sig = join(sig_t.join());
-        let changes = delta_t.join().unwrap_or_else(|_| Err(Error::other("the delta stage panicked")));
-        let packed = pack_t.join().unwrap_or_else(|_| Err(Error::other("the pack stage panicked")));
+        let scanned = joined(scan_t.join(), "the scan panicked");
+        let sig = joined(sig_t.join(), "a backup stage panicked");
+        let changes = joined(delta_t.join(), "the delta stage panicked");
+        let packed = joined(pack_t.join(), "the pack stage panicked");
         match (scanned, sig, changes, packed, stored) {
             (Ok(sum), Ok(()), Ok(changes), Ok(packed), Ok(stored)) => {
                 let warnings = sum.warnings + changes.warnings;
-                progress.event(Event::Finish {
-                    stage: "backup".into(),
-                    items: changes.files_read,
-                    bytes: stored.bytes,
-                });
-                Ok(BackupReport { full, time: now, warnings, changes, packed, stored })
+                Ok((changes, packed, stored, warnings))
             }
             (a, b, c, d, e) => {
-                let errors: Vec<Error> = [a.err(), b.err(), c.err(), d.err(), e.err()].into_iter().flatten().collect();
-                Err(root_cause(errors))
+                Err(root_cause([a.err(), b.err(), c.err(), d.err(), e.err()].into_iter().flatten().collect()))
             }
         }
     })
+}
+
+/// The scan of `src` as an entries stream into `w`.
+fn scan_stage(src: &Source, sel: &Selection, w: PipeWriter) -> Result<scan::Summary> {
+    let mut out =
+        Writer::with_source(BufWriter::new(w), Encoding::Cbor, StreamKind::Entries, "dup-scan", Some(src.name()))?;
+    let sum = scan::walk(src, sel, |rec| out.write(rec))?;
+    out.finish()?;
+    Ok(sum)
+}
+
+/// A stage thread's result; its panic as an error saying `panicked`.
+fn joined<T>(r: std::thread::Result<Result<T>>, panicked: &str) -> Result<T> {
+    r.unwrap_or_else(|_| Err(Error::other(panicked)))
 }
 
 /// The archive's backup sets (collection status), chains oldest first.

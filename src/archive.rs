@@ -88,16 +88,21 @@ impl Archive {
         Ok(true)
     }
 
+    /// The keys to decrypt the encrypted archive file `name` with; an error
+    /// (exit 12) when no passphrase or key was given.
+    pub fn keys_for(&self, name: &str) -> Result<&Keys> {
+        self.keys.as_ref().ok_or_else(|| {
+            Error::new(Kind::Crypto, format!("{name} is encrypted, and no passphrase or key was given"))
+                .hint("set PASSPHRASE, or pass --passphrase-file, --passphrase-fd or --key-file")
+        })
+    }
+
     /// The content of the archive file `name` read from `r`, as plaintext:
     /// decrypted when it is encrypted, gunzipped when it is gzipped.
     pub fn plaintext(&self, name: &str, r: impl Read + Send + 'static) -> Result<Box<dyn Read + Send>> {
         let f = self.naming.parse(name);
         if f.is_some_and(|f| f.encrypted()) {
-            let keys = self.keys.as_ref().ok_or_else(|| {
-                Error::new(Kind::Crypto, format!("{name} is encrypted, and no passphrase or key was given"))
-                    .hint("set PASSPHRASE, or pass --passphrase-file, --passphrase-fd or --key-file")
-            })?;
-            return Ok(Box::new(crypto::decryptor(keys, name, r)?));
+            return Ok(Box::new(crypto::decryptor(self.keys_for(name)?, name, r)?));
         }
         if f.is_some_and(|f| f.compressed()) {
             return Ok(Box::new(MultiGzDecoder::new(r)));

@@ -24,6 +24,7 @@ pub mod crypto;
 pub mod dupfmt;
 pub mod error;
 pub mod io;
+pub mod names;
 pub mod progress;
 pub mod record;
 pub mod stage;

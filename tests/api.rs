@@ -20,7 +20,7 @@ fn opts(src: &std::path::Path, arch: &std::path::Path, cache: &std::path::Path) 
 
 #[test]
 fn two_jobs_at_once_then_list_and_increment() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let srcs = [t.path().join("src1"), t.path().join("src2")];
     hard_tree(&srcs[0]);
     std::fs::create_dir(&srcs[1]).unwrap();
@@ -117,7 +117,7 @@ fn two_jobs_at_once_then_list_and_increment() {
 /// same for an incremental.
 #[test]
 fn backup_resumes_an_interrupted_set() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let src = t.path().join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("big.bin"), random_bytes(41, 5 << 20)).unwrap();
@@ -170,4 +170,34 @@ fn backup_resumes_an_interrupted_set() {
     let out = t.path().join("out");
     sh_ok(t.path(), &format!("dup-get {c} {u} {}", q(&out)));
     assert_same_tree(&src, &out);
+}
+
+/// A chain that ends after now (made where the clock was ahead): an
+/// incremental through the API is refused at once, as dup-pack refuses it,
+/// instead of waiting for the clock to pass the chain's end (it waited
+/// for good before).
+#[test]
+fn incremental_after_a_chain_from_the_future_is_refused_not_awaited() {
+    let t = World::new();
+    let (src, arch, cache) = (t.p("src"), t.p("arch"), t.p("cache"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"data\n").unwrap();
+    let future = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    sh_ok(
+        t.path(),
+        &format!(
+            "dup-scan {} | dup-delta | dup-pack --no-encryption --time {future} | dup-put --archive-dir {} {}",
+            q(&src),
+            q(&cache),
+            q(file_url(&arch))
+        ),
+    );
+    let mut o = opts(&src, &arch, &cache);
+    o.mode = BackupMode::Incremental;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(api::backup(&o, &dup::progress::Silent)).unwrap());
+    let r = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the backup waits for the clock");
+    let e = r.expect_err("an incremental before its chain's end");
+    assert!(e.message.contains("is not after the end of the chain it extends"), "{}", e.message);
+    assert_eq!(names(&arch).iter().filter(|n| n.contains(".manifest")).count(), 1, "{:?}", names(&arch));
 }

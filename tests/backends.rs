@@ -4,7 +4,7 @@
 //! the binaries, listing, dup-sync into a fresh cache, an exact restore, a
 //! broken upload that leaves nothing behind, a dead server, and the typed
 //! answers of the connection test. Without the servers' environment each
-//! test skips with a note.
+//! test skips with a note, or fails under DUP_REQUIRE_TOOLS (scripts/test).
 
 mod common;
 
@@ -15,12 +15,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use common::{assert_same_tree, bin_dir, hard_tree, q, random_bytes};
+use common::{
+    World, assert_same_tree, bin_dir, bin_path, fresh, hard_tree, no_servers, q, random_bytes, var, with_closed_port,
+};
 use dup::io::storage::{CheckStatus, Storage};
-
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
 
 /// A backend under test: its base URL and the environment dup needs for it.
 struct Backend {
@@ -66,23 +64,20 @@ impl Backend {
             })(),
         };
         if found.is_none() {
-            eprintln!(
-                "backends::{name}: skipped, the test servers are not running (eval \"$(scripts/test-servers start)\")"
-            );
+            no_servers(&format!("backends::{name}"));
         }
         found
     }
 
     /// A fresh archive URL under the backend's base.
     fn fresh(&self, what: &str) -> String {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        format!("{}/{what}-{}-{nanos}", self.url, std::process::id())
+        format!("{}/{}", self.url, fresh(what))
     }
 
     /// Runs a bash pipeline with the dup binaries first on PATH and this
     /// backend's environment.
     fn sh(&self, cwd: &Path, script: &str) -> Output {
-        let mut path = format!("{}:{}", bin_dir().display(), var("PATH").unwrap_or_default());
+        let mut path = bin_path();
         let mut cmd = Command::new("bash");
         for (k, v) in &self.env {
             if k == "PATH" {
@@ -141,7 +136,7 @@ impl Backend {
 /// The whole round trip on one backend.
 fn round_trip(b: &Backend, checks: &[String]) {
     let t0 = Instant::now();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = World::new();
     let dir = tmp.path();
     let src = dir.join("src");
     hard_tree(&src);
@@ -203,7 +198,7 @@ fn round_trip(b: &Backend, checks: &[String]) {
 /// A backend that is down: dup-put fails with exit code 1, a message naming
 /// the URL (without its password) and what to check.
 fn dead(b: &Backend, url: &str, extra_env: &[(&str, &str)]) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = World::new();
     let dir = tmp.path();
     fs::write(dir.join("f"), b"x").unwrap();
     let mut b2 = Backend { name: b.name, url: b.url.clone(), env: b.env.clone() };
@@ -233,21 +228,12 @@ fn dead(b: &Backend, url: &str, extra_env: &[(&str, &str)]) {
     assert!(!err.contains(":pw@"), "the URL's password shows in messages: {err}");
 }
 
-/// `url` with its port replaced by one nothing listens on.
-fn closed_port(url: &str) -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    let re = regex::Regex::new(r"127\.0\.0\.1:\d+").unwrap();
-    re.replace(url, format!("127.0.0.1:{port}")).into_owned()
-}
-
 #[test]
 fn s3() {
     let Some(b) = Backend::get("s3") else { return };
     let endpoint = var("DUP_TEST_S3_ENDPOINT").unwrap();
     let hostport = endpoint.trim_start_matches("http://");
-    let dead_endpoint = closed_port(&endpoint);
+    let dead_endpoint = with_closed_port(&endpoint);
     let checks = vec![
         // duplicity 0.8's form: the endpoint in the URL.
         format!("check ok s3://{hostport}/bucket1/x DUP_S3_ENDPOINT= DUP_S3_UNENCRYPTED_CONNECTION=1"),
@@ -265,7 +251,7 @@ fn sftp() {
     let Some(b) = Backend::get("sftp") else { return };
     let port = b.url.split("127.0.0.1:").nth(1).and_then(|r| r.split('/').next()).unwrap().to_string();
     let checks = vec![
-        format!("check unreachable {}", closed_port(&b.url)),
+        format!("check unreachable {}", with_closed_port(&b.url)),
         format!("check auth_refused {} DUP_SSH_KEY={}", b.url, var("DUP_TEST_SSH_OTHER_KEY").unwrap()),
         // Not in the known hosts under this name.
         format!("check auth_refused sftp://root@localhost:{port}/x"),
@@ -274,7 +260,7 @@ fn sftp() {
         format!("bigput {}", b.fresh("big")),
     ];
     round_trip(&b, &checks);
-    dead(&b, &closed_port(&format!("{}/dead", b.url)), &[]);
+    dead(&b, &with_closed_port(&format!("{}/dead", b.url)), &[]);
 }
 
 #[test]
@@ -282,7 +268,7 @@ fn webdav() {
     let Some(b) = Backend::get("webdav") else { return };
     let ro = var("DUP_TEST_WEBDAV_RO_URL").unwrap();
     let checks = vec![
-        format!("check unreachable {}", closed_port(&b.url)),
+        format!("check unreachable {}", with_closed_port(&b.url)),
         format!("check auth_refused {} FTP_PASSWORD=wrong", b.url),
         format!("check permission_denied {ro}"),
         // Bigger than the spool's memory part: sent from a mapped file.
@@ -290,7 +276,7 @@ fn webdav() {
     ];
     round_trip(&b, &checks);
     let with_password = b.url.replacen("://dup@", "://dup:pw@", 1);
-    dead(&b, &closed_port(&format!("{with_password}/dead")), &[]);
+    dead(&b, &with_closed_port(&format!("{with_password}/dead")), &[]);
 }
 
 /// Not a test on its own: runs the storage cases a backend test passes in

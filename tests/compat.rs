@@ -5,19 +5,15 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 
+use common::file_url as url;
 use common::*;
-
-fn url(p: &Path) -> String {
-    format!("file://{}", p.display())
-}
 
 fn full_restored_by_duplicity(pack: &str, test: &str) {
     if !have("duplicity", test) {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch, cache, dcache, out) =
         (t.path().join("src"), t.path().join("arch"), t.path().join("c"), t.path().join("dc"), t.path().join("out"));
     hard_tree(&src);
@@ -34,7 +30,7 @@ fn full_restored_by_duplicity(pack: &str, test: &str) {
     // duplicity reads the listing and status without a warning.
     for cmd in ["collection-status", "list-current-files"] {
         let o = duplicity(t.path(), &dcache, &format!("{cmd} {}", q(url(&arch))));
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let text = text(&o);
         assert!(!text.to_lowercase().contains("warning"), "{cmd}: {text}");
         assert!(!text.contains("orphaned") || text.contains("No orphaned"), "{cmd}: {text}");
     }
@@ -52,10 +48,7 @@ fn dup_full_plain_restored_by_duplicity() {
 
 #[test]
 fn dup_chain_restored_by_duplicity_at_every_time() {
-    if !have("duplicity", "dup_chain_restored_by_duplicity_at_every_time") {
-        return;
-    }
-    let t = tempfile::tempdir().unwrap();
+    let Some(t) = World::needing(&["duplicity"]) else { return };
     let (src, arch, cache, dcache) =
         (t.path().join("src"), t.path().join("arch"), t.path().join("c"), t.path().join("dc"));
     hard_tree(&src);
@@ -118,10 +111,7 @@ fn dup_chain_restored_by_duplicity_at_every_time() {
 
 #[test]
 fn wrapper_lists_like_duplicity() {
-    if !have("duplicity", "wrapper_lists_like_duplicity") {
-        return;
-    }
-    let t = tempfile::tempdir().unwrap();
+    let Some(t) = World::needing(&["duplicity"]) else { return };
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     hard_tree(&src);
     let dup = scripts().join("duplicity");
@@ -156,10 +146,7 @@ fn listing(out: &[u8]) -> Vec<Vec<u8>> {
 
 #[test]
 fn dup_extends_a_duplicity_chain() {
-    if !have("duplicity", "dup_extends_a_duplicity_chain") {
-        return;
-    }
-    let t = tempfile::tempdir().unwrap();
+    let Some(t) = World::needing(&["duplicity"]) else { return };
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     // duplicity's own cache, shared: dup keeps it in duplicity's layout.
     let shared = t.path().join("shared-cache");
@@ -196,7 +183,7 @@ fn dup_extends_a_duplicity_chain() {
 fn back_to_back_backups_wait_for_a_new_second() {
     // Regression: an incremental packed in the same second as the set it
     // extends was refused; dup-pack now waits, as duplicity does.
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch, cache) = (t.path().join("src"), t.path().join("arch"), t.path().join("c"));
     fs::create_dir(&src).unwrap();
     for i in 0..3 {
@@ -216,7 +203,7 @@ fn back_to_back_backups_wait_for_a_new_second() {
 fn wrapper_incremental_whose_delta_fails_early_does_not_hang() {
     // Regression: dup-delta failing before it opened the basis fifo left
     // dup-sig blocked opening it, and the wrapper waiting for dup-sig.
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     fs::create_dir(&src).unwrap();
     fs::write(src.join("f"), b"x\n").unwrap();
@@ -226,7 +213,7 @@ fn wrapper_incremental_whose_delta_fails_early_does_not_hang() {
     let mut child = std::process::Command::new("bash")
         .arg("-c")
         .arg(format!("{} incremental {c} --max-blocksize nonsense {} {}", q(&wrapper), q(&src), q(url(&arch))))
-        .env("PATH", format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default()))
+        .env("PATH", bin_path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -253,7 +240,7 @@ fn unchanged_incremental_restores() {
     // Regression (found by scripts/torture): an incremental of an unchanged
     // tree stored a 0-byte gzip volume, which dup-get refused as damaged
     // (exit 13) on every later restore. duplicity writes an empty gzip stream.
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch, cache, out) =
         (t.path().join("src"), t.path().join("arch"), t.path().join("c"), t.path().join("out"));
     fs::create_dir(&src).unwrap();
@@ -279,7 +266,7 @@ fn incremental_stopped_before_its_manifest_leaves_a_basis() {
     // its signatures but before its manifest left new-signatures that made
     // the chain match no signature chain: every later incremental failed
     // with "no backup chain" (exit 10). Those signatures now join no chain.
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch, cache, out) =
         (t.path().join("src"), t.path().join("arch"), t.path().join("c"), t.path().join("out"));
     fs::create_dir(&src).unwrap();

@@ -27,18 +27,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{assert_same_tree, bin_dir, hard_tree, interrupt_after_three_volumes, q, random_bytes, sh, sh_ok};
+use common::{
+    World, assert_same_tree, bin_dir, fresh, hard_tree, interrupt_after_three_volumes, no_servers, q, random_bytes, sh,
+    sh_ok, skip, var, with_closed_port,
+};
 use dup::io::storage::{Storage, TEMP_PREFIX};
-
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// A fresh name: process id and clock.
-fn fresh(what: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{what}-{}-{nanos}", std::process::id())
-}
 
 /// A backend under test: a fresh base URL, the environment dup needs for
 /// it, and the directory where its server keeps the files (to check that
@@ -49,7 +42,7 @@ struct Backend {
     env: Vec<(String, String)>,
     local: PathBuf,
     /// Keeps a file:// backend's directory.
-    _tmp: Option<tempfile::TempDir>,
+    _tmp: Option<World>,
 }
 
 impl Backend {
@@ -59,7 +52,7 @@ impl Backend {
         let prefix = fresh("conf");
         let found = (|| match name {
             "file" => {
-                let tmp = tempfile::tempdir().unwrap();
+                let tmp = World::new();
                 let local = tmp.path().join(&prefix);
                 Some(Backend { name, url: format!("file://{}", local.display()), env: vec![], local, _tmp: Some(tmp) })
             }
@@ -106,9 +99,7 @@ impl Backend {
             }
         })();
         if found.is_none() {
-            eprintln!(
-                "conformance::{name}: skipped, the test servers are not running (eval \"$(scripts/test-servers start)\")"
-            );
+            no_servers(&format!("conformance::{name}"));
         }
         found
     }
@@ -159,14 +150,6 @@ fn webdav() {
     b.run_suite();
 }
 
-/// `url` with its port replaced by one nothing listens on.
-fn closed_port(url: &str) -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    regex::Regex::new(r"127\.0\.0\.1:\d+").unwrap().replace(url, format!("127.0.0.1:{port}")).into_owned()
-}
-
 /// Makes the server-side directory `dir`, owned as its parent is (the
 /// server's user writes in it), so that a connection check finds it.
 fn make_dir_like_parent(dir: &Path) {
@@ -182,7 +165,7 @@ fn check_answers_with_exit_codes() {
     // URL, environment, the answer, the exit code.
     type Case = (String, Vec<(String, String)>, &'static str, i32);
     let mut cases: Vec<Case> = Vec::new();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = World::new();
     std::fs::create_dir(tmp.path().join("a")).unwrap();
     cases.push((format!("file://{}", tmp.path().join("a").display()), vec![], "ok", 0));
     // A directory that is not there is not made by the check (issue 11, case 6).
@@ -193,7 +176,7 @@ fn check_answers_with_exit_codes() {
         e
     };
     if let Some(b) = Backend::get("s3") {
-        let dead = closed_port(&var("DUP_TEST_S3_ENDPOINT").unwrap());
+        let dead = with_closed_port(&var("DUP_TEST_S3_ENDPOINT").unwrap());
         cases.push((b.url.clone(), b.env.clone(), "ok", 0));
         cases.push((b.url.clone(), with(&b.env, "AWS_SECRET_ACCESS_KEY", "wrong"), "auth_refused", 15));
         cases.push((b.url.clone(), with(&b.env, "DUP_S3_ENDPOINT", &dead), "unreachable", 14));
@@ -204,14 +187,14 @@ fn check_answers_with_exit_codes() {
         cases.push((b.url.clone(), b.env.clone(), "ok", 0));
         let other = var("DUP_TEST_SSH_OTHER_KEY").unwrap();
         cases.push((b.url.clone(), with(&b.env, "DUP_SSH_KEY", &other), "auth_refused", 15));
-        cases.push((closed_port(&b.url), b.env.clone(), "unreachable", 14));
+        cases.push((with_closed_port(&b.url), b.env.clone(), "unreachable", 14));
     }
     if let Some(b) = Backend::get("webdav") {
         make_dir_like_parent(&b.local);
         cases.push((b.url.clone(), b.env.clone(), "ok", 0));
         cases.push((b.url.clone(), with(&b.env, "FTP_PASSWORD", "wrong"), "auth_refused", 15));
         cases.push((var("DUP_TEST_WEBDAV_RO_URL").unwrap(), b.env.clone(), "permission_denied", 16));
-        cases.push((closed_port(&b.url), b.env.clone(), "unreachable", 14));
+        cases.push((with_closed_port(&b.url), b.env.clone(), "unreachable", 14));
     }
     for (url, env, status, code) in &cases {
         let t = Instant::now();
@@ -311,7 +294,7 @@ impl Suite {
 
     /// Full, incremental, listing, restoring one file, remove-older-than, cleanup.
     fn chain(&self) {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = World::new();
         let dir = tmp.path();
         let src = dir.join("src");
         hard_tree(&src);
@@ -407,7 +390,7 @@ impl Suite {
 
     /// A dup-put killed (SIGKILL) half-way, then run again on the same stream.
     fn resume(&self) {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = World::new();
         let dir = tmp.path();
         let (src, url, cache, u, c) = self.resume_setup(dir, 21, "resume");
         // JSON Lines, so the stream can be cut between two files.
@@ -513,7 +496,7 @@ impl Suite {
     /// sends `stored` records for the volumes it packs again to the same
     /// plaintext, so only the rest goes over the wire.
     fn resume_pipeline(&self) {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = World::new();
         let dir = tmp.path();
         let (src, url, cache, u, c) = self.resume_setup(dir, 22, "resume-pipeline");
         let pack = format!("dup-scan {} | dup-delta | dup-pack {c} --resume {u} --volsize 1 --json", q(&src));
@@ -599,7 +582,7 @@ fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) {
 struct OwnS3 {
     bin: PathBuf,
     port: u16,
-    dir: tempfile::TempDir,
+    dir: World,
     child: Mutex<Option<Child>>,
 }
 
@@ -614,13 +597,13 @@ impl OwnS3 {
             .map(|d| d.join("s3s-fs"))
             .find(|p| p.is_file());
         let Some(bin) = bin else {
-            eprintln!("{test}: skipped, s3s-fs is not installed (scripts/test-servers start installs it)");
+            skip(test, "s3s-fs is not installed (scripts/test-servers start installs it)");
             return None;
         };
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        let dir = tempfile::tempdir().unwrap();
+        let dir = World::new();
         fs::create_dir_all(dir.path().join("bucket")).unwrap();
         let s = OwnS3 { bin, port, dir, child: Mutex::new(None) };
         s.up();
@@ -728,7 +711,7 @@ fn packed(dir: &Path) -> (PathBuf, Vec<u8>, usize) {
 #[test]
 fn s3_outage_is_retried() {
     let Some(s3) = OwnS3::start("s3_outage_is_retried") else { return };
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = World::new();
     let dir = tmp.path();
     let (src, stream, cut) = packed(dir);
     let (url, cache) = ("s3://bucket/outage", dir.join("cache"));
@@ -765,7 +748,7 @@ fn s3_outage_is_retried() {
 #[test]
 fn s3_down_fails_in_time() {
     let Some(s3) = OwnS3::start("s3_down_fails_in_time") else { return };
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = World::new();
     let dir = tmp.path();
     let (_, stream, cut) = packed(dir);
     let url = "s3://bucket/down";

@@ -1,94 +1,36 @@
 //! dup::crypto against the real GnuPG: what we encrypt gpg decrypts, what
 //! gpg encrypts we decrypt, keys from the keyring and from files, signing,
 //! the distinct errors, bounded memory. Each test has its own GNUPGHOME;
-//! without `gpg` the tests print a note and pass.
+//! without `gpg` the tests print a note and pass (fail under
+//! DUP_REQUIRE_TOOLS, as scripts/test sets it).
+
+mod common;
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
+use common::{GpgHome, file_url, have, have_all, names, run_with_stdin, test_name};
 use dup::crypto::{self, KeyEnv, KeyOptions, Keys, Purpose};
 use dup::{Error, Kind};
 
-fn have_gpg() -> bool {
-    Command::new("gpg").arg("--version").output().is_ok_and(|o| o.status.success())
-}
-
 macro_rules! need_gpg {
     () => {
-        if !have_gpg() {
-            eprintln!("note: gpg not found, skipping this test");
+        if !have("gpg", &test_name()) {
             return;
         }
     };
 }
 
-/// A throwaway GnuPG home; its agent is stopped on drop.
-struct Home {
-    dir: tempfile::TempDir,
+/// dup's key environment for a GnuPG home.
+trait HomeEnv {
+    fn env(&self) -> KeyEnv;
 }
 
-impl Home {
-    fn new() -> Home {
-        let dir = tempfile::Builder::new().prefix("dupgpg").tempdir_in("/tmp").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        Home { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn gpg(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new("gpg")
-            .env("GNUPGHOME", self.path())
-            .env("LC_ALL", "C")
-            .args(["--batch", "--no-tty"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let data = stdin.to_vec();
-        let t = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        t.join().unwrap();
-        out
-    }
-
-    fn ok(&self, args: &[&str]) -> Vec<u8> {
-        let out = self.gpg(args, b"");
-        assert!(out.status.success(), "gpg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    }
-
-    /// Makes a key; returns its fingerprint.
-    fn gen_key(&self, uid: &str, algo: &str, passphrase: &str) -> String {
-        let mut args = vec!["--pinentry-mode", "loopback", "--passphrase", passphrase, "--quick-gen-key", uid];
-        args.extend(algo.split(' '));
-        self.ok(&args);
-        let list = String::from_utf8(self.ok(&["--with-colons", "--list-keys", uid])).unwrap();
-        list.lines().find(|l| l.starts_with("fpr:")).unwrap().split(':').nth(9).unwrap().to_string()
-    }
-
+impl HomeEnv for GpgHome {
     fn env(&self) -> KeyEnv {
         KeyEnv { gnupghome: Some(self.path().to_path_buf()), ..Default::default() }
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf").env("GNUPGHOME", self.path()).args(["--kill", "all"]).output();
     }
 }
 
@@ -162,30 +104,18 @@ fn to_error(e: io::Error) -> Error {
     }
 }
 
-fn packets(home: &Home, file: &Path, passphrase: Option<&str>) -> String {
-    let mut args = vec!["--list-packets"];
-    if let Some(p) = passphrase {
-        args.extend(["--passphrase", p]);
-    }
-    let f = file.to_str().unwrap();
-    args.push(f);
-    let out = home.gpg(&args, b"");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn packets(home: &GpgHome, file: &Path, passphrase: Option<&str>) -> String {
+    home.list_packets(file, passphrase)
 }
 
-fn gpg_decrypt(home: &Home, file: &Path, passphrase: Option<&str>) -> Output {
-    let mut args = vec!["--pinentry-mode", "loopback", "--status-fd", "2", "-d"];
-    if let Some(p) = passphrase {
-        args.splice(0..0, ["--passphrase", p]);
-    }
-    args.push(file.to_str().unwrap());
-    home.gpg(&args, b"")
+fn gpg_decrypt(home: &GpgHome, file: &Path, passphrase: Option<&str>) -> Output {
+    home.decrypt(file, passphrase)
 }
 
 #[test]
 fn symmetric_ours_to_gpg() {
     need_gpg!();
-    let home = Home::new();
+    let home = GpgHome::new("dupgpg");
     let plain = data(3_000_000, 1);
     // From PASSPHRASE, as duplicity takes it.
     let env = KeyEnv { passphrase: Some(b"pass phrase 1".to_vec()), ..home.env() };
@@ -219,7 +149,7 @@ fn symmetric_ours_to_gpg() {
 #[test]
 fn compression_blocks_read_by_gpg() {
     need_gpg!();
-    let home = Home::new();
+    let home = GpgHome::new("dupgpg");
     let keys = Keys::with_passphrase("b");
     let mib = 1usize << 20;
     let random = |n: usize, seed: u64| {
@@ -267,7 +197,7 @@ fn compression_blocks_read_by_gpg() {
 #[test]
 fn symmetric_gpg_to_ours() {
     need_gpg!();
-    let home = Home::new();
+    let home = GpgHome::new("dupgpg");
     let plain = data(2_500_000, 2);
     let src = home.file("plain");
     std::fs::write(&src, &plain).unwrap();
@@ -301,7 +231,7 @@ fn symmetric_gpg_to_ours() {
 #[test]
 fn public_key_rsa_keyring_and_files() {
     need_gpg!();
-    let home = Home::new();
+    let home = GpgHome::new("dupgpg");
     let fpr = home.gen_key("Test <t@example.org>", "default default never", "");
     let plain = data(1_500_000, 3);
 
@@ -364,7 +294,7 @@ fn public_key_rsa_keyring_and_files() {
 #[test]
 fn hidden_recipient() {
     need_gpg!();
-    let home = Home::new();
+    let home = GpgHome::new("dupgpg");
     home.gen_key("Other <o@example.org>", "future-default default never", "");
     let fpr = home.gen_key("Hidden <h@example.org>", "future-default default never", "hpass");
     let plain = data(500_000, 4);
@@ -398,7 +328,7 @@ fn hidden_recipient() {
 #[test]
 fn signing() {
     need_gpg!();
-    let home = Home::new();
+    let home = GpgHome::new("dupgpg");
     let sfpr = home.gen_key("Signer <s@example.org>", "future-default default never", "sign pass");
     let ofpr = home.gen_key("Mallory <m@example.org>", "future-default default never", "");
     home.gen_key("Rcpt <r@example.org>", "default default never", "");
@@ -494,7 +424,7 @@ fn signing() {
 #[test]
 fn errors_are_distinct() {
     need_gpg!();
-    let home = Home::new();
+    let home = GpgHome::new("dupgpg");
     let plain = data(2_000_000, 6);
     let keys = Keys::with_passphrase("right");
     let cipher = encrypt(&keys, &plain);
@@ -577,7 +507,7 @@ fn errors_are_distinct() {
     let o = KeyOptions { encrypt_keys: vec![fpr.clone()], ..opts() };
     let enc = Keys::build(&o, &home.env(), Purpose::Encrypt).unwrap();
     let c = encrypt(&enc, &plain);
-    let empty_home = Home::new();
+    let empty_home = GpgHome::new("dupgpg");
     let dec = Keys::build(&opts(), &empty_home.env(), Purpose::Decrypt).unwrap();
     let e = decrypt(&dec, "vol2.difftar.gpg", &c).unwrap_err();
     assert_eq!(e.kind, Kind::Crypto, "{e}");
@@ -787,7 +717,7 @@ fn field(line: &str, key: &str) -> u64 {
 fn memory_round(mib: u64, signed: bool, buffer: Option<usize>) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     let home = signed.then(|| {
-        let h = Home::new();
+        let h = GpgHome::new("dupgpg");
         h.gen_key("S <s@example.org>", "future-default default never", "");
         h
     });
@@ -833,7 +763,7 @@ fn memory_default_buffer() {
 #[ignore = "measurement"]
 fn throughput() {
     memory_round(256, false, None);
-    if have_gpg() {
+    if have("gpg", "throughput") {
         memory_round(256, true, None);
     }
     // Incompressible and text-only data.
@@ -885,11 +815,7 @@ fn throughput() {
     }
 }
 
-fn have_duplicity() -> bool {
-    Command::new("duplicity").arg("--version").output().is_ok_and(|o| o.status.success())
-}
-
-fn run_duplicity(home: &Home, args: &[&str]) {
+fn run_duplicity(home: &GpgHome, args: &[&str]) {
     let out = Command::new("duplicity")
         .env("GNUPGHOME", home.path())
         .env("PASSPHRASE", "dup pass")
@@ -921,12 +847,11 @@ fn duplicity_round_trip_public_key_signed() {
 }
 
 fn duplicity_round(public: bool) {
-    if !have_gpg() || !have_duplicity() {
-        eprintln!("note: duplicity or gpg not found, skipping this test");
+    if !have_all(&test_name(), &["gpg", "duplicity"]) {
         return;
     }
     use sha1::{Digest, Sha1};
-    let home = Home::new();
+    let home = GpgHome::new("dupgpg");
     let mut key_args: Vec<String> = Vec::new();
     let keys = if public {
         let fpr = home.gen_key("Dup <d@example.org>", "future-default default never", "");
@@ -1085,21 +1010,11 @@ fn dup_pack(args: &[&str], input: &Path, passphrase: Option<&str>) -> Output {
 /// `dir/name-cache`); returns the stored file names, sorted.
 fn store(dir: &Path, name: &str, files: &[u8]) -> Vec<String> {
     let arch = dir.join(name);
-    let mut put = Command::new(env!("CARGO_BIN_EXE_dup-put"))
-        .arg("--archive-dir")
-        .arg(dir.join(format!("{name}-cache")))
-        .arg(format!("file://{}", arch.display()))
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    put.stdin.take().unwrap().write_all(files).unwrap();
-    let out = put.wait_with_output().unwrap();
+    let mut put = Command::new(env!("CARGO_BIN_EXE_dup-put"));
+    put.arg("--archive-dir").arg(dir.join(format!("{name}-cache"))).arg(file_url(&arch));
+    let out = run_with_stdin(&mut put, files);
     assert!(out.status.success(), "dup-put: {}", String::from_utf8_lossy(&out.stderr));
-    let mut names: Vec<String> =
-        std::fs::read_dir(&arch).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    names.sort();
-    names
+    names(&arch)
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

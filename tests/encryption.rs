@@ -4,7 +4,8 @@
 //! sees in dup's files, the three decryption failures, an incremental with
 //! another passphrase, and a backup host holding only the public key.
 //! Each test has its own GNUPGHOME (keys are generated once per run and
-//! copied); without gpg or duplicity the tests print a note and pass.
+//! copied); without gpg or duplicity the tests print a note and pass
+//! (under DUP_REQUIRE_TOOLS, as scripts/test sets it, they fail).
 //! The module-level checks against gpg are in tests/crypto.rs.
 
 mod common;
@@ -23,10 +24,6 @@ const PASS: &str = "correct horse battery staple";
 /// The signing key's passphrase (the encryption key has none).
 const SIGN_PASS: &str = "signing key pass";
 
-fn have_all(test: &str, duplicity: bool) -> bool {
-    have("gpg", test) && (!duplicity || have("duplicity", test))
-}
-
 /// Keys made once per test run by `gpg --quick-gen-key` (RSA, gpg's
 /// defaults): the files of the GnuPG home they were made in, copied into
 /// each test's own home (trust database included, so gpg and duplicity
@@ -42,20 +39,9 @@ struct KeyTemplate {
 fn template() -> &'static KeyTemplate {
     static T: OnceLock<KeyTemplate> = OnceLock::new();
     T.get_or_init(|| {
-        let home = Home::empty();
-        home.ok(&["--passphrase", "", "--quick-gen-key", "Test <t@example.org>", "default", "default", "never"]);
-        home.ok(&[
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            SIGN_PASS,
-            "--quick-gen-key",
-            "Signer <s@example.org>",
-            "default",
-            "default",
-            "never",
-        ]);
-        let (enc, sign) = (home.fingerprint("t@example.org"), home.fingerprint("s@example.org"));
+        let home = empty_home();
+        let enc = home.gen_key("Test <t@example.org>", "default default never", "");
+        let sign = home.gen_key("Signer <s@example.org>", "default default never", SIGN_PASS);
         home.kill_agent();
         let mut files = Vec::new();
         collect_files(home.path(), home.path(), &mut files);
@@ -75,99 +61,67 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
     }
 }
 
-/// A GnuPG home in /tmp (short: the agent's socket may live in it); its
-/// agent is stopped on drop.
-struct Home {
-    dir: tempfile::TempDir,
+/// A GnuPG home without keys.
+fn empty_home() -> GpgHome {
+    GpgHome::new("dupenc")
 }
 
-impl Home {
-    fn empty() -> Home {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::Builder::new().prefix("dupenc").tempdir_in("/tmp").unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
-        Home { dir }
+/// A home with both test keys, secret parts included.
+fn keys_home() -> GpgHome {
+    let home = empty_home();
+    for (rel, data) in &template().files {
+        let p = home.path().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
     }
-
-    /// A home with both test keys, secret parts included.
-    fn with_keys() -> Home {
-        let home = Home::empty();
-        for (rel, data) in &template().files {
-            let p = home.path().join(rel);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(p, data).unwrap();
-        }
-        home
-    }
-
-    /// A home with only the public part of the encryption key.
-    fn public_only() -> Home {
-        let keys = Home::with_keys();
-        let public = keys.ok(&["--export", &template().enc]);
-        let home = Home::empty();
-        let f = home.path().join("pub.gpg");
-        fs::write(&f, public).unwrap();
-        home.ok(&["--import", f.to_str().unwrap()]);
-        home
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn gpg(&self, args: &[&str]) -> Output {
-        Command::new("gpg")
-            .env("GNUPGHOME", self.path())
-            .env("LC_ALL", "C")
-            .args(["--batch", "--no-tty"])
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Vec<u8> {
-        let out = self.gpg(args);
-        assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    }
-
-    fn fingerprint(&self, uid: &str) -> String {
-        let list = String::from_utf8(self.ok(&["--with-colons", "--list-keys", uid])).unwrap();
-        list.lines().find(|l| l.starts_with("fpr:")).unwrap().split(':').nth(9).unwrap().to_string()
-    }
-
-    fn kill_agent(&self) {
-        let _ = Command::new("gpgconf").env("GNUPGHOME", self.path()).args(["--kill", "all"]).output();
-    }
+    home
 }
 
-impl Drop for Home {
-    fn drop(&mut self) {
-        self.kill_agent();
-    }
+/// A home with only the public part of the encryption key.
+fn public_home() -> GpgHome {
+    let keys = keys_home();
+    let public = keys.ok(&["--export", &template().enc]);
+    let home = empty_home();
+    let f = home.file("pub.gpg");
+    fs::write(&f, public).unwrap();
+    home.ok(&["--import", f.to_str().unwrap()]);
+    home
+}
+
+/// What a test needs besides gpg.
+#[derive(Clone, Copy, PartialEq)]
+enum Needs {
+    Gpg,
+    Duplicity,
+}
+
+/// The prologue of every test: gpg (and duplicity) present, else a skip
+/// (a failure under DUP_REQUIRE_TOOLS); then the test's world with `home`.
+fn world(needs: Needs, home: fn() -> GpgHome) -> Option<EncWorld> {
+    let tools: &[&str] = if needs == Needs::Duplicity { &["gpg", "duplicity"] } else { &["gpg"] };
+    have_all(&test_name(), tools).then(|| EncWorld::new(home()))
 }
 
 /// One test's world: a work directory, a GnuPG home and a TMPDIR that
 /// every command gets.
-struct World {
-    dir: tempfile::TempDir,
-    home: Home,
+struct EncWorld {
+    dir: World,
+    home: GpgHome,
 }
 
-impl World {
-    fn new(home: Home) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join("tmp")).unwrap();
-        World { dir, home }
+impl EncWorld {
+    fn new(home: GpgHome) -> EncWorld {
+        let dir = World::new();
+        fs::create_dir(dir.p("tmp")).unwrap();
+        EncWorld { dir, home }
     }
 
     fn p(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.dir.p(name)
     }
 
     fn url(&self, name: &str) -> String {
-        format!("file://{}", self.p(name).display())
+        self.dir.url(name)
     }
 
     /// Runs `script` (see [`sh`]) with GNUPGHOME and TMPDIR set, PASSPHRASE
@@ -211,6 +165,13 @@ impl World {
         self.run(vars, &format!("{} {args}", q(scripts().join("duplicity"))))
     }
 
+    /// Like [`EncWorld::wrapper`], failing the test unless it succeeds.
+    fn wrapper_ok(&self, vars: &[(&str, &str)], args: &str) -> Output {
+        let o = self.wrapper(vars, args);
+        assert!(o.status.success(), "{}", text(&o));
+        o
+    }
+
     /// Real duplicity; fails the test on error.
     fn duplicity(&self, vars: &[(&str, &str)], args: &str) -> Output {
         self.ok(vars, &format!("duplicity {args}"))
@@ -221,18 +182,31 @@ impl World {
         self.ok(&[], &format!("cp -a {} {}", q(self.p(src)), q(self.p(name))));
         self.p(name)
     }
-}
 
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+    /// A chain of `rounds` backups of `src`: before each but the first the
+    /// source is edited ([`mutate`]); `backup(round, "full" or
+    /// "incremental")` makes it. The copies of the source at each round.
+    fn chain(&self, rounds: u64, mut backup: impl FnMut(u64, &str)) -> Vec<PathBuf> {
+        let mut states = Vec::new();
+        for round in 0..rounds {
+            if round > 0 {
+                mutate(&self.p("src"), round);
+            }
+            backup(round, if round == 0 { "full" } else { "incremental" });
+            states.push(self.keep("src", &format!("v{round}")));
+        }
+        states
+    }
 
-/// Names in a directory, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    v.sort();
-    v
+    /// For each set time `times[i]`, `restore(time, out)` into a fresh
+    /// `out{i}`, which must then equal `states[i]`.
+    fn restore_each(&self, times: &[String], states: &[PathBuf], mut restore: impl FnMut(&str, &Path)) {
+        for (i, time) in times.iter().enumerate() {
+            let out = self.p(&format!("out{i}"));
+            restore(time, &out);
+            assert_same_tree(&states[i], &out);
+        }
+    }
 }
 
 /// The backend's files with their sizes: what an upload would change.
@@ -295,7 +269,7 @@ fn assert_nothing_restored(dest: &Path) {
 
 /// Fails if a run left temporary files: TMPDIR must be empty, and the
 /// cache must hold nothing but the cache files and its lock and journal.
-fn assert_no_temp_files(w: &World, cache: &str) {
+fn assert_no_temp_files(w: &EncWorld, cache: &str) {
     let tmp = names(&w.p("tmp"));
     assert!(tmp.is_empty(), "left in TMPDIR: {tmp:?}");
     for f in files_below(&w.p(cache)) {
@@ -315,59 +289,38 @@ fn assert_no_temp_files(w: &World, cache: &str) {
 /// each) with PASSPHRASE; duplicity restores every time of it exactly.
 #[test]
 fn symmetric_dup_chain_restored_by_duplicity() {
-    if !have_all("symmetric_dup_chain_restored_by_duplicity", true) {
-        return;
-    }
-    let w = World::new(Home::empty());
+    let Some(w) = world(Needs::Duplicity, empty_home) else { return };
     let pw = [("PASSPHRASE", PASS)];
     hard_tree(&w.p("src"));
-    let mut states = Vec::new();
-    for round in 0..3u64 {
-        if round > 0 {
-            mutate(&w.p("src"), round);
-        }
-        w.dup_backup(&pw, "src", "arch", "c", round > 0, "--encrypt --volsize 1");
-        states.push(w.keep("src", &format!("v{round}")));
-    }
+    let states = w.chain(3, |round, _| w.dup_backup(&pw, "src", "arch", "c", round > 0, "--encrypt --volsize 1"));
     let arch = w.p("arch");
     assert_all_encrypted(&arch);
     let all = names(&arch);
     assert!(all.iter().filter(|n| n.contains("full.") && n.contains(".difftar.gpg")).count() >= 3, "{all:?}");
     let times = set_times(&arch);
     assert_eq!(times.len(), 3, "{all:?}");
-    for (i, time) in times.iter().enumerate() {
-        let out = w.p(&format!("out{i}"));
+    w.restore_each(&times, &states, |time, out| {
         let o = w.duplicity(
             &pw,
-            &format!("restore --archive-dir {} -t {time} {} {}", q(w.p("dc")), q(w.url("arch")), q(&out)),
+            &format!("restore --archive-dir {} -t {time} {} {}", q(w.p("dc")), q(w.url("arch")), q(out)),
         );
         assert!(!text(&o).to_lowercase().contains("warning"), "{}", text(&o));
-        assert_same_tree(&states[i], &out);
-    }
+    });
 }
 
 /// duplicity writes an encrypted chain with PASSPHRASE; dup (a fresh cache:
 /// dup-sync decrypts the manifests and signatures) restores every time.
 #[test]
 fn symmetric_duplicity_chain_restored_by_dup() {
-    if !have_all("symmetric_duplicity_chain_restored_by_dup", true) {
-        return;
-    }
-    let w = World::new(Home::empty());
+    let Some(w) = world(Needs::Duplicity, empty_home) else { return };
     let pw = [("PASSPHRASE", PASS)];
     hard_tree(&w.p("src"));
-    let mut states = Vec::new();
-    for round in 0..3u64 {
-        if round > 0 {
-            mutate(&w.p("src"), round);
-        }
-        let cmd = if round == 0 { "full" } else { "incremental" };
+    let states = w.chain(3, |_, cmd| {
         w.duplicity(
             &pw,
             &format!("{cmd} --volsize 1 --archive-dir {} {} {}", q(w.p("dc")), q(w.p("src")), q(w.url("arch"))),
         );
-        states.push(w.keep("src", &format!("v{round}")));
-    }
+    });
     assert_all_encrypted(&w.p("arch"));
     let (c, u) = (q(w.p("c")), q(w.url("arch")));
     w.ok(&pw, &format!("dup-sync --archive-dir {c} {u}"));
@@ -383,15 +336,12 @@ fn symmetric_duplicity_chain_restored_by_dup() {
     for s in sigs {
         assert!(fs::read(s).unwrap().starts_with(&[0x1f, 0x8b]), "{}", s.display());
     }
-    for (i, time) in set_times(&w.p("arch")).iter().enumerate() {
-        let out = w.p(&format!("out{i}"));
-        w.ok(&pw, &format!("dup-get --archive-dir {c} --time {time} {u} {}", q(&out)));
-        assert_same_tree(&states[i], &out);
-    }
+    w.restore_each(&set_times(&w.p("arch")), &states, |time, out| {
+        w.ok(&pw, &format!("dup-get --archive-dir {c} --time {time} {u} {}", q(out)));
+    });
     // The wrapper's restore, on yet another fresh cache.
     let out = w.p("out-wrapper");
-    let o = w.wrapper(&pw, &format!("restore --archive-dir {} {u} {}", q(w.p("c2")), q(&out)));
-    assert!(o.status.success(), "{}", text(&o));
+    w.wrapper_ok(&pw, &format!("restore --archive-dir {} {u} {}", q(w.p("c2")), q(&out)));
     assert_same_tree(&states[2], &out);
 }
 
@@ -402,34 +352,22 @@ fn symmetric_duplicity_chain_restored_by_dup() {
 /// same options, so gpg checks every file's signature.
 #[test]
 fn public_key_signed_dup_chain_restored_by_duplicity() {
-    if !have_all("public_key_signed_dup_chain_restored_by_duplicity", true) {
-        return;
-    }
-    let w = World::new(Home::with_keys());
+    let Some(w) = world(Needs::Duplicity, keys_home) else { return };
     let (e, s) = (&template().enc, &template().sign);
     let keys = format!("--encrypt-key {e} --sign-key {s}");
     hard_tree(&w.p("src"));
     let (src, u) = (q(w.p("src")), q(w.url("arch")));
     let sp = [("SIGN_PASSPHRASE", SIGN_PASS)];
-    let mut states = Vec::new();
-    for round in 0..2u64 {
-        if round > 0 {
-            mutate(&w.p("src"), round);
-        }
-        let cmd = if round == 0 { "full" } else { "incremental" };
-        let o = w.wrapper(&sp, &format!("{cmd} --volsize 1 {keys} --archive-dir {} {src} {u}", q(w.p("c"))));
-        assert!(o.status.success(), "{}", text(&o));
-        states.push(w.keep("src", &format!("v{round}")));
-    }
+    let states = w.chain(2, |_, cmd| {
+        w.wrapper_ok(&sp, &format!("{cmd} --volsize 1 {keys} --archive-dir {} {src} {u}", q(w.p("c"))));
+    });
     assert_all_encrypted(&w.p("arch"));
     // duplicity needs PASSPHRASE for the decryption key (it has none).
     let vars = [("SIGN_PASSPHRASE", SIGN_PASS), ("PASSPHRASE", "")];
-    for (i, time) in set_times(&w.p("arch")).iter().enumerate() {
-        let out = w.p(&format!("out{i}"));
-        let o = w.duplicity(&vars, &format!("restore {keys} --archive-dir {} -t {time} {u} {}", q(w.p("dc")), q(&out)));
+    w.restore_each(&set_times(&w.p("arch")), &states, |time, out| {
+        let o = w.duplicity(&vars, &format!("restore {keys} --archive-dir {} -t {time} {u} {}", q(w.p("dc")), q(out)));
         assert!(!text(&o).to_lowercase().contains("warning"), "{}", text(&o));
-        assert_same_tree(&states[i], &out);
-    }
+    });
 }
 
 /// duplicity backs up with `--encrypt-key` and `--sign-key`; dup restores
@@ -437,38 +375,26 @@ fn public_key_signed_dup_chain_restored_by_duplicity() {
 /// checks the signatures: the wrong signer is refused.
 #[test]
 fn public_key_signed_duplicity_chain_restored_by_dup() {
-    if !have_all("public_key_signed_duplicity_chain_restored_by_dup", true) {
-        return;
-    }
-    let w = World::new(Home::with_keys());
+    let Some(w) = world(Needs::Duplicity, keys_home) else { return };
     let (e, s) = (&template().enc, &template().sign);
     let keys = format!("--encrypt-key {e} --sign-key {s}");
     let vars = [("SIGN_PASSPHRASE", SIGN_PASS), ("PASSPHRASE", "")];
     hard_tree(&w.p("src"));
     let (src, u) = (q(w.p("src")), q(w.url("arch")));
-    let mut states = Vec::new();
-    for round in 0..2u64 {
-        if round > 0 {
-            mutate(&w.p("src"), round);
-        }
-        let cmd = if round == 0 { "full" } else { "incremental" };
+    let states = w.chain(2, |_, cmd| {
         w.duplicity(&vars, &format!("{cmd} --volsize 1 {keys} --archive-dir {} {src} {u}", q(w.p("dc"))));
-        states.push(w.keep("src", &format!("v{round}")));
-    }
+    });
     assert_all_encrypted(&w.p("arch"));
     // The wrapper, fresh cache, newest time.
     let out = w.p("out-wrapper");
-    let o = w.wrapper(&[], &format!("restore --sign-key {s} --archive-dir {} {u} {}", q(w.p("c1")), q(&out)));
-    assert!(o.status.success(), "{}", text(&o));
+    w.wrapper_ok(&[], &format!("restore --sign-key {s} --archive-dir {} {u} {}", q(w.p("c1")), q(&out)));
     assert_same_tree(&states[1], &out);
     // The binaries, fresh cache, every time.
     let c = q(w.p("c2"));
     w.ok(&[], &format!("dup-sync --sign-key {s} --archive-dir {c} {u}"));
-    for (i, time) in set_times(&w.p("arch")).iter().enumerate() {
-        let out = w.p(&format!("out{i}"));
-        w.ok(&[], &format!("dup-get --sign-key {s} --archive-dir {c} --time {time} {u} {}", q(&out)));
-        assert_same_tree(&states[i], &out);
-    }
+    w.restore_each(&set_times(&w.p("arch")), &states, |time, out| {
+        w.ok(&[], &format!("dup-get --sign-key {s} --archive-dir {c} --time {time} {u} {}", q(out)));
+    });
     // Requiring another signer: refused, with the reason.
     let o = w.run(&[], &format!("dup-sync --sign-key {e} --archive-dir {} {u}", q(w.p("c3"))));
     assert_eq!(o.status.code(), Some(13), "{}", text(&o));
@@ -481,10 +407,7 @@ fn public_key_signed_duplicity_chain_restored_by_dup() {
 /// the signing key's passphrase comes from.
 #[test]
 fn missing_sign_passphrase_exits_12() {
-    if !have_all("missing_sign_passphrase_exits_12", false) {
-        return;
-    }
-    let w = World::new(Home::with_keys());
+    let Some(w) = world(Needs::Gpg, keys_home) else { return };
     let (e, s) = (&template().enc, &template().sign);
     fs::create_dir(w.p("src")).unwrap();
     fs::write(w.p("src/f"), b"data\n").unwrap();
@@ -506,31 +429,27 @@ fn missing_sign_passphrase_exits_12() {
 
 // ---------------------------------------------------------------- what gpg sees
 
+/// The PASSPHRASE of `vars` ("" when not there), as gpg gets it here.
+fn passphrase<'a>(vars: &[(&str, &'a str)]) -> &'a str {
+    vars.iter().find(|(k, _)| *k == "PASSPHRASE").map_or("", |(_, v)| v)
+}
+
 /// The packet kinds of an OpenPGP file as `gpg --list-packets` names them
 /// (`symkey enc packet`, `encrypted data packet`, ...), and the full output.
-fn packets(w: &World, file: &Path, vars: &[(&str, &str)]) -> (Vec<String>, String) {
-    let o = w.run(
-        vars,
-        &format!("gpg --batch --pinentry-mode loopback --passphrase \"${{PASSPHRASE:-}}\" --list-packets {}", q(file)),
-    );
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let kinds =
-        out.lines().filter(|l| l.starts_with(':')).map(|l| l[1..].split(':').next().unwrap().to_string()).collect();
-    (kinds, out)
+fn packets(w: &EncWorld, file: &Path, vars: &[(&str, &str)]) -> (Vec<String>, String) {
+    let out = w.home.list_packets(file, Some(passphrase(vars)));
+    (packet_kinds(&out), out)
 }
 
 /// `gpg --decrypt` of a file, failing the test unless gpg succeeds.
-fn gpg_decrypt(w: &World, file: &Path, vars: &[(&str, &str)]) -> Vec<u8> {
-    let o = w.run(
-        vars,
-        &format!("gpg --batch --pinentry-mode loopback --passphrase \"${{PASSPHRASE:-}}\" --decrypt {}", q(file)),
-    );
+fn gpg_decrypt(w: &EncWorld, file: &Path, vars: &[(&str, &str)]) -> Vec<u8> {
+    let o = w.home.decrypt(file, Some(passphrase(vars)));
     assert!(o.status.success(), "gpg --decrypt {}: {}", file.display(), String::from_utf8_lossy(&o.stderr));
     o.stdout
 }
 
 /// The member names of a tar stream, by `tar tf -`.
-fn tar_names(w: &World, data: &[u8]) -> Vec<String> {
+fn tar_names(w: &EncWorld, data: &[u8]) -> Vec<String> {
     let f = w.p("tmp-tar");
     fs::write(&f, data).unwrap();
     let o = w.ok(&[], &format!("tar tf - < {}", q(&f)));
@@ -541,7 +460,7 @@ fn tar_names(w: &World, data: &[u8]) -> Vec<String> {
 /// Checks every file of a dup archive with gpg: volumes decrypt to tar
 /// streams of snapshot/ (multivol_snapshot/) entries, signatures to tar
 /// streams of signature/ entries, manifests to duplicity manifests.
-fn gpg_reads_every_file(w: &World, arch: &Path, vars: &[(&str, &str)]) {
+fn gpg_reads_every_file(w: &EncWorld, arch: &Path, vars: &[(&str, &str)]) {
     for n in names(arch) {
         let plain = gpg_decrypt(w, &arch.join(&n), vars);
         if n.contains(".difftar.") {
@@ -569,10 +488,7 @@ fn gpg_reads_every_file(w: &World, arch: &Path, vars: &[(&str, &str)]) {
 /// wrote): SKESK v4, SEIPD with MDC, compressed data, literal data.
 #[test]
 fn gpg_reads_dup_files_symmetric() {
-    if !have_all("gpg_reads_dup_files_symmetric", true) {
-        return;
-    }
-    let w = World::new(Home::empty());
+    let Some(w) = world(Needs::Duplicity, empty_home) else { return };
     let pw = [("PASSPHRASE", PASS)];
     hard_tree(&w.p("src"));
     w.dup_backup(&pw, "src", "arch", "c", false, "--encrypt --volsize 1");
@@ -606,10 +522,7 @@ fn gpg_reads_dup_files_symmetric() {
 /// data holding a one-pass signature, the literal data and the signature.
 #[test]
 fn gpg_reads_dup_files_public_key() {
-    if !have_all("gpg_reads_dup_files_public_key", false) {
-        return;
-    }
-    let w = World::new(Home::with_keys());
+    let Some(w) = world(Needs::Gpg, keys_home) else { return };
     let (e, s) = (&template().enc, &template().sign);
     hard_tree(&w.p("src"));
     let sp = [("SIGN_PASSPHRASE", SIGN_PASS)];
@@ -641,7 +554,7 @@ fn gpg_reads_dup_files_public_key() {
 // ---------------------------------------------------------------- failures
 
 /// A passphrase-encrypted chain of one full backup (several volumes).
-fn symmetric_archive(w: &World, pack: &str) {
+fn symmetric_archive(w: &EncWorld, pack: &str) {
     hard_tree(&w.p("src"));
     w.dup_backup(&[("PASSPHRASE", PASS)], "src", "arch", "c", false, &format!("--encrypt {pack}"));
 }
@@ -651,10 +564,7 @@ fn symmetric_archive(w: &World, pack: &str) {
 /// no temporary files left.
 #[test]
 fn wrong_passphrase_exits_12() {
-    if !have_all("wrong_passphrase_exits_12", false) {
-        return;
-    }
-    let w = World::new(Home::empty());
+    let Some(w) = world(Needs::Gpg, empty_home) else { return };
     symmetric_archive(&w, "--volsize 1");
     let bad = [("PASSPHRASE", "not the passphrase")];
     let u = q(w.url("arch"));
@@ -680,10 +590,7 @@ fn wrong_passphrase_exits_12() {
 /// public key is in the keyring): exit 12, the key named, nothing restored.
 #[test]
 fn missing_secret_key_exits_12() {
-    if !have_all("missing_secret_key_exits_12", false) {
-        return;
-    }
-    let w = World::new(Home::public_only());
+    let Some(w) = world(Needs::Gpg, public_home) else { return };
     hard_tree(&w.p("src"));
     let e = &template().enc;
     w.dup_backup(&[], "src", "arch", "c", false, &format!("--volsize 1 --encrypt-key {e}"));
@@ -707,11 +614,8 @@ fn missing_secret_key_exits_12() {
 /// fresh cache, and write nothing.
 #[test]
 fn decryption_errors_with_synced_cache_exit_12() {
-    if !have_all("decryption_errors_with_synced_cache_exit_12", false) {
-        return;
-    }
     // Wrong passphrase.
-    let w = World::new(Home::empty());
+    let Some(w) = world(Needs::Gpg, empty_home) else { return };
     symmetric_archive(&w, "--volsize 1");
     let u = q(w.url("arch"));
     let bad = [("PASSPHRASE", "not the passphrase")];
@@ -723,7 +627,7 @@ fn decryption_errors_with_synced_cache_exit_12() {
     assert_nothing_restored(&w.p("out"));
     assert_no_temp_files(&w, "c");
     // Missing secret key: the backup host holds only the public key.
-    let w = World::new(Home::public_only());
+    let w = EncWorld::new(public_home());
     hard_tree(&w.p("src"));
     w.dup_backup(&[], "src", "arch", "c", false, &format!("--volsize 1 --encrypt-key {}", template().enc));
     let o = w.run(&[], &format!("dup-get --archive-dir {} {} {}", q(w.p("c")), q(w.url("arch")), q(w.p("out"))));
@@ -751,10 +655,7 @@ fn sha1_hex(f: &Path) -> String {
 /// volume named, nothing of it restored (here: the only volume).
 #[test]
 fn tampered_volume_hash_mismatch_exits_13() {
-    if !have_all("tampered_volume_hash_mismatch_exits_13", false) {
-        return;
-    }
-    let w = World::new(Home::empty());
+    let Some(w) = world(Needs::Gpg, empty_home) else { return };
     symmetric_archive(&w, "--volsize 10");
     let vols: Vec<String> = names(&w.p("arch")).into_iter().filter(|n| n.contains(".vol")).collect();
     assert_eq!(vols.len(), 1, "{vols:?}");
@@ -779,10 +680,7 @@ fn tampered_volume_hash_mismatch_exits_13() {
 /// the MDC is checked comes after it).
 #[test]
 fn tampered_ciphertext_restores_nothing() {
-    if !have_all("tampered_ciphertext_restores_nothing", false) {
-        return;
-    }
-    let w = World::new(Home::empty());
+    let Some(w) = world(Needs::Gpg, empty_home) else { return };
     hard_tree(&w.p("src"));
     fs::write(w.p("src/0first.bin"), random_bytes(9, 1_000_000)).unwrap();
     set_all_mtimes(&w.p("src"), 1_704_164_645);
@@ -828,10 +726,7 @@ fn tampered_ciphertext_restores_nothing() {
 /// its signature check (exit 13) and nothing of it is restored.
 #[test]
 fn wrong_signer_restores_nothing() {
-    if !have_all("wrong_signer_restores_nothing", false) {
-        return;
-    }
-    let w = World::new(Home::with_keys());
+    let Some(w) = world(Needs::Gpg, keys_home) else { return };
     let (e, s) = (&template().enc, &template().sign);
     hard_tree(&w.p("src"));
     let sp = [("SIGN_PASSPHRASE", SIGN_PASS)];
@@ -857,10 +752,7 @@ fn wrong_signer_restores_nothing() {
 /// passphrase never shows in any output.
 #[test]
 fn passphrase_file_and_fd() {
-    if !have_all("passphrase_file_and_fd", false) {
-        return;
-    }
-    let w = World::new(Home::empty());
+    let Some(w) = world(Needs::Gpg, empty_home) else { return };
     let pf = w.p("pass");
     fs::write(&pf, format!("{PASS}\n")).unwrap();
     hard_tree(&w.p("src"));
@@ -921,14 +813,10 @@ fn passphrase_file_and_fd() {
 /// --check-passphrase fails too; the backend and the cache are unchanged.
 #[test]
 fn incremental_with_other_passphrase_refused_before_upload() {
-    if !have_all("incremental_with_other_passphrase_refused_before_upload", false) {
-        return;
-    }
-    let w = World::new(Home::empty());
+    let Some(w) = world(Needs::Gpg, empty_home) else { return };
     hard_tree(&w.p("src"));
     let (src, u, c) = (q(w.p("src")), q(w.url("arch")), q(w.p("c")));
-    let o = w.wrapper(&[("PASSPHRASE", PASS)], &format!("full --volsize 1 --archive-dir {c} {src} {u}"));
-    assert!(o.status.success(), "{}", text(&o));
+    w.wrapper_ok(&[("PASSPHRASE", PASS)], &format!("full --volsize 1 --archive-dir {c} {src} {u}"));
     mutate(&w.p("src"), 1);
     let before = (listing(&w.p("arch")), files_below(&w.p("c")));
     let other = [("PASSPHRASE", "another passphrase")];
@@ -962,23 +850,14 @@ fn incremental_with_other_passphrase_refused_before_upload() {
 /// the secret key restores both times.
 #[test]
 fn public_key_only_backup_host() {
-    if !have_all("public_key_only_backup_host", false) {
-        return;
-    }
-    let w = World::new(Home::public_only());
+    let Some(w) = world(Needs::Gpg, public_home) else { return };
     let e = &template().enc;
     hard_tree(&w.p("src"));
     let (src, u, c) = (q(w.p("src")), q(w.url("arch")), q(w.p("c")));
-    let mut states = Vec::new();
-    for round in 0..2u64 {
-        if round > 0 {
-            mutate(&w.p("src"), round);
-        }
-        let cmd = if round == 0 { "full" } else { "incremental" };
+    let states = w.chain(2, |_, cmd| {
         let o = w.wrapper(&[], &format!("{cmd} --volsize 1 --encrypt-key {e} --archive-dir {c} {src} {u}"));
         assert!(o.status.success(), "{cmd}: {}", text(&o));
-        states.push(w.keep("src", &format!("v{round}")));
-    }
+    });
     assert_all_encrypted(&w.p("arch"));
     let times = set_times(&w.p("arch"));
     assert_eq!(times.len(), 2);
@@ -1000,17 +879,14 @@ fn public_key_only_backup_host() {
     let o = w.run(&[], &format!("dup-sync --archive-dir {} {u}", q(w.p("c-here"))));
     assert_eq!(o.status.code(), Some(12), "{}", text(&o));
     // ... the host with the secret key can.
-    let secret = Home::with_keys();
+    let secret = keys_home();
     let gh = secret.path().to_str().unwrap().to_string();
-    for (i, time) in times.iter().enumerate() {
-        let out = w.p(&format!("out{i}"));
-        let o = w.wrapper(
+    w.restore_each(&times, &states, |time, out| {
+        w.wrapper_ok(
             &[("GNUPGHOME", &gh)],
-            &format!("restore -t {time} --archive-dir {} {u} {}", q(w.p("c-secret")), q(&out)),
+            &format!("restore -t {time} --archive-dir {} {u} {}", q(w.p("c-secret")), q(out)),
         );
-        assert!(o.status.success(), "{}", text(&o));
-        assert_same_tree(&states[i], &out);
-    }
+    });
 }
 
 // ---------------------------------------------------------------- resume
@@ -1022,10 +898,7 @@ fn public_key_only_backup_host() {
 #[test]
 fn interrupted_encrypted_full_resumed_by_the_wrapper_restored_by_duplicity() {
     use std::os::unix::fs::MetadataExt;
-    if !have_all("interrupted_encrypted_full_resumed_by_the_wrapper_restored_by_duplicity", true) {
-        return;
-    }
-    let w = World::new(Home::empty());
+    let Some(w) = world(Needs::Duplicity, empty_home) else { return };
     let pw = [("PASSPHRASE", PASS)];
     let src = w.p("src");
     hard_tree(&src);
@@ -1051,8 +924,7 @@ fn interrupted_encrypted_full_resumed_by_the_wrapper_restored_by_duplicity() {
     assert!(before.len() >= 3 && before.iter().all(|(n, ..)| n.contains(".vol")), "{before:?}");
     let time = before[0].0.split('.').nth(1).unwrap().to_string();
 
-    let o = w.wrapper(&pw, &format!("full --volsize 1 {c} {} {u}", q(&src)));
-    assert!(o.status.success(), "{}", text(&o));
+    w.wrapper_ok(&pw, &format!("full --volsize 1 {c} {} {u}", q(&src)));
     assert_eq!(set_times(&w.p("arch")), vec![time.clone()], "{:?}", names(&w.p("arch")));
     for (n, ino, mtime) in &before {
         let m = fs::metadata(w.p("arch").join(n)).unwrap();

@@ -13,13 +13,12 @@ use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{assert_same_tree, dup_backup, duplicity, hard_tree, have, q, random_bytes, set_mtime, sh, sh_ok};
+use common::file_url as url;
+use common::{
+    World, assert_same_tree, dup_backup, duplicity, hard_tree, have, q, random_bytes, set_mtime, sh, sh_ok, skip,
+};
 
 const DUP_GET: &str = env!("CARGO_BIN_EXE_dup-get");
-
-fn url(p: &Path) -> String {
-    format!("file://{}", p.display())
-}
 
 /// Runs dup-get with `args`.
 fn get(args: &[&OsStr]) -> Output {
@@ -39,20 +38,6 @@ fn get_ok(args: &[&OsStr]) -> Output {
 
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
-}
-
-/// A work directory: `src` (the hard tree), an archive URL and a cache.
-struct Work {
-    tmp: tempfile::TempDir,
-}
-
-impl Work {
-    fn new() -> Work {
-        Work { tmp: tempfile::tempdir().unwrap() }
-    }
-    fn p(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
 }
 
 /// The name of the only archive file whose name contains `pat`.
@@ -89,11 +74,11 @@ fn restores_what_duplicity_wrote() {
     if !have("duplicity", "restores_what_duplicity_wrote") {
         return;
     }
-    let w = Work::new();
+    let w = World::new();
     let (src, arch, cache) = (w.p("src"), w.p("arch"), w.p("cache"));
     hard_tree(&src);
     let u = url(&arch);
-    duplicity(w.tmp.path(), &cache, &format!("full --volsize 1 --name n {} {}", q(&src), q(&u)));
+    duplicity(w.path(), &cache, &format!("full --volsize 1 --name n {} {}", q(&src), q(&u)));
     assert!(archive_file(&arch, "vol3.difftar.gz").exists(), "big.bin spans volumes");
 
     // The whole tree, with duplicity's cache (cached manifests).
@@ -163,15 +148,15 @@ fn restores_a_duplicity_chain_at_both_times() {
     if !have("duplicity", "restores_a_duplicity_chain_at_both_times") {
         return;
     }
-    let w = Work::new();
+    let w = World::new();
     let (src, v1, arch, cache) = (w.p("src"), w.p("v1"), w.p("arch"), w.p("cache"));
     hard_tree(&src);
     hard_tree(&v1);
     let u = url(&arch);
     let args = format!("--volsize 1 --name n {} {}", q(&src), q(&u));
-    duplicity(w.tmp.path(), &cache, &format!("full {args}"));
+    duplicity(w.path(), &cache, &format!("full {args}"));
     mutate(&src);
-    duplicity(w.tmp.path(), &cache, &format!("incremental {args}"));
+    duplicity(w.path(), &cache, &format!("incremental {args}"));
     assert!(
         fs::read_dir(&arch).unwrap().any(|e| {
             let n = e.unwrap().file_name();
@@ -207,16 +192,16 @@ fn restores_a_duplicity_chain_at_both_times() {
 #[test]
 fn restores_what_dup_wrote() {
     for pack in ["--volsize 1", "--volsize 1 --no-compression"] {
-        let w = Work::new();
+        let w = World::new();
         let (src, v1, arch, cache) = (w.p("src"), w.p("v1"), w.p("arch"), w.p("cache"));
         hard_tree(&src);
         hard_tree(&v1);
         let u = url(&arch);
-        dup_backup(w.tmp.path(), &src, &u, &cache, false, pack);
+        dup_backup(w.path(), &src, &u, &cache, false, pack);
         assert!(archive_file(&arch, "vol3.difftar").exists(), "big.bin spans volumes ({pack})");
         mutate(&src);
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        dup_backup(w.tmp.path(), &src, &u, &cache, true, pack);
+        dup_backup(w.path(), &src, &u, &cache, true, pack);
         let t1 = full_time(&arch);
         let c = [os("--archive-dir"), cache.as_os_str()];
 
@@ -297,7 +282,7 @@ fn refuses_to_write_outside_dest() {
     if !have("python3", "refuses_to_write_outside_dest") {
         return;
     }
-    let w = Work::new();
+    let w = World::new();
     let (arch, outside, dest) = (w.p("arch"), w.p("outside"), w.p("base/dest"));
     fs::create_dir(&outside).unwrap();
     // An absolute name that would land at the file system's root.
@@ -353,7 +338,7 @@ add("snapshot/setuid", b"x", mode=0o4755)
 add("snapshot/sticky", kind=tarfile.DIRTYPE, mode=0o1777)
 add("snapshot/zzz", kind=tarfile.SYMTYPE, link="byname", uid=12345, gid=54321)
 "#;
-    let w = Work::new();
+    let w = World::new();
     let arch = w.p("arch");
     crafted_archive(&arch, BODY, &[]);
     let id = |args: &[&str]| {
@@ -397,7 +382,7 @@ add("snapshot/zzz", kind=tarfile.SYMTYPE, link="byname", uid=12345, gid=54321)
 
 /// A dup archive of three volumes: small files wholly in the first and
 /// last, a file spanning all three.
-fn three_volumes(w: &Work) -> (PathBuf, PathBuf, Vec<PathBuf>) {
+fn three_volumes(w: &World) -> (PathBuf, PathBuf, Vec<PathBuf>) {
     let (src, arch, cache) = (w.p("src"), w.p("arch"), w.p("cache"));
     fs::create_dir(&src).unwrap();
     for i in 0..5 {
@@ -405,7 +390,7 @@ fn three_volumes(w: &Work) -> (PathBuf, PathBuf, Vec<PathBuf>) {
         fs::write(src.join(format!("z{i}.txt")), format!("last {i}\n")).unwrap();
     }
     fs::write(src.join("m.bin"), random_bytes(5, 2_300_000)).unwrap();
-    dup_backup(w.tmp.path(), &src, &url(&arch), &cache, false, "--volsize 1");
+    dup_backup(w.path(), &src, &url(&arch), &cache, false, "--volsize 1");
     let vols: Vec<PathBuf> = (1..=3).map(|n| archive_file(&arch, &format!("vol{n}.difftar"))).collect();
     assert!(
         !fs::read_dir(&arch).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("vol4")),
@@ -419,7 +404,7 @@ fn three_volumes(w: &Work) -> (PathBuf, PathBuf, Vec<PathBuf>) {
 
 /// The restore went on past the damaged volume 2: exit 13, volume named,
 /// files of volumes 1 and 3 restored, the spanning file not.
-fn check_partial(w: &Work, src: &Path, arch: &Path, vol2: &Path, cache: &Path, what: &str) {
+fn check_partial(w: &World, src: &Path, arch: &Path, vol2: &Path, cache: &Path, what: &str) {
     let dest = w.p(&format!("out-{what}"));
     let out = get(&[os(&url(arch)), dest.as_os_str(), os("--archive-dir"), cache.as_os_str()]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -453,7 +438,7 @@ fn sha1(b: &[u8]) -> String {
 
 #[test]
 fn goes_on_past_a_damaged_volume() {
-    let w = Work::new();
+    let w = World::new();
     let (src, arch, vols) = three_volumes(&w);
     let cache = w.p("cache");
     let good = fs::read(&vols[1]).unwrap();
@@ -466,7 +451,7 @@ fn goes_on_past_a_damaged_volume() {
     fs::write(&vols[1], &bad).unwrap();
     check_partial(&w, &src, &arch, &vols[1], &cache, "flipped");
     // A stream with a hole ends without its end record, so readers fail.
-    let out = sh(w.tmp.path(), &format!("dup-get --archive-dir {} {} --stream | dup-ls", q(&cache), q(url(&arch))));
+    let out = sh(w.path(), &format!("dup-get --archive-dir {} {} --stream | dup-ls", q(&cache), q(url(&arch))));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("without an end record"), "{err}");
@@ -493,11 +478,11 @@ fn goes_on_past_a_damaged_volume() {
 
 #[test]
 fn non_empty_target_needs_force() {
-    let w = Work::new();
+    let w = World::new();
     let (src, arch, cache) = (w.p("src"), w.p("arch"), w.p("cache"));
     hard_tree(&src);
     let u = url(&arch);
-    dup_backup(w.tmp.path(), &src, &u, &cache, false, "");
+    dup_backup(w.path(), &src, &u, &cache, false, "");
     let dest = w.p("dest");
     fs::create_dir_all(dest.join("dir1/nested")).unwrap();
     fs::write(dest.join("a.txt"), "old").unwrap();
@@ -531,17 +516,17 @@ fn non_empty_target_needs_force() {
 
 #[test]
 fn streams_a_tree_and_makes_a_synthetic_full() {
-    let w = Work::new();
+    let w = World::new();
     let (src, arch, cache) = (w.p("src"), w.p("arch"), w.p("cache"));
     hard_tree(&src);
     let u = url(&arch);
-    dup_backup(w.tmp.path(), &src, &u, &cache, false, "--volsize 1");
+    dup_backup(w.path(), &src, &u, &cache, false, "--volsize 1");
     mutate(&src);
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    dup_backup(w.tmp.path(), &src, &u, &cache, true, "--volsize 1");
+    dup_backup(w.path(), &src, &u, &cache, true, "--volsize 1");
     let c = format!("--archive-dir {}", q(&cache));
 
-    let out = sh_ok(w.tmp.path(), &format!("dup-get {c} {} --stream | dup-ls", q(&u)));
+    let out = sh_ok(w.path(), &format!("dup-get {c} {} --stream | dup-ls", q(&u)));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("# changes stream"), "{text}");
     for p in ["big.bin", "new.txt", "dir1/file with space.txt", "caf\\xe9.txt", "link -> empty"] {
@@ -553,7 +538,7 @@ fn streams_a_tree_and_makes_a_synthetic_full() {
     let u2 = url(&w.p("arch2"));
     let c2 = format!("--archive-dir {}", q(w.p("cache2")));
     sh_ok(
-        w.tmp.path(),
+        w.path(),
         &format!(
             "dup-get {c} {} --stream | dup-delta | dup-pack --no-encryption --volsize 1 | dup-put {c2} {}",
             q(&u),
@@ -565,7 +550,7 @@ fn streams_a_tree_and_makes_a_synthetic_full() {
     get_ok(&[os(&u2), out.as_os_str(), os("--archive-dir"), cache2.as_os_str()]);
     assert_same_tree(&src, &out);
     // JSON Lines on request.
-    let out = sh_ok(w.tmp.path(), &format!("dup-get {c} {} --stream --json | head -c 300", q(&u)));
+    let out = sh_ok(w.path(), &format!("dup-get {c} {} --stream --json | head -c 300", q(&u)));
     assert!(out.stdout.starts_with(b"{\"kind\":\"header\""), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
@@ -583,14 +568,14 @@ fn memory_stays_flat_on_a_2_gib_file() {
     // inside it each time), restored through the chain: every stage of every
     // run stays under 64 MiB.
     if !Path::new("/usr/bin/time").exists() {
-        eprintln!("memory_stays_flat_on_a_2_gib_file: skipped, /usr/bin/time is not installed");
+        skip("memory_stays_flat_on_a_2_gib_file", "/usr/bin/time is not installed (scripts/test installs it)");
         return;
     }
-    let w = Work::new();
+    let w = World::new();
     let src = w.p("src");
     fs::create_dir(&src).unwrap();
     let f = src.join("sparse.bin");
-    sh_ok(w.tmp.path(), &format!("truncate -s 2G {}", q(&f)));
+    sh_ok(w.path(), &format!("truncate -s 2G {}", q(&f)));
     let edit = |round: u64| {
         use std::os::unix::fs::FileExt;
         let file = fs::OpenOptions::new().write(true).open(&f).unwrap();
@@ -623,7 +608,7 @@ fn memory_stays_flat_on_a_2_gib_file() {
             String::new()
         };
         sh_ok(
-            w.tmp.path(),
+            w.path(),
             &format!(
                 "{} dup-scan {} | {} dup-delta {basis} | {} dup-pack --no-encryption | {} dup-put {c} {}",
                 t("scan"),
@@ -650,11 +635,11 @@ fn memory_stays_flat_on_a_2_gib_file() {
         3
     );
     let dest = w.p("dest");
-    let out = sh(w.tmp.path(), &format!("{} dup-get {c} {} {}", t("get"), q(url(&arch)), q(&dest)));
+    let out = sh(w.path(), &format!("{} dup-get {c} {} {}", t("get"), q(url(&arch)), q(&dest)));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let restore = started.elapsed() - backup;
     check("get", &mut report);
-    let same = sh(w.tmp.path(), &format!("cmp {} {}", q(&f), q(dest.join("sparse.bin"))));
+    let same = sh(w.path(), &format!("cmp {} {}", q(&f), q(dest.join("sparse.bin"))));
     assert!(same.status.success(), "restored file differs: {}", String::from_utf8_lossy(&same.stdout));
     eprintln!(
         "peak RSS: {}; 3 backups {:.1} s, restore through the chain {:.1} s",
@@ -666,7 +651,7 @@ fn memory_stays_flat_on_a_2_gib_file() {
 
 #[test]
 fn usage_errors() {
-    let w = Work::new();
+    let w = World::new();
     let u = url(&w.p("arch"));
     for args in [
         vec![u.as_str()],
@@ -675,14 +660,14 @@ fn usage_errors() {
         vec![u.as_str(), "--stream", "--force"],
         vec![u.as_str(), "dest", "--time", "yesterday-ish"],
     ] {
-        let out = Command::new(DUP_GET).args(&args).current_dir(w.tmp.path()).output().unwrap();
+        let out = Command::new(DUP_GET).args(&args).current_dir(w.path()).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     // No archive there.
     let out = Command::new(DUP_GET)
         .args([u.as_str(), "dest", "--archive-dir"])
         .arg(w.p("cache"))
-        .current_dir(w.tmp.path())
+        .current_dir(w.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(10), "{}", String::from_utf8_lossy(&out.stderr));

@@ -45,10 +45,7 @@ fn wrapper(cwd: &Path, args: &str) -> std::process::Output {
 
 #[test]
 fn remove_all_but_n_full_agrees_with_duplicity() {
-    if !have("duplicity", "remove_all_but_n_full_agrees_with_duplicity") {
-        return;
-    }
-    let t = tempfile::tempdir().unwrap();
+    let Some(t) = World::needing(&["duplicity"]) else { return };
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     let url = format!("file://{}", arch.display());
     fs::create_dir(&src).unwrap();
@@ -94,7 +91,7 @@ fn remove_all_but_n_full_agrees_with_duplicity() {
 
 #[test]
 fn dependent_sets_are_kept_and_cleanup_removes_leftovers() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     let url = format!("file://{}", arch.display());
     fs::create_dir(&src).unwrap();

@@ -14,7 +14,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{duplicity, have, mkfifo, q, set_mtime};
+use common::{World, duplicity, have, mkfifo, q, set_mtime};
 use dup::record::{Entry, FileType, Reader, Record, StreamKind};
 
 const DUP_SCAN: &str = env!("CARGO_BIN_EXE_dup-scan");
@@ -68,8 +68,8 @@ fn make_tree(src: &Path) {
 }
 
 /// A temporary directory holding `src`, made with [`make_tree`].
-fn tree() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
+fn tree() -> (World, PathBuf) {
+    let tmp = World::new();
     let src = tmp.path().join("src");
     fs::create_dir(&src).unwrap();
     make_tree(&src);
@@ -107,7 +107,7 @@ fn paths(recs: &[Record]) -> Vec<Vec<u8>> {
 /// The paths `duplicity full` stores, as `list-current-files` shows them,
 /// run in `cwd`.
 fn duplicity_paths(src: &Path, opts: &[String], cwd: &Path) -> Vec<Vec<u8>> {
-    let work = tempfile::tempdir().unwrap();
+    let work = World::new();
     let cache = work.path().join("cache");
     let url = q(format!("file://{}", work.path().join("target").display()));
     let opts: Vec<String> = opts.iter().map(q).collect();
@@ -252,7 +252,7 @@ fn unreadable_items_warn_and_exit_3() {
     if root && !have("setpriv", "unreadable items as root") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = World::new();
     let src = tmp.path().join("src");
     for d in ["ok", "locked/in"] {
         fs::create_dir_all(src.join(d)).unwrap();

@@ -2,9 +2,12 @@
 //! malformed input is a clear error (never a panic) in the library and in
 //! dup-ls.
 
+mod common;
+
 use std::io::{Cursor, Write};
 use std::process::{Command, Stdio};
 
+use common::run_with_stdin;
 use dup::record::{Bytes, Encoding, Entry, FileRole, FileType, PathBytes, Reader, Record, Stored, StreamKind, Writer};
 use proptest::prelude::*;
 
@@ -119,6 +122,17 @@ proptest! {
         }
     }
 
+    /// The names kept by hand for messages are the JSON names: the record
+    /// kind (the serde tag) and the file type.
+    #[test]
+    fn kind_and_type_names_are_the_json_ones(rec in arb_record()) {
+        let json = serde_json::to_value(&rec).unwrap();
+        prop_assert_eq!(json["kind"].as_str(), Some(rec.kind_name()));
+        if let Record::Entry(e) | Record::Snapshot(e) | Record::Diff(e) | Record::Signature(e) = &rec {
+            prop_assert_eq!(json["type"].as_str(), Some(e.ftype.name()));
+        }
+    }
+
     #[test]
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
         let _ = decode(&bytes);
@@ -168,20 +182,7 @@ fn newer_version_is_refused() {
 }
 
 fn dup_ls(input: &[u8], args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dup-ls"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
+    let out = run_with_stdin(Command::new(env!("CARGO_BIN_EXE_dup-ls")).args(args), input);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

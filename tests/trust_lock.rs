@@ -14,18 +14,6 @@ use common::*;
 use dup::api::{self, ArchiveOptions, BackupMode, BackupOptions};
 use dup::progress::Event;
 
-fn file_url(p: &Path) -> String {
-    format!("file://{}", p.display())
-}
-
-/// The archive's file names (file:// archives).
-fn names(arch: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        fs::read_dir(arch).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    v.sort();
-    v
-}
-
 // ---------------------------------------------------------------------------
 // Case 1: two jobs on one archive inside one process.
 
@@ -36,7 +24,7 @@ fn names(arch: &Path) -> Vec<String> {
 /// is free again for the next job.
 #[test]
 fn two_backups_of_one_archive_in_one_process() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let src = t.path().join("src");
     hard_tree(&src);
     let (arch, cache) = (t.path().join("arch"), t.path().join("cache"));
@@ -111,10 +99,6 @@ struct Target {
     env: Vec<(String, String)>,
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 impl Target {
     fn file(dir: &Path) -> Target {
         Target { name: "file", url: file_url(&dir.join("arch")), env: Vec::new() }
@@ -123,10 +107,9 @@ impl Target {
     /// The S3 server of scripts/test-servers, or None (with a note).
     fn s3(what: &str) -> Option<Target> {
         let found = (|| {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
             Some(Target {
                 name: "s3",
-                url: format!("s3://{}/{what}-{}-{nanos}", var("DUP_TEST_S3_BUCKET")?, std::process::id()),
+                url: format!("s3://{}/{}", var("DUP_TEST_S3_BUCKET")?, fresh(what)),
                 env: vec![
                     ("DUP_S3_ENDPOINT".into(), var("DUP_TEST_S3_ENDPOINT")?),
                     ("AWS_ACCESS_KEY_ID".into(), var("DUP_TEST_S3_ACCESS_KEY")?),
@@ -135,9 +118,7 @@ impl Target {
             })
         })();
         if found.is_none() {
-            eprintln!(
-                "trust_lock s3: skipped, the test servers are not running (eval \"$(scripts/test-servers start)\")"
-            );
+            no_servers("trust_lock s3");
         }
         found
     }
@@ -147,7 +128,7 @@ impl Target {
         cmd.arg("-c")
             .arg(format!("set -o pipefail; {script}"))
             .current_dir(cwd)
-            .env("PATH", format!("{}:{}", bin_dir().display(), var("PATH").unwrap_or_default()))
+            .env("PATH", bin_path())
             .env("LANG", "C.UTF-8")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null());
@@ -313,14 +294,14 @@ fn two_caches_race(t: &Target, dir: &Path) {
 
 #[test]
 fn two_caches_racing_on_file() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     two_caches_race(&Target::file(t.path()), t.path());
 }
 
 #[test]
 fn two_caches_racing_on_s3() {
     let Some(target) = Target::s3("race") else { return };
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     two_caches_race(&target, t.path());
 }
 
@@ -333,7 +314,7 @@ fn two_caches_racing_on_s3() {
 /// restores exactly.
 #[test]
 fn incremental_under_another_passphrase_is_refused_by_the_pipeline() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let src = t.path().join("src");
     hard_tree(&src);
     let arch = t.path().join("arch");
@@ -373,7 +354,7 @@ fn incremental_under_another_passphrase_is_refused_by_the_pipeline() {
 /// goes through and restores exactly.
 #[test]
 fn incremental_under_another_passphrase_is_refused_by_the_api() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let src = t.path().join("src");
     hard_tree(&src);
     let arch = t.path().join("arch");

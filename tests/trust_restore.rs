@@ -13,14 +13,11 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::craft::{Set, Vol, craft, dir, file, hardlink, inc_dir_to_symlink, symlink, tree};
-use common::{dup_backup, have, q, random_bytes, sh_ok};
+use common::file_url as url;
+use common::{World, closed_port, dup_backup, is_root, no_servers, q, random_bytes, sh_ok, var, with_closed_port};
 
 const DUP_GET: &str = env!("CARGO_BIN_EXE_dup-get");
 const DUP_LS: &str = env!("CARGO_BIN_EXE_dup-ls");
-
-fn url(p: &Path) -> String {
-    format!("file://{}", p.display())
-}
 
 fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -45,10 +42,7 @@ fn get(arch: &Path, dest: &Path, cache: &Path, extra: &[&str]) -> Output {
 
 #[test]
 fn a_bad_entry_before_honest_ones_refuses_itself_alone() {
-    if !have("python3", "a_bad_entry_before_honest_ones_refuses_itself_alone") {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some(tmp) = World::needing(&["python3"]) else { return };
     let w = tmp.path();
     let outside = w.join("outside");
     fs::create_dir(&outside).unwrap();
@@ -152,7 +146,7 @@ fn a_bad_entry_before_honest_ones_refuses_itself_alone() {
 /// ranges dup-pack writes) restore whole under the range check.
 #[test]
 fn honest_volumes_are_within_their_ranges() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = World::new();
     let w = tmp.path();
     let src = w.join("src");
     fs::create_dir_all(src.join("d")).unwrap();
@@ -185,10 +179,7 @@ fn honest_volumes_are_within_their_ranges() {
 
 #[test]
 fn a_crafted_archive_never_writes_outside_the_target() {
-    if !have("python3", "a_crafted_archive_never_writes_outside_the_target") {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some(tmp) = World::needing(&["python3"]) else { return };
     let w = tmp.path();
     let outside = w.join("outside");
     fs::create_dir(&outside).unwrap();
@@ -277,11 +268,6 @@ fn a_crafted_archive_never_writes_outside_the_target() {
 // ---------------------------------------------------------------------------
 // Case 5: a full (or read-only) file system ends the restore at once.
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// A small tmpfs at `dir`, unmounted on drop.
 struct Mount(PathBuf);
 
@@ -343,7 +329,7 @@ fn a_full_disk_ends_the_restore_with_one_message() {
         eprintln!("a_full_disk_ends_the_restore_with_one_message: skipped, mounting a tmpfs needs root");
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = World::new();
     let w = tmp.path();
     let (src, arch, cache) = many_files(w);
     let Some(_m) = Mount::tmpfs(&w.join("small"), "size=2m") else { return };
@@ -362,7 +348,7 @@ fn a_read_only_target_ends_the_restore_with_one_message() {
         eprintln!("a_read_only_target_ends_the_restore_with_one_message: skipped, mounting a tmpfs needs root");
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = World::new();
     let w = tmp.path();
     let (src, arch, cache) = many_files(w);
     let Some(_m) = Mount::tmpfs(&w.join("ro"), "size=2m,ro") else { return };
@@ -406,7 +392,7 @@ fn status_of(out: &Output) -> String {
 
 #[test]
 fn checking_a_missing_directory_creates_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = World::new();
     let missing = tmp.path().join("not-mounted/backup");
     let (out, took) = check(&url(&missing), &[]);
     assert_eq!(status_of(&out), "not_found", "{}", text(&out));
@@ -419,12 +405,6 @@ fn checking_a_missing_directory_creates_nothing() {
     let (out, _) = check(&url(&there), &[]);
     assert_eq!(status_of(&out), "ok", "{}", text(&out));
     assert!(tree(&there).is_empty(), "{:?}", tree(&there));
-}
-
-/// A 127.0.0.1 port nothing listens on.
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 #[test]
@@ -446,10 +426,6 @@ fn an_unreachable_server_is_answered_within_seconds() {
     }
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 /// Against the loopback servers of scripts/test-servers: a missing path on
 /// WebDAV and SFTP is not found and not created; a check of an existing
 /// one leaves nothing there; a closed port is unreachable within seconds.
@@ -461,7 +437,7 @@ fn the_connection_test_against_real_servers() {
         var("DUP_TEST_WEBDAV_PASSWORD"),
         var("DUP_TEST_SFTP_URL"),
     ) else {
-        eprintln!("the_connection_test_against_real_servers: skipped, the test servers are not running");
+        no_servers("the_connection_test_against_real_servers");
         return;
     };
     let tag = format!("trust-{}", std::process::id());
@@ -480,7 +456,7 @@ fn the_connection_test_against_real_servers() {
     assert_eq!(status_of(&out), "ok", "{}", text(&out));
     assert!(tree(&dav_disk.join(&tag)).is_empty());
     // Its closed port.
-    let dead = regex_port(&dav, closed_port());
+    let dead = with_closed_port(&dav);
     let (out, took) = check(&dead, &dav_env);
     assert_eq!((status_of(&out).as_str(), out.status.code()), ("unreachable", Some(14)), "{}", text(&out));
     assert!(took < Duration::from_secs(5), "{took:?}");
@@ -499,17 +475,10 @@ fn the_connection_test_against_real_servers() {
     let (out, _) = check(&format!("{sftp}/{tag}"), &sftp_env);
     assert_eq!(status_of(&out), "ok", "{}", text(&out));
     assert!(tree(&sftp_disk.join(&tag)).is_empty());
-    let dead = regex_port(&sftp, closed_port());
+    let dead = with_closed_port(&sftp);
     let (out, took) = check(&dead, &sftp_env);
     assert_eq!((status_of(&out).as_str(), out.status.code()), ("unreachable", Some(14)), "{}", text(&out));
     assert!(took < Duration::from_secs(5), "{took:?}");
-}
-
-/// `url` with the port after 127.0.0.1 replaced.
-fn regex_port(url: &str, port: u16) -> String {
-    let (head, rest) = url.split_once("127.0.0.1:").unwrap();
-    let tail = &rest[rest.find('/').unwrap_or(rest.len())..];
-    format!("{head}127.0.0.1:{port}{tail}")
 }
 
 // ---------------------------------------------------------------------------
@@ -517,7 +486,7 @@ fn regex_port(url: &str, port: u16) -> String {
 
 #[test]
 fn a_time_before_the_first_backup_is_warned_about() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = World::new();
     let w = tmp.path();
     let src = w.join("src");
     fs::create_dir(&src).unwrap();

@@ -10,11 +10,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Output;
 
+use common::file_url as url;
 use common::*;
-
-fn url(p: &Path) -> String {
-    format!("file://{}", p.display())
-}
 
 /// The wrapper with `args` (a shell fragment), in `cwd`.
 fn wrapper(cwd: &Path, args: &str) -> Output {
@@ -28,10 +25,6 @@ fn wrapper_ok(cwd: &Path, args: &str) -> Output {
 /// Real duplicity with `args` as given (no options added); its output, whatever its code.
 fn real(cwd: &Path, args: &str) -> Output {
     sh(cwd, &format!("duplicity {args}"))
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn manifests(arch: &Path) -> Vec<String> {
@@ -76,7 +69,7 @@ fn stats_block(out: &str) -> Vec<(String, String)> {
 
 #[test]
 fn options_before_the_command_abbreviations_and_implicit_commands() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     hard_tree(&src);
     let u = url(&arch);
@@ -126,7 +119,7 @@ fn options_before_the_command_abbreviations_and_implicit_commands() {
 #[test]
 fn command_line_errors_and_exit_codes_are_duplicitys() {
     let have_real = have("duplicity", "command_line_errors_and_exit_codes_are_duplicitys");
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     small_tree(&src);
     let u = url(&arch);
@@ -212,7 +205,7 @@ fn command_line_errors_and_exit_codes_are_duplicitys() {
 
 #[test]
 fn options_without_meaning_for_dup_are_noted_not_silent() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     small_tree(&src);
     let o = wrapper_ok(
@@ -240,10 +233,7 @@ fn options_without_meaning_for_dup_are_noted_not_silent() {
 
 #[test]
 fn statistics_block_counts_as_duplicitys() {
-    if !have("duplicity", "statistics_block_counts_as_duplicitys") {
-        return;
-    }
-    let t = tempfile::tempdir().unwrap();
+    let Some(t) = World::needing(&["duplicity"]) else { return };
     let (src, arch, darch) = (t.path().join("src"), t.path().join("arch"), t.path().join("darch"));
     small_tree(&src);
     let ours = wrapper_ok(t.path(), &format!("--no-encryption --archive-dir c {} {}", q(&src), q(url(&arch))));
@@ -280,7 +270,7 @@ fn statistics_block_counts_as_duplicitys() {
 
 #[test]
 fn dry_run_changes_nothing() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     small_tree(&src);
     let u = url(&arch);
@@ -319,7 +309,7 @@ fn dry_run_changes_nothing() {
 #[test]
 fn verify_and_cleanup_say_what_duplicity_says() {
     let have_real = have("duplicity", "verify_and_cleanup_say_what_duplicity_says");
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch, darch) = (t.path().join("src"), t.path().join("arch"), t.path().join("darch"));
     small_tree(&src);
     let (u, du) = (url(&arch), url(&darch));
@@ -363,7 +353,7 @@ fn verify_and_cleanup_say_what_duplicity_says() {
 
 #[test]
 fn log_fd_and_log_file_in_duplicitys_machine_format() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     small_tree(&src);
     let o = wrapper_ok(
@@ -412,7 +402,7 @@ fn log_fd_and_log_file_in_duplicitys_machine_format() {
 
 #[test]
 fn replicate_copies_every_set_with_its_time() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, a1, a2) = (t.path().join("src"), t.path().join("a1"), t.path().join("a2"));
     small_tree(&src);
     let p = "--no-encryption --archive-dir c";
@@ -483,7 +473,7 @@ fn change_round(src: &Path, round: u64) {
 
 #[test]
 fn current_time_names_the_set() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     small_tree(&src);
     wrapper_ok(
@@ -495,7 +485,7 @@ fn current_time_names_the_set() {
 
 #[test]
 fn collection_status_show_changes_and_file_changed() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     small_tree(&src);
     let p = "--no-encryption --archive-dir c";
@@ -535,10 +525,7 @@ fn collection_status_show_changes_and_file_changed() {
 
 #[test]
 fn collection_status_and_listing_records_as_duplicitys() {
-    if !have("duplicity", "collection_status_and_listing_records_as_duplicitys") {
-        return;
-    }
-    let t = tempfile::tempdir().unwrap();
+    let Some(t) = World::needing(&["duplicity"]) else { return };
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     small_tree(&src);
     fs::write(src.join("it's"), "q\n").unwrap();
@@ -581,7 +568,7 @@ fn restore_ownership_numeric_and_not_restored() {
         eprintln!("restore_ownership_numeric_and_not_restored: skipped, owners are restored only as root");
         return;
     }
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     small_tree(&src);
     std::os::unix::fs::lchown(src.join("a.txt"), Some(4321), Some(4321)).unwrap();
@@ -600,7 +587,7 @@ fn restore_ownership_numeric_and_not_restored() {
 /// incremental: its volumes, manifest and new signatures all go.
 #[test]
 fn remove_all_inc_of_but_n_full_removes_the_increments_signatures() {
-    let t = tempfile::tempdir().unwrap();
+    let t = World::new();
     let (src, arch) = (t.path().join("src"), t.path().join("arch"));
     small_tree(&src);
     let u = url(&arch);

@@ -18,7 +18,7 @@ use openpgp::types::SymmetricAlgorithm;
 use openpgp::{Fingerprint, KeyHandle};
 
 use super::encrypt::{encryptor, io_passthrough};
-use super::{DECRYPT_BUFFER, Keys, MIN_DECRYPT_BUFFER, crypto, label, lock, read_policy};
+use super::{DECRYPT_BUFFER, Inner, Keys, MIN_DECRYPT_BUFFER, crypto, label, lock, read_policy};
 use crate::error::{Error, Kind, Result};
 
 /// The error the helper decided on, reported instead of Sequoia's.
@@ -144,104 +144,156 @@ pub(super) fn describe_verification(e: &VerificationError) -> String {
     }
 }
 
+/// What the decryption attempts ran into, for the error when none worked.
+#[derive(Default)]
+struct Attempts {
+    /// The first key that could not be used (locked, unreadable).
+    key_error: Option<Error>,
+    /// A session key was recovered but did not decrypt the data.
+    damaged: bool,
+}
+
+/// Sequoia's callback: true when the session key decrypts the data.
+type TryKey<'a> = &'a mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool;
+
 impl DecryptionHelper for Helper {
     fn decrypt(
         &mut self,
         pkesks: &[PKESK],
         skesks: &[SKESK],
         sym_algo: Option<SymmetricAlgorithm>,
-        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+        decrypt: TryKey,
     ) -> openpgp::Result<Option<Cert>> {
         let k = &self.keys.0;
-        let mut key_error: Option<Error> = None;
-        let mut damaged = false;
-        // Keys the file names.
-        for pkesk in pkesks {
-            let Some(h) = pkesk.recipient().filter(|h| !is_wildcard(h)) else { continue };
-            match k.keypair_for(&h) {
-                Ok(Some((cert, mut pair))) => match pkesk.decrypt(&mut pair, sym_algo) {
-                    Some((algo, sk)) if decrypt(algo, &sk) => return Ok(Some(cert)),
-                    _ => damaged = true,
-                },
-                Ok(None) => {}
+        let mut seen = Attempts::default();
+        if let Some(cert) = named_recipients(k, pkesks, sym_algo, decrypt, &mut seen) {
+            return Ok(Some(cert));
+        }
+        if let Some(cert) = hidden_recipients(k, pkesks, sym_algo, decrypt, &mut seen) {
+            return Ok(Some(cert));
+        }
+        if !skesks.is_empty() && self.passphrase(skesks, decrypt, &seen)? {
+            return Ok(None);
+        }
+        Err(self.no_key(pkesks, seen))
+    }
+}
+
+/// The keys the file names: the certificate of the one that decrypts it.
+fn named_recipients(
+    k: &Inner,
+    pkesks: &[PKESK],
+    sym_algo: Option<SymmetricAlgorithm>,
+    decrypt: TryKey,
+    seen: &mut Attempts,
+) -> Option<Cert> {
+    for pkesk in pkesks {
+        let Some(h) = pkesk.recipient().filter(|h| !is_wildcard(h)) else { continue };
+        match k.keypair_for(&h) {
+            Ok(Some((cert, mut pair))) => match pkesk.decrypt(&mut pair, sym_algo) {
+                Some((algo, sk)) if decrypt(algo, &sk) => return Some(cert),
+                _ => seen.damaged = true,
+            },
+            Ok(None) => {}
+            Err(e) => {
+                seen.key_error.get_or_insert(e);
+            }
+        }
+    }
+    None
+}
+
+/// Hidden recipients: every secret key we can get is tried, as gpg does.
+fn hidden_recipients(
+    k: &Inner,
+    pkesks: &[PKESK],
+    sym_algo: Option<SymmetricAlgorithm>,
+    decrypt: TryKey,
+    seen: &mut Attempts,
+) -> Option<Cert> {
+    let hidden: Vec<&PKESK> = pkesks.iter().filter(|p| p.recipient().is_none_or(|h| is_wildcard(&h))).collect();
+    if hidden.is_empty() {
+        return None;
+    }
+    let mut tried: Vec<Fingerprint> = Vec::new();
+    for round in 0..2 {
+        let candidates = match k.all_secret_keys(round) {
+            Ok(c) => c,
+            Err(e) => {
+                seen.key_error.get_or_insert(e);
+                continue;
+            }
+        };
+        for (cert, key) in candidates {
+            if tried.contains(&key.fingerprint()) || !can_decrypt(&cert, &key) {
+                continue;
+            }
+            tried.push(key.fingerprint());
+            let matching: Vec<&&PKESK> = hidden.iter().filter(|p| p.pk_algo() == key.pk_algo()).collect();
+            if matching.is_empty() {
+                continue;
+            }
+            let mut pair = match k.unlock_for_decryption((cert.clone(), key)) {
+                Ok((_, p)) => p,
                 Err(e) => {
-                    key_error.get_or_insert(e);
+                    seen.key_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            for pkesk in matching {
+                if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo)
+                    && decrypt(algo, &sk)
+                {
+                    return Some(cert);
                 }
             }
         }
-        // Hidden recipients: every secret key we can get, as gpg does.
-        let hidden: Vec<&PKESK> = pkesks.iter().filter(|p| p.recipient().is_none_or(|h| is_wildcard(&h))).collect();
-        if !hidden.is_empty() {
-            let mut tried: Vec<Fingerprint> = Vec::new();
-            for round in 0..2 {
-                let candidates = match k.all_secret_keys(round) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        key_error.get_or_insert(e);
-                        continue;
-                    }
-                };
-                for (cert, key) in candidates {
-                    if tried.contains(&key.fingerprint()) || !can_decrypt(&cert, &key) {
-                        continue;
-                    }
-                    tried.push(key.fingerprint());
-                    let matching: Vec<&&PKESK> = hidden.iter().filter(|p| p.pk_algo() == key.pk_algo()).collect();
-                    if matching.is_empty() {
-                        continue;
-                    }
-                    let mut pair = match k.unlock_for_decryption((cert.clone(), key)) {
-                        Ok((_, p)) => p,
-                        Err(e) => {
-                            key_error.get_or_insert(e);
-                            continue;
-                        }
-                    };
-                    for pkesk in matching {
-                        if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo)
-                            && decrypt(algo, &sk)
-                        {
-                            return Ok(Some(cert));
-                        }
+    }
+    None
+}
+
+impl Helper {
+    /// The passphrase (given, or asked for): true when it decrypts the
+    /// file. A wrong or missing one is the error, unless a key could not be
+    /// used (that error says more).
+    fn passphrase(&self, skesks: &[SKESK], decrypt: TryKey, seen: &Attempts) -> openpgp::Result<bool> {
+        match self.keys.0.passphrase_or_ask(&self.name) {
+            Some(pw) => {
+                for s in skesks {
+                    if let Ok((algo, sk)) = s.decrypt(&pw)
+                        && decrypt(algo, &sk)
+                    {
+                        return Ok(true);
                     }
                 }
-            }
-        }
-        // A passphrase.
-        if !skesks.is_empty() {
-            match k.passphrase_or_ask(&self.name) {
-                Some(pw) => {
-                    for s in skesks {
-                        if let Ok((algo, sk)) = s.decrypt(&pw)
-                            && decrypt(algo, &sk)
-                        {
-                            return Ok(None);
-                        }
-                    }
-                    if key_error.is_none() {
-                        return Err(self.fail(
-                            crypto(format!("wrong passphrase for {}", self.name))
-                                .hint("PASSPHRASE must be the passphrase the backup was made with"),
-                        ));
-                    }
-                }
-                None if key_error.is_none() => {
+                if seen.key_error.is_none() {
                     return Err(self.fail(
-                        crypto(format!("{} is encrypted with a passphrase, and none was given", self.name))
-                            .hint("set PASSPHRASE, or use --passphrase-file/--passphrase-fd"),
+                        crypto(format!("wrong passphrase for {}", self.name))
+                            .hint("PASSPHRASE must be the passphrase the backup was made with"),
                     ));
                 }
-                None => {}
             }
+            None if seen.key_error.is_none() => {
+                return Err(self.fail(
+                    crypto(format!("{} is encrypted with a passphrase, and none was given", self.name))
+                        .hint("set PASSPHRASE, or use --passphrase-file/--passphrase-fd"),
+                ));
+            }
+            None => {}
         }
-        if let Some(e) = key_error {
-            return Err(self.fail(e.context(&self.name)));
+        Ok(false)
+    }
+
+    /// The error when nothing decrypted the file.
+    fn no_key(&self, pkesks: &[PKESK], seen: Attempts) -> openpgp::anyhow::Error {
+        if let Some(e) = seen.key_error {
+            return self.fail(e.context(&self.name));
         }
-        if damaged {
-            return Err(self.fail(Error::corrupt(format!(
+        if seen.damaged {
+            return self.fail(Error::corrupt(format!(
                 "{}: the session key does not decrypt the data (damaged file?)",
                 self.name
-            ))));
+            )));
         }
         let to: Vec<String> = pkesks
             .iter()
@@ -250,10 +302,10 @@ impl DecryptionHelper for Helper {
                 None => "a hidden recipient".into(),
             })
             .collect();
-        Err(self.fail(
+        self.fail(
             crypto(format!("{}: no secret key to decrypt it; it is encrypted to {}", self.name, to.join(", ")))
                 .hint("import the secret key into GnuPG, or give it as a key file"),
-        ))
+        )
     }
 }
 

@@ -196,57 +196,30 @@ impl Manifest {
             let tokens: Vec<&[u8]> = line.split(|b| is_space(*b)).filter(|t| !t.is_empty()).collect();
             let Some(first) = tokens.first() else { continue };
             if in_filelist.is_some() {
-                let change = match first.to_ascii_lowercase().as_slice() {
-                    b"new" => Change::New,
-                    b"changed" => Change::Changed,
-                    b"deleted" => Change::Deleted,
-                    _ => return Err(err("expected new, changed or deleted")),
-                };
-                let path = unquote(&tokens[1..].concat()).map_err(|e| err(&e))?;
-                if path.is_empty() {
-                    return Err(err("file list entry without a path"));
-                }
+                let change = file_change(first, &tokens, &err)?;
                 if let Some(files) = &mut m.files {
-                    files.push(FileChange { change, path });
+                    files.push(change);
                 }
                 continue;
             }
-            let Some(vol) = current.as_mut() else { continue };
-            match first.to_ascii_lowercase().as_slice() {
-                kw @ (b"startingpath" | b"endingpath") => {
-                    let path = tokens.get(1).ok_or_else(|| err("path missing"))?;
-                    let idx = unquote(path).map_err(|e| err(&e))?;
-                    let block = match tokens.get(2) {
-                        None => None,
-                        Some(b) => Some(parse_u64(b).ok_or_else(|| err("bad block number"))?),
-                    };
-                    if kw == b"startingpath" {
-                        vol.start = Some((idx, block));
-                    } else {
-                        vol.end = Some((idx, block));
-                    }
-                }
-                b"hash" => {
-                    let (Some(k), Some(v)) = (tokens.get(1), tokens.get(2)) else {
-                        return Err(err("expected \"Hash TYPE HEX\""));
-                    };
-                    let k = String::from_utf8_lossy(k).into_owned();
-                    let v = String::from_utf8_lossy(v).into_owned();
-                    match vol.hashes.iter_mut().find(|(n, _)| *n == k) {
-                        Some(h) => h.1 = v,
-                        None => vol.hashes.push((k, v)),
-                    }
-                }
-                _ => {}
+            if let Some(vol) = current.as_mut() {
+                volume_line(vol, first, &tokens, &err)?;
             }
         }
         if let Some(v) = current.take() {
             finish_volume(&mut m, v, &mut last_number)?;
         }
+        m.close(last_number, in_filelist)
+    }
+
+    /// The end of parsing: volumes numbered above the last block's
+    /// (`last_number`) dropped; the file list (begun at line `lno`,
+    /// declaring `n` files) checked.
+    fn close(mut self, last_number: Option<u64>, in_filelist: Option<(usize, usize)>) -> Result<Manifest> {
         if let Some(last) = last_number {
-            m.volumes.retain(|&n, _| n <= last);
+            self.volumes.retain(|&n, _| n <= last);
         }
-        if let (Some((lno, n)), Some(files)) = (in_filelist, &m.files)
+        if let (Some((lno, n)), Some(files)) = (in_filelist, &self.files)
             && files.len() != n
         {
             return Err(Error::corrupt(format!(
@@ -254,8 +227,56 @@ impl Manifest {
                 files.len()
             )));
         }
-        Ok(m)
+        Ok(self)
     }
+}
+
+/// A file list line (`first` and its other `tokens`): `new|changed|deleted PATH`.
+fn file_change(first: &[u8], tokens: &[&[u8]], err: &dyn Fn(&str) -> Error) -> Result<FileChange> {
+    let change = match first.to_ascii_lowercase().as_slice() {
+        b"new" => Change::New,
+        b"changed" => Change::Changed,
+        b"deleted" => Change::Deleted,
+        _ => return Err(err("expected new, changed or deleted")),
+    };
+    let path = unquote(&tokens[1..].concat()).map_err(|e| err(&e))?;
+    if path.is_empty() {
+        return Err(err("file list entry without a path"));
+    }
+    Ok(FileChange { change, path })
+}
+
+/// A line of a volume block: only `StartingPath`, `EndingPath` and `Hash`
+/// lines count (the last `Hash` of a type wins).
+fn volume_line(vol: &mut Pending, first: &[u8], tokens: &[&[u8]], err: &dyn Fn(&str) -> Error) -> Result<()> {
+    match first.to_ascii_lowercase().as_slice() {
+        kw @ (b"startingpath" | b"endingpath") => {
+            let path = tokens.get(1).ok_or_else(|| err("path missing"))?;
+            let idx = unquote(path).map_err(|e| err(&e))?;
+            let block = match tokens.get(2) {
+                None => None,
+                Some(b) => Some(parse_u64(b).ok_or_else(|| err("bad block number"))?),
+            };
+            if kw == b"startingpath" {
+                vol.start = Some((idx, block));
+            } else {
+                vol.end = Some((idx, block));
+            }
+        }
+        b"hash" => {
+            let (Some(k), Some(v)) = (tokens.get(1), tokens.get(2)) else {
+                return Err(err("expected \"Hash TYPE HEX\""));
+            };
+            let k = String::from_utf8_lossy(k).into_owned();
+            let v = String::from_utf8_lossy(v).into_owned();
+            match vol.hashes.iter_mut().find(|(n, _)| *n == k) {
+                Some(h) => h.1 = v,
+                None => vol.hashes.push((k, v)),
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn corrupt(lno: usize, what: &str, line: &[u8]) -> Error {

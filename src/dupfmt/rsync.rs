@@ -670,126 +670,184 @@ fn delta_with(
         Emitter { out: BufWriter::with_capacity(64 << 10, out), copy: None, max_lit, stats: DeltaStats::default() };
     em.put(&DELTA_MAGIC.to_be_bytes())?;
     let bl = sig.block_len as usize;
-    let blm = sig.block_len;
     // Room for a pending literal (< max_lit), the window and new data.
     let cap = max_buf.max(4 * bl).max(4 * max_lit);
-    let mut buf = vec![0u8; DELTA_BUF_START.min(cap)];
-    // buf[lit..pos]: pending literal; buf[pos..pos + bl]: the window being
-    // matched; buf[..filled]: data read.
-    let (mut lit, mut pos, mut filled) = (0usize, 0usize, 0usize);
-    let mut eof = false;
-    let mut have_sum = false;
-    let (mut s1, mut s2) = (0u32, 0u32);
+    let mut w =
+        Window { buf: vec![0u8; DELTA_BUF_START.min(cap)], cap, lit: 0, pos: 0, filled: 0, eof: false, new_len: 0 };
+    // The rolling sum of the window, when it is being rolled.
+    let mut sum: Option<(u32, u32)> = None;
     let mut batch = 1;
-    let mut new_len = 0u64;
     loop {
         // Rolling needs the window plus the byte after it.
-        if !eof && filled - pos <= bl {
-            if buf.len() - filled < buf.len() / 4 {
-                if pos - lit >= max_lit {
-                    // Whole pieces only, so the cuts fall where librsync's do.
-                    let n = (pos - lit) / max_lit * max_lit;
-                    em.literal(&buf[lit..lit + n])?;
-                    lit += n;
-                }
-                if lit > 0 {
-                    buf.copy_within(lit..filled, 0);
-                    (pos, filled, lit) = (pos - lit, filled - lit, 0);
-                }
-                if buf.len() - filled < buf.len() / 4 && buf.len() < cap {
-                    buf.resize((buf.len() * 2).min(cap), 0);
-                }
-            }
-            let n = loop {
-                match new.read(&mut buf[filled..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::io("reading the new file", e)),
-                }
-            };
-            if n == 0 {
-                eof = true;
-            }
-            filled += n;
-            new_len += n as u64;
+        if !w.eof && w.filled - w.pos <= bl {
+            w.refill(&mut new, &mut em, max_lit)?;
             continue;
         }
         if sig.weak.is_empty() {
             // Nothing to match: all literal.
-            pos = filled;
-            if eof {
+            w.pos = w.filled;
+            if w.eof {
                 break;
             }
             continue;
         }
-        if filled - pos < bl {
+        if w.filled - w.pos < bl {
             break; // end of input, less than a block left
         }
-        if !have_sum {
-            // At the start or after a match: check whole blocks in a batch
-            // (fast_rsync's multi-buffer MD4) while they keep matching. The
-            // batch doubles while every block matches, and restarts at one
-            // block after a miss, so at most half the hashing is wasted.
-            let k = batch.min((filled - pos) / bl);
-            let opts = SignatureOptions { block_size: blm, crypto_hash_size: sig.strong_len as u32 };
-            let sums = fast_rsync::Signature::calculate(&buf[pos..pos + k * bl], opts);
-            let mut matched = 0;
-            for e in sums.serialized()[SIG_HEADER_LEN..].chunks_exact(4 + sig.strong_len) {
-                let weak = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
-                let found = if sig.may_have(weak) { sig.find_sum(weak, &e[4..]) } else { None };
-                let Some(idx) = found else {
-                    (s1, s2) = (weak & 0xffff, weak >> 16);
-                    have_sum = true;
-                    break;
-                };
-                em.literal(&buf[lit..pos])?;
-                em.copy(u64::from(idx) * u64::from(blm), bl as u64)?;
-                pos += bl;
-                lit = pos;
-                matched += 1;
+        let (s1, s2) = match sum {
+            Some(s) => s,
+            None => match w.match_blocks(sig, &mut em, &mut batch)? {
+                Some(s) => s,
+                None => continue,
+            },
+        };
+        sum = w.roll(sig, &mut em, s1, s2)?;
+    }
+    w.finish(sig, &mut em)?;
+    let mut stats = em.finish()?;
+    stats.new_len = w.new_len;
+    Ok(stats)
+}
+
+/// The new file as [`delta_with`] reads it: `buf[lit..pos]` is the pending
+/// literal, `buf[pos..pos + block]` the window being matched, `buf[..filled]`
+/// the data read.
+struct Window {
+    buf: Vec<u8>,
+    /// The most `buf` may grow to.
+    cap: usize,
+    lit: usize,
+    pos: usize,
+    filled: usize,
+    eof: bool,
+    new_len: u64,
+}
+
+impl Window {
+    /// Reads more of `new`, first making room when less than a quarter of
+    /// the buffer is free: whole `max_lit` pieces of the pending literal are
+    /// emitted (so the cuts fall where librsync's do), the rest slides to
+    /// the front, and the buffer doubles up to `cap`.
+    fn refill<W: Write>(&mut self, new: &mut impl Read, em: &mut Emitter<W>, max_lit: usize) -> Result<()> {
+        if self.buf.len() - self.filled < self.buf.len() / 4 {
+            if self.pos - self.lit >= max_lit {
+                let n = (self.pos - self.lit) / max_lit * max_lit;
+                em.literal(&self.buf[self.lit..self.lit + n])?;
+                self.lit += n;
             }
-            batch = if matched == k { (batch * 2).min(MAX_BATCH) } else { 1 };
-            if !have_sum {
-                continue;
+            if self.lit > 0 {
+                self.buf.copy_within(self.lit..self.filled, 0);
+                (self.pos, self.filled, self.lit) = (self.pos - self.lit, self.filled - self.lit, 0);
+            }
+            if self.buf.len() - self.filled < self.buf.len() / 4 && self.buf.len() < self.cap {
+                self.buf.resize((self.buf.len() * 2).min(self.cap), 0);
             }
         }
+        let n = loop {
+            match new.read(&mut self.buf[self.filled..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("reading the new file", e)),
+            }
+        };
+        if n == 0 {
+            self.eof = true;
+        }
+        self.filled += n;
+        self.new_len += n as u64;
+        Ok(())
+    }
+
+    /// Emits the pending literal and a copy of basis block `idx`; the window
+    /// moves past the matched block.
+    fn matched<W: Write>(&mut self, sig: &Signature, em: &mut Emitter<W>, idx: u32) -> Result<()> {
+        let bl = sig.block_len as usize;
+        em.literal(&self.buf[self.lit..self.pos])?;
+        em.copy(u64::from(idx) * u64::from(sig.block_len), bl as u64)?;
+        self.pos += bl;
+        self.lit = self.pos;
+        Ok(())
+    }
+
+    /// At the start or after a match: checks whole blocks in a batch
+    /// (fast_rsync's multi-buffer MD4) while they keep matching. The batch
+    /// doubles while every block matches, and restarts at one block after a
+    /// miss, so at most half the hashing is wasted. The rolling sum of the
+    /// first block that did not match, if one did not.
+    fn match_blocks<W: Write>(
+        &mut self,
+        sig: &Signature,
+        em: &mut Emitter<W>,
+        batch: &mut usize,
+    ) -> Result<Option<(u32, u32)>> {
+        let bl = sig.block_len as usize;
+        let k = (*batch).min((self.filled - self.pos) / bl);
+        let opts = SignatureOptions { block_size: sig.block_len, crypto_hash_size: sig.strong_len as u32 };
+        let sums = fast_rsync::Signature::calculate(&self.buf[self.pos..self.pos + k * bl], opts);
+        let mut matched = 0;
+        let mut miss = None;
+        for e in sums.serialized()[SIG_HEADER_LEN..].chunks_exact(4 + sig.strong_len) {
+            let weak = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+            let found = if sig.may_have(weak) { sig.find_sum(weak, &e[4..]) } else { None };
+            let Some(idx) = found else {
+                miss = Some((weak & 0xffff, weak >> 16));
+                break;
+            };
+            self.matched(sig, em, idx)?;
+            matched += 1;
+        }
+        *batch = if matched == k { (*batch * 2).min(MAX_BATCH) } else { 1 };
+        Ok(miss)
+    }
+
+    /// Rolls the window a byte at a time from the sum `(s1, s2)` until a
+    /// block matches (None: emitted, the window past it) or the data read
+    /// ends (the sum to go on with).
+    fn roll<W: Write>(
+        &mut self,
+        sig: &Signature,
+        em: &mut Emitter<W>,
+        mut s1: u32,
+        mut s2: u32,
+    ) -> Result<Option<(u32, u32)>> {
+        let (bl, blm) = (sig.block_len as usize, sig.block_len);
         loop {
             let weak = weak_of(s1, s2);
             if sig.may_have(weak)
-                && let Some(idx) = sig.find(weak, &buf[pos..pos + bl])
+                && let Some(idx) = sig.find(weak, &self.buf[self.pos..self.pos + bl])
             {
-                em.literal(&buf[lit..pos])?;
-                em.copy(u64::from(idx) * u64::from(blm), bl as u64)?;
-                pos += bl;
-                lit = pos;
-                have_sum = false;
-                break;
+                self.matched(sig, em, idx)?;
+                return Ok(None);
             }
-            if pos + bl >= filled {
-                if eof {
-                    pos += 1; // the last full window did not match
+            if self.pos + bl >= self.filled {
+                if self.eof {
+                    self.pos += 1; // the last full window did not match
                 }
-                break;
+                return Ok(Some((s1, s2)));
             }
-            let old = u32::from(buf[pos]);
-            let new_byte = u32::from(buf[pos + bl]);
+            let old = u32::from(self.buf[self.pos]);
+            let new_byte = u32::from(self.buf[self.pos + bl]);
             s1 = s1.wrapping_add(new_byte).wrapping_sub(old);
             s2 = s2.wrapping_add(s1).wrapping_sub(blm.wrapping_mul(old + CHAR_OFFSET));
-            pos += 1;
+            self.pos += 1;
         }
     }
-    let pos = pos.min(filled);
-    match sig.tail_match(&buf[pos..filled]) {
-        Some(start) => {
-            em.literal(&buf[lit..pos + start])?;
-            let last = sig.weak.len() as u64 - 1;
-            em.copy(last * u64::from(blm), (filled - pos - start) as u64)?;
+
+    /// The end of the input: the short last basis block matched at the end,
+    /// or the rest as literal.
+    fn finish<W: Write>(&mut self, sig: &Signature, em: &mut Emitter<W>) -> Result<()> {
+        let (lit, filled) = (self.lit, self.filled);
+        let pos = self.pos.min(filled);
+        match sig.tail_match(&self.buf[pos..filled]) {
+            Some(start) => {
+                em.literal(&self.buf[lit..pos + start])?;
+                let last = sig.weak.len() as u64 - 1;
+                em.copy(last * u64::from(sig.block_len), (filled - pos - start) as u64)?;
+            }
+            None => em.literal(&self.buf[lit..filled])?,
         }
-        None => em.literal(&buf[lit..filled])?,
+        Ok(())
     }
-    let mut stats = em.finish()?;
-    stats.new_len = new_len;
-    Ok(stats)
 }
 
 // ---------------------------------------------------------------------------

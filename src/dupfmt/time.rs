@@ -124,6 +124,23 @@ pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// The time for a new set extending a chain that ends at `after` (None: a
+/// full backup): now, once the clock has passed `after`. Set times are
+/// whole seconds and must increase, so a backup right after another waits
+/// for the next second; at most 5 s: a clock further behind is for the
+/// caller to refuse (the time is then not after `after`), not to wait out.
+pub fn now_after(after: Option<i64>) -> i64 {
+    let mut t = now();
+    while let Some(t1) = after
+        && t <= t1
+        && t1 - t < 5
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        t = now();
+    }
+    t
+}
+
 /// Local time in `asctime` form (`Tue Jan  2 03:04:05 2024`), as duplicity
 /// prints times in listings.
 pub fn pretty(t: i64) -> String {

@@ -5,6 +5,8 @@
 use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 
+use sha1::{Digest, Sha1};
+
 /// Bytes kept in memory before spilling to disk.
 pub const MEMORY_LIMIT: usize = 1 << 20;
 
@@ -109,6 +111,36 @@ impl Read for SpoolReader {
             SpoolReader::Mem(c) => c.read(buf),
             SpoolReader::File(f) => f.read(buf),
         }
+    }
+}
+
+/// A spool that also hashes what is written to it: the SHA1 a stored
+/// file is known by (manifests, the journal, resuming).
+#[derive(Default)]
+pub struct HashingSpool {
+    pub spool: Spool,
+    sha1: Sha1,
+}
+
+impl HashingSpool {
+    pub fn new() -> HashingSpool {
+        HashingSpool::default()
+    }
+
+    /// The spool and the SHA1 of its content.
+    pub fn finish(self) -> (Spool, [u8; 20]) {
+        (self.spool, self.sha1.finalize().into())
+    }
+}
+
+impl Write for HashingSpool {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.spool.write(buf)?;
+        self.sha1.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -56,16 +56,9 @@ pub enum FileType {
 }
 
 impl FileType {
+    /// Its name in the streams (`file`, `dir`, ...).
     pub fn name(self) -> &'static str {
-        match self {
-            FileType::File => "file",
-            FileType::Dir => "dir",
-            FileType::Symlink => "symlink",
-            FileType::Fifo => "fifo",
-            FileType::Char => "char",
-            FileType::Block => "block",
-            FileType::Socket => "socket",
-        }
+        crate::names::variant_name(&self)
     }
 }
 
@@ -756,6 +749,32 @@ impl<R: BufRead> ContentReader<'_, R> {
     /// after it).
     pub fn drain(&mut self) -> Result<()> {
         io::copy(self, &mut io::sink()).map_err(io_to_stream)?;
+        Ok(())
+    }
+}
+
+/// Checks that a stream's paths come in duplicity's order (each after the
+/// one before), as dup-delta and dup-pack read them.
+#[derive(Default)]
+pub struct OrderCheck {
+    last: Option<Vec<u8>>,
+}
+
+impl OrderCheck {
+    /// Takes the next path; an error when it is not after the last one.
+    pub fn next(&mut self, path: &[u8]) -> Result<()> {
+        if let Some(prev) = &self.last
+            && crate::dupfmt::index::cmp(prev, path) != std::cmp::Ordering::Less
+        {
+            return Err(Error::stream(format!(
+                "input is not in duplicity's order: {} after {}",
+                PathBytes(path.to_vec()),
+                PathBytes(prev.clone())
+            )));
+        }
+        let last = self.last.get_or_insert_with(Vec::new);
+        last.clear();
+        last.extend_from_slice(path);
         Ok(())
     }
 }

@@ -21,7 +21,7 @@ use crate::dupfmt::rsync::{self, SigWriter, TeeReader};
 use crate::error::{Context as _, Error, Result};
 use crate::io::spool::Spool;
 use crate::progress::{Event, Progress};
-use crate::record::{Entry, FileType, Reader, Record, StreamHead, StreamKind, Writer};
+use crate::record::{Entry, FileType, OrderCheck, Reader, Record, StreamHead, StreamKind, Writer};
 
 pub struct Options {
     /// Where the entries' files are read from (default: the stream's source).
@@ -162,7 +162,7 @@ pub fn run<R: BufRead, B: BufRead, W: Write>(
         progress,
     };
     progress.event(Event::Start { stage: "delta".into() });
-    let mut last: Option<Vec<u8>> = None;
+    let mut order = OrderCheck::default();
     while let Some(rec) = input.next_item()? {
         let (entry, from_stream) = match rec {
             Record::Entry(e) => (e, false),
@@ -178,61 +178,9 @@ pub fn run<R: BufRead, B: BufRead, W: Write>(
                 )));
             }
         };
-        if let Some(prev) = &last
-            && index::cmp(prev, &entry.path) != std::cmp::Ordering::Less
-        {
-            return Err(Error::stream(format!(
-                "input is not in duplicity's order: {} after {}",
-                entry.path,
-                crate::record::PathBytes(prev.clone())
-            ))
-            .hint("feed dup-delta the output of dup-scan or dup-get --stream"));
-        }
-        last = Some(entry.path.0.clone());
-        // Basis items before this path are gone.
-        while let Some(p) = basis.path() {
-            if index::cmp(p, &entry.path) != std::cmp::Ordering::Less {
-                break;
-            }
-            run.deleted(&basis.head)?;
-            basis.skip()?;
-        }
-        let same = basis.path().is_some_and(|p| index::cmp(p, &entry.path).is_eq());
+        order.next(&entry.path.0).map_err(|e| e.hint("feed dup-delta the output of dup-scan or dup-get --stream"))?;
         let content = if from_stream { Some(&mut *input) } else { None };
-        if !same {
-            run.snapshot(entry, content)?;
-            continue;
-        }
-        let old = match &basis.head {
-            Some(Record::Signature(e)) | Some(Record::Snapshot(e)) | Some(Record::Entry(e)) => e.clone(),
-            _ => unreachable!("basis.path() is Some only for these"),
-        };
-        if unchanged(&old, &entry) {
-            run.stats.unchanged += 1;
-            basis.skip()?;
-            if let Some(r) = content
-                && entry.ftype == FileType::File
-            {
-                r.content().drain()?;
-            }
-            continue;
-        }
-        if entry.ftype == FileType::File && matches!(basis.head, Some(Record::Signature(_))) {
-            let r = basis.reader.as_deref_mut().expect("a basis head comes from a reader");
-            let sig = rsync::Signature::read(r.content());
-            basis.advance()?;
-            match sig {
-                Ok(sig) => run.diff(entry, &sig, content)?,
-                Err(e) if rsync::is_unsupported_signature(&e) => {
-                    log::info!("{}: {}; storing the whole file", entry.path, e.message);
-                    run.snapshot(entry, content)?;
-                }
-                Err(e) => return Err(e.context(format!("the basis signature of {}", entry.path))),
-            }
-        } else {
-            basis.skip()?;
-            run.snapshot(entry, content)?;
-        }
+        run.join(&mut basis, entry, content)?;
     }
     while basis.head.is_some() {
         run.deleted(&basis.head)?;
@@ -254,6 +202,60 @@ fn open_file(path: &Path) -> io::Result<File> {
 }
 
 impl<W: Write> Run<'_, W> {
+    /// Joins one entry of the new tree with the basis: basis items before
+    /// it are deleted; an unchanged item is passed over, a changed file
+    /// diffed against its basis signature, anything else stored whole.
+    /// `content` is the stream holding the entry's content, if it has any.
+    fn join<R: BufRead, B: BufRead>(
+        &mut self,
+        basis: &mut Basis<'_, B>,
+        entry: Entry,
+        content: Option<&mut Reader<R>>,
+    ) -> Result<()> {
+        // Basis items before this path are gone.
+        while let Some(p) = basis.path() {
+            if index::cmp(p, &entry.path) != std::cmp::Ordering::Less {
+                break;
+            }
+            self.deleted(&basis.head)?;
+            basis.skip()?;
+        }
+        let same = basis.path().is_some_and(|p| index::cmp(p, &entry.path).is_eq());
+        if !same {
+            return self.snapshot(entry, content);
+        }
+        let old = match &basis.head {
+            Some(Record::Signature(e)) | Some(Record::Snapshot(e)) | Some(Record::Entry(e)) => e.clone(),
+            _ => unreachable!("basis.path() is Some only for these"),
+        };
+        if unchanged(&old, &entry) {
+            self.stats.unchanged += 1;
+            basis.skip()?;
+            if let Some(r) = content
+                && entry.ftype == FileType::File
+            {
+                r.content().drain()?;
+            }
+            return Ok(());
+        }
+        if entry.ftype == FileType::File && matches!(basis.head, Some(Record::Signature(_))) {
+            let r = basis.reader.as_deref_mut().expect("a basis head comes from a reader");
+            let sig = rsync::Signature::read(r.content());
+            basis.advance()?;
+            match sig {
+                Ok(sig) => self.diff(entry, &sig, content),
+                Err(e) if rsync::is_unsupported_signature(&e) => {
+                    log::info!("{}: {}; storing the whole file", entry.path, e.message);
+                    self.snapshot(entry, content)
+                }
+                Err(e) => Err(e.context(format!("the basis signature of {}", entry.path))),
+            }
+        } else {
+            basis.skip()?;
+            self.snapshot(entry, content)
+        }
+    }
+
     fn deleted(&mut self, rec: &Option<Record>) -> Result<()> {
         let (path, ftype) = match rec {
             Some(Record::Signature(e)) | Some(Record::Snapshot(e)) | Some(Record::Entry(e)) => {

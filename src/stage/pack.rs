@@ -11,7 +11,6 @@ use std::io::{self, BufRead, Read, Write};
 use std::sync::Arc;
 
 use flate2::{Compression, GzBuilder};
-use sha1::{Digest, Sha1};
 use sha2::{Digest as _, Sha256};
 
 pub use crate::crypto::DEFAULT_LEVEL;
@@ -25,10 +24,10 @@ use crate::error::{Error, Result, content_error};
 use crate::io::cache::Cache;
 use crate::io::cache::journal;
 use crate::io::parblock::{Blocks, Job, ParBlocks};
-use crate::io::spool::Spool;
+use crate::io::spool::{HashingSpool, Spool};
 use crate::io::storage::Storage;
 use crate::progress::{Event, Progress};
-use crate::record::{Entry, FileRole, FileType, Reader, Record, Stored, StreamKind, Writer};
+use crate::record::{Entry, FileRole, FileType, OrderCheck, Reader, Record, Stored, StreamHead, StreamKind, Writer};
 
 /// Content is stored in pieces of this size (§3.5); keep it: duplicity's
 /// resume relies on it.
@@ -146,28 +145,8 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-/// Counts and hashes what is stored, into a spool.
-struct Sink {
-    spool: Spool,
-    sha1: Sha1,
-}
-
-impl Sink {
-    fn new() -> Sink {
-        Sink { spool: Spool::new(), sha1: Sha1::new() }
-    }
-}
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.spool.write_all(buf)?;
-        self.sha1.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+/// Where a volume or signature file is packed: spooled and hashed.
+type Sink = HashingSpool;
 
 /// A block as a gzip member: members concatenate into what gzip readers,
 /// duplicity included, read as one stream. As CPython's gzip: no name, OS
@@ -328,107 +307,111 @@ pub fn run<R: BufRead, W: Write>(
 ) -> Result<(W, Stats)> {
     input.expect_kind(&[StreamKind::Changes])?;
     let basis = input.head().basis_time;
-    if opts.check_passphrase
-        && basis.is_some()
-        && let (Some(keys), Some(check)) = (&opts.keys, &input.head().passphrase_check)
-    {
-        crypto::check_passphrase_message(keys, &check.0, "the chain's passphrase check").map_err(|e| {
-            if e.kind != crate::Kind::Crypto {
-                return e;
-            }
-            Error::new(
-                crate::Kind::Crypto,
-                "the passphrase is not the one the chain this incremental extends is encrypted with \
-                 (dup-sig opened the chain with another)",
-            )
-            .hint("give dup-pack the chain's passphrase, the one dup-sig read it with: one chain, one passphrase")
-        })?;
+    if opts.check_passphrase && basis.is_some() {
+        check_chain_passphrase(opts, input.head())?;
     }
+    let t2 = set_time(opts, basis)?;
+    let localdir = opts.localdir.clone().or_else(|| input.source().map(<[u8]>::to_vec)).unwrap_or_default();
+    let mut p = Pack::new(out, opts, progress, basis, t2, &localdir)?;
+    progress.event(Event::Start { stage: "pack".into() });
+    let mut order = OrderCheck::default();
+    while let Some(rec) = input.next_item()? {
+        match &rec {
+            Record::Snapshot(e) | Record::Diff(e) => order.next(&e.path.0)?,
+            Record::Deleted { path, .. } => order.next(&path.0)?,
+            _ => {}
+        }
+        p.record(rec, input)?;
+    }
+    p.finish()
+}
+
+/// Refuses a passphrase other than the one dup-sig opened the chain with
+/// (the stream's passphrase check).
+fn check_chain_passphrase(opts: &Options, head: &StreamHead) -> Result<()> {
+    let (Some(keys), Some(check)) = (&opts.keys, &head.passphrase_check) else { return Ok(()) };
+    crypto::check_passphrase_message(keys, &check.0, "the chain's passphrase check").map_err(|e| {
+        if e.kind != crate::Kind::Crypto {
+            return e;
+        }
+        Error::new(
+            crate::Kind::Crypto,
+            "the passphrase is not the one the chain this incremental extends is encrypted with \
+             (dup-sig opened the chain with another)",
+        )
+        .hint("give dup-pack the chain's passphrase, the one dup-sig read it with: one chain, one passphrase")
+    })?;
+    Ok(())
+}
+
+/// The set's time: the one given, or an unfinished set's (resumed), or now
+/// (after the chain's end); it must come after the chain it extends.
+fn set_time(opts: &Options, basis: Option<i64>) -> Result<i64> {
     let resumed = opts.resume.as_ref().and_then(|r| r.time(&opts.naming, basis));
     if let Some(t) = resumed {
         log::info!("resuming the unfinished set of {}", crate::dupfmt::time::to_compact(t));
     }
-    let t2 = match opts.time.or(resumed) {
-        Some(t) => t,
-        None => {
-            // Set times are whole seconds, and an incremental must end after
-            // the set before it.
-            let mut now = crate::dupfmt::time::now();
-            while let Some(t1) = basis
-                && now <= t1
-                && t1 - now < 5
-            {
-                std::thread::sleep(std::time::Duration::from_millis(200));
-                now = crate::dupfmt::time::now();
-            }
-            now
-        }
-    };
+    let t2 = opts.time.or(resumed).unwrap_or_else(|| crate::dupfmt::time::now_after(basis));
     if let Some(t1) = basis
         && t1 >= t2
     {
         return Err(Error::usage(format!("the backup time {t2} is not after the end of the chain it extends ({t1})"))
             .hint("check the system clock, or wait a second and run again"));
     }
-    let localdir = opts.localdir.clone().or_else(|| input.source().map(<[u8]>::to_vec)).unwrap_or_default();
-    let mut p = Pack {
-        out,
-        opts,
-        progress,
-        times: (basis.unwrap_or(t2), t2),
-        full: basis.is_none(),
-        suffix: match (&opts.keys, opts.compress) {
-            (Some(_), _) => Suffix::Gpg,
-            (None, true) => Suffix::Gzip,
-            (None, false) => Suffix::None,
-        },
-        vol: dtar::Writer::new(Enc::new(opts.compress, opts.compress_level, opts.keys.as_ref(), t2)?),
-        vol_number: 1,
-        range: Range::default(),
-        sealed: None,
-        // Encrypted archives keep the signature tar plain until the end: the
-        // cache gets it gzipped, the backend encrypted.
-        sig: dtar::Writer::new(Enc::new(opts.compress && opts.keys.is_none(), opts.compress_level, None, t2)?),
-        manifest: manifest::header_bytes(&opts.hostname, &localdir),
-        files: Vec::new(),
-        stats: Stats::default(),
-        piece: vec![0u8; PIECE],
-    };
-    progress.event(Event::Start { stage: "pack".into() });
-    let mut last: Option<Vec<u8>> = None;
-    while let Some(rec) = input.next_item()? {
-        let path = match &rec {
-            Record::Snapshot(e) | Record::Diff(e) => Some(e.path.0.clone()),
-            Record::Deleted { path, .. } => Some(path.0.clone()),
-            _ => None,
-        };
-        if let Some(path) = path {
-            if let Some(prev) = &last
-                && index::cmp(prev, &path) != std::cmp::Ordering::Less
-            {
-                return Err(Error::stream(format!(
-                    "input is not in duplicity's order: {} after {}",
-                    crate::record::PathBytes(path),
-                    crate::record::PathBytes(prev.clone())
-                )));
-            }
-            last = Some(path);
-        }
+    Ok(t2)
+}
+
+impl<'a, W: Write> Pack<'a, W> {
+    fn new(
+        out: Writer<W>,
+        opts: &'a Options,
+        progress: &'a dyn Progress,
+        basis: Option<i64>,
+        t2: i64,
+        localdir: &[u8],
+    ) -> Result<Self> {
+        Ok(Pack {
+            out,
+            opts,
+            progress,
+            times: (basis.unwrap_or(t2), t2),
+            full: basis.is_none(),
+            suffix: match (&opts.keys, opts.compress) {
+                (Some(_), _) => Suffix::Gpg,
+                (None, true) => Suffix::Gzip,
+                (None, false) => Suffix::None,
+            },
+            vol: dtar::Writer::new(Enc::new(opts.compress, opts.compress_level, opts.keys.as_ref(), t2)?),
+            vol_number: 1,
+            range: Range::default(),
+            sealed: None,
+            // Encrypted archives keep the signature tar plain until the end: the
+            // cache gets it gzipped, the backend encrypted.
+            sig: dtar::Writer::new(Enc::new(opts.compress && opts.keys.is_none(), opts.compress_level, None, t2)?),
+            manifest: manifest::header_bytes(&opts.hostname, localdir),
+            files: Vec::new(),
+            stats: Stats::default(),
+            piece: vec![0u8; PIECE],
+        })
+    }
+
+    /// Packs one change record (its content read from `input`).
+    fn record<R: BufRead>(&mut self, rec: Record, input: &mut Reader<R>) -> Result<()> {
         match rec {
             Record::Snapshot(e) if e.ftype == FileType::File => {
-                p.content(EntryType::Snapshot, &e, &mut input.content())?;
-                p.files.push(FileChange { change: Change::New, path: e.path.0.clone() });
+                self.content(EntryType::Snapshot, &e, &mut input.content())?;
+                self.files.push(FileChange { change: Change::New, path: e.path.0.clone() });
             }
-            Record::Snapshot(e) => p.special(&e)?,
+            Record::Snapshot(e) => self.special(&e)?,
             Record::Diff(e) => {
-                p.content(EntryType::Diff, &e, &mut input.content())?;
-                p.files.push(FileChange { change: Change::Changed, path: e.path.0.clone() });
+                self.content(EntryType::Diff, &e, &mut input.content())?;
+                self.files.push(FileChange { change: Change::Changed, path: e.path.0.clone() });
             }
-            Record::Signature(e) => p.signature(&e, &mut input.content())?,
+            Record::Signature(e) => self.signature(&e, &mut input.content())?,
             Record::Deleted { path, ftype } => {
-                p.deleted(&path)?;
+                self.deleted(&path)?;
                 if ftype == Some(FileType::File) {
-                    p.files.push(FileChange { change: Change::Deleted, path: path.0 });
+                    self.files.push(FileChange { change: Change::Deleted, path: path.0 });
                 }
             }
             Record::Warning { path, message } => match path {
@@ -439,8 +422,8 @@ pub fn run<R: BufRead, W: Write>(
                 return Err(Error::stream(format!("dup-pack reads change records, not {}", other.kind_name())));
             }
         }
+        Ok(())
     }
-    p.finish()
 }
 
 impl<W: Write> Pack<'_, W> {
@@ -514,9 +497,10 @@ impl<W: Write> Pack<'_, W> {
     /// backend has it with the same content, a `stored` record in its
     /// place; returns the SHA1 the backend's file has.
     fn emit_packed(&mut self, name: &str, role: FileRole, packed: (Sink, Option<String>)) -> Result<String> {
-        let (mut sink, plain) = packed;
-        let sha1 = hex(&sink.sha1.finalize_reset());
-        let len = sink.spool.len();
+        let (sink, plain) = packed;
+        let (spool, digest) = sink.finish();
+        let sha1 = hex(&digest);
+        let len = spool.len();
         if let Some(stored) = self.opts.resume.as_ref().and_then(|r| r.find(name, &sha1, plain.as_deref())) {
             let sha1 = stored.sha1.clone();
             let record = Record::File { name: name.to_string(), role, delete: false, plain, stored: Some(stored) };
@@ -525,7 +509,7 @@ impl<W: Write> Pack<'_, W> {
             self.progress.event(Event::File { name: name.into(), bytes: len, action: "resumed".into() });
             return Ok(sha1);
         }
-        self.emit(name, role, sink.spool, plain)?;
+        self.emit(name, role, spool, plain)?;
         self.progress.event(Event::File { name: name.into(), bytes: len, action: "packed".into() });
         Ok(sha1)
     }

@@ -2,6 +2,10 @@
 //! tree with the hard cases, and an exact comparison of two trees.
 #![allow(dead_code)]
 
+mod gpg;
+#[allow(unused_imports)]
+pub use gpg::*;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -21,23 +25,153 @@ pub fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
 }
 
-/// True when `cmd` is on PATH; otherwise prints why the caller skips.
+/// True when the tests must not skip: `DUP_REQUIRE_TOOLS` is set (and not
+/// `0`), as scripts/test sets it. A missing tool or test server then fails
+/// the test instead of skipping it.
+pub fn require_tools() -> bool {
+    std::env::var("DUP_REQUIRE_TOOLS").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The running test's name (libtest names its thread after it).
+pub fn test_name() -> String {
+    std::thread::current().name().unwrap_or("this test").to_string()
+}
+
+/// A test cannot run here because `what` is missing: fails it under
+/// [`require_tools`], else prints why it skips.
+pub fn skip(test: &str, what: &str) {
+    if require_tools() {
+        panic!("{test}: {what}, and DUP_REQUIRE_TOOLS is set (unset it, or set it to 0, to skip instead)");
+    }
+    eprintln!("{test}: skipped, {what}");
+}
+
+/// True when `cmd` is on PATH; otherwise skips (see [`skip`]).
 pub fn have(cmd: &str, test: &str) -> bool {
     let ok = Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("{test}: skipped, {cmd} is not installed (scripts/test installs it)");
+        skip(test, &format!("{cmd} is not installed (scripts/test installs it)"));
     }
     ok
 }
 
+/// True when every one of `cmds` is on PATH (see [`have`]).
+pub fn have_all(test: &str, cmds: &[&str]) -> bool {
+    cmds.iter().all(|c| have(c, test))
+}
+
+/// Notes (or, under [`require_tools`], fails on) a test whose loopback
+/// servers are not running.
+pub fn no_servers(test: &str) {
+    skip(test, "the test servers are not running (eval \"$(scripts/test-servers start)\")");
+}
+
+/// An environment variable, None when unset or empty.
+pub fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// `PATH` with the dup binaries first.
+pub fn bin_path() -> String {
+    format!("{}:{}", bin_dir().display(), var("PATH").unwrap_or_default())
+}
+
+/// A fresh name: `what`, the process id and the clock's nanoseconds.
+pub fn fresh(what: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{what}-{}-{nanos}", std::process::id())
+}
+
+/// A 127.0.0.1 port nothing listens on.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `url` with its 127.0.0.1 port replaced by one nothing listens on.
+pub fn with_closed_port(url: &str) -> String {
+    let re = regex::Regex::new(r"127\.0\.0\.1:\d+").unwrap();
+    re.replace(url, format!("127.0.0.1:{}", closed_port())).into_owned()
+}
+
+/// True when the tests run as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The `file://` URL of a directory.
+pub fn file_url(p: &Path) -> String {
+    format!("file://{}", p.display())
+}
+
+/// A command's stdout and stderr, as text.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Names in a directory, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    v.sort();
+    v
+}
+
+/// Runs `cmd` with `input` on its stdin (fed from a thread, so a child that
+/// writes before it reads cannot deadlock), capturing stdout and stderr.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        // The child may exit without reading it all.
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
+}
+
+/// One test's temporary directory, with paths and file:// URLs in it.
+pub struct World {
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    pub fn new() -> World {
+        World { dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// A test's prologue: its world when every one of `tools` is on PATH;
+    /// else None, the test skipped (failed under [`require_tools`]).
+    pub fn needing(tools: &[&str]) -> Option<World> {
+        have_all(&test_name(), tools).then(World::new)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `name` in the directory.
+    pub fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The `file://` URL of `name` in the directory.
+    pub fn url(&self, name: &str) -> String {
+        file_url(&self.p(name))
+    }
+}
+
 /// Runs a shell command line (bash, pipefail) with the dup binaries first on PATH.
 pub fn sh(cwd: &Path, script: &str) -> Output {
-    let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
     Command::new("bash")
         .arg("-c")
         .arg(format!("set -o pipefail; {script}"))
         .current_dir(cwd)
-        .env("PATH", path)
+        .env("PATH", bin_path())
         .env("LANG", "C.UTF-8")
         .env("DUP_BIN", bin_dir())
         .stdin(Stdio::null())
@@ -275,7 +409,7 @@ pub fn interrupt_after_three_volumes(
     let mut child = Command::new("bash")
         .args(["-c", &stalled])
         .current_dir(cwd)
-        .env("PATH", format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default()))
+        .env("PATH", bin_path())
         .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -89,15 +89,9 @@ pub enum CheckStatus {
 }
 
 impl CheckStatus {
+    /// Its name in the check record (`ok`, `auth_refused`, ...).
     pub fn as_str(self) -> &'static str {
-        match self {
-            CheckStatus::Ok => "ok",
-            CheckStatus::Unreachable => "unreachable",
-            CheckStatus::AuthRefused => "auth_refused",
-            CheckStatus::PermissionDenied => "permission_denied",
-            CheckStatus::NotFound => "not_found",
-            CheckStatus::Failed => "failed",
-        }
+        crate::names::variant_name(&self)
     }
 
     pub(super) fn phrase(self) -> &'static str {

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use super::{Content, Reporter, Target, show};
 use crate::dupfmt::index;
 use crate::error::{Error, Kind, Result};
+use crate::io::owners;
 use crate::record::{Entry, FileType};
 
 /// An open directory of the tree being written, with the metadata it gets
@@ -600,40 +601,12 @@ impl Owners {
         }
         let uid = match e.uname.as_str() {
             "" => None,
-            n => *self.users.entry(n.to_string()).or_insert_with(|| lookup(n, true)),
+            n => *self.users.entry(n.to_string()).or_insert_with(|| owners::user_id(n)),
         };
         let gid = match e.gname.as_str() {
             "" => None,
-            n => *self.groups.entry(n.to_string()).or_insert_with(|| lookup(n, false)),
+            n => *self.groups.entry(n.to_string()).or_insert_with(|| owners::group_id(n)),
         };
         (uid.unwrap_or(e.uid), gid.unwrap_or(e.gid))
-    }
-}
-
-/// The id of a user (`user`) or group name in the local databases.
-fn lookup(name: &str, user: bool) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    let mut buf: Vec<libc::c_char> = vec![0; 16 << 10];
-    loop {
-        let r;
-        let id;
-        if user {
-            // SAFETY: zeroed passwd is valid; getpwnam_r writes into our buffers.
-            let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-            let mut res: *mut libc::passwd = std::ptr::null_mut();
-            r = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
-            id = (!res.is_null()).then_some(pw.pw_uid);
-        } else {
-            // SAFETY: as above, for groups.
-            let mut gr: libc::group = unsafe { std::mem::zeroed() };
-            let mut res: *mut libc::group = std::ptr::null_mut();
-            r = unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut res) };
-            id = (!res.is_null()).then_some(gr.gr_gid);
-        }
-        if r == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        return if r == 0 { id } else { None };
     }
 }

@@ -306,11 +306,7 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
         .flat_map(|p| &p.volumes)
         .filter(|v| !v.missing && archive.naming.parse(&v.name).is_some_and(|f| f.encrypted()))
     {
-        let keys = archive.keys.as_ref().ok_or_else(|| {
-            Error::new(Kind::Crypto, format!("{} is encrypted, and no passphrase or key was given", v.name))
-                .hint("set PASSPHRASE, or pass --passphrase-file, --passphrase-fd or --key-file")
-        })?;
-        match crate::crypto::check_decryptable(keys, &v.name, archive.storage.reader(&v.name)?) {
+        match crate::crypto::check_decryptable(archive.keys_for(&v.name)?, &v.name, archive.storage.reader(&v.name)?) {
             Ok(()) => break,
             Err(e) if e.kind == Kind::Corrupt => log::debug!("{}", e.message),
             Err(e) => return Err(e),

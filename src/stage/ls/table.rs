@@ -1,7 +1,8 @@
 //! The human view of a record stream: one line per record, content shown as
 //! its length rather than its bytes.
 
-use crate::record::{Entry, FileRole, FileType, Record, SetInfo, SetStatus, SetType, StreamKind};
+use crate::names::variant_name;
+use crate::record::{Entry, FileType, Record, SetInfo};
 
 /// `ls -l`-style type and permission string.
 pub fn mode_string(ftype: FileType, mode: u32) -> String {
@@ -92,16 +93,7 @@ fn entry_line(kind: &str, e: &Entry, content: Option<u64>) -> String {
 
 /// A set as a line: status, type, time, volumes.
 pub fn set_line(s: &SetInfo) -> String {
-    let t = match s.set_type {
-        SetType::Full => "full",
-        SetType::Inc => "inc",
-    };
-    let status = match s.status {
-        SetStatus::Primary => "primary",
-        SetStatus::Secondary => "secondary",
-        SetStatus::Orphaned => "orphaned",
-        SetStatus::Incomplete => "incomplete",
-    };
+    let (t, status) = (variant_name(&s.set_type), variant_name(&s.status));
     let chain = s.chain.map(|c| format!("chain {c}")).unwrap_or_default();
     format!(
         "{:<9} {status:<10} {chain:<8} {t:<4} {}  {:>5} volumes",
@@ -127,13 +119,7 @@ pub fn check_line(c: &crate::io::storage::Check) -> String {
 pub fn line(rec: &Record, content: Option<u64>) -> String {
     match rec {
         Record::Header { stream, version, producer, source, .. } => {
-            let s = match stream {
-                StreamKind::Entries => "entries",
-                StreamKind::Signatures => "signatures",
-                StreamKind::Changes => "changes",
-                StreamKind::Files => "files",
-                StreamKind::Listing => "listing",
-            };
+            let s = variant_name(stream);
             match source {
                 Some(src) => format!("# {s} stream, version {version}, from {producer}, source {src}"),
                 None => format!("# {s} stream, version {version}, from {producer}"),
@@ -150,12 +136,7 @@ pub fn line(rec: &Record, content: Option<u64>) -> String {
             format!("{:<9} {} bytes{}", "chunk", data.0.len(), if *last { " (last)" } else { "" })
         }
         Record::File { name, role, delete, stored, .. } => {
-            let role = match role {
-                FileRole::Volume => "volume",
-                FileRole::Signature => "signature",
-                FileRole::Manifest => "manifest",
-                FileRole::Cache => "cache",
-            };
+            let role = variant_name(role);
             match (delete, stored, content) {
                 (true, _, _) => format!("{:<9} delete {role:<9} {name}", "file"),
                 (false, Some(s), _) => format!("{:<9} stored {role:<9} {name}  ({} bytes, resumed)", "file", s.size),

@@ -3,10 +3,8 @@
 //! its manifest.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Read};
 use std::sync::mpsc::SyncSender;
-
-use sha1::{Digest, Sha1};
 
 use super::upload::{Job, Put};
 use crate::dupfmt::manifest::Manifest;
@@ -14,7 +12,7 @@ use crate::dupfmt::names::FileName;
 use crate::error::{Error, Result, content_error};
 use crate::io::cache::cache_name;
 use crate::io::cache::journal::Journal;
-use crate::io::spool::Spool;
+use crate::io::spool::{HashingSpool, Spool};
 use crate::progress::Event;
 use crate::record::{FileRole, Reader, Record, Stored};
 
@@ -24,6 +22,8 @@ pub(super) struct Feed<'p, 'a> {
     pub(super) put: &'p Put<'a>,
     /// The backend's files and sizes, listed before the first upload.
     pub(super) remote: Option<HashMap<String, u64>>,
+    /// The manifests in `remote`: the sets already published.
+    pub(super) published: Vec<FileName>,
     /// SHA1 of each file stored or skipped since the last manifest.
     pub(super) handled: HashMap<String, String>,
     /// The plaintext of the encrypted manifest that comes next.
@@ -85,9 +85,10 @@ impl Feed<'_, '_> {
                 let role = format!("{role:?}").to_lowercase();
                 return Err(Error::stream(format!("{name} is sent as a {role} but is not named like one")));
             }
-            let mut sink = Hashing { spool: Spool::new(), sha1: Sha1::new() };
+            let mut sink = HashingSpool::new();
             io::copy(&mut input.content(), &mut sink).map_err(|e| content_error(&name, e))?;
-            let (spool, sha1) = sink.finish();
+            let (spool, digest) = sink.finish();
+            let sha1 = crate::dupfmt::hex(&digest);
             if role == FileRole::Manifest {
                 self.put.wait_idle()?;
                 self.publish(&name, &parsed, spool)?;
@@ -127,11 +128,12 @@ impl Feed<'_, '_> {
             if let Some(cache) = self.put.cache {
                 let _ = self.put.journal.set(Journal::open(cache, &listing)?);
             }
+            // Parsed once: every file stored is checked against them.
+            self.published =
+                listing.keys().filter_map(|n| self.put.naming.parse(n)).filter(|o| o.is_manifest()).collect();
             self.remote = Some(listing);
         }
-        let published = self.remote.as_ref().is_some_and(|r| {
-            r.keys().any(|n| self.put.naming.parse(n).is_some_and(|o| o.is_manifest() && o.same_set(f)))
-        });
+        let published = self.published.iter().any(|o| o.same_set(f));
         if published {
             return Err(Error::other(format!(
                 "{name}: its set is already published (its manifest is on the backend); not replacing its files"
@@ -313,28 +315,5 @@ impl Feed<'_, '_> {
         drop(st);
         self.put.progress.event(Event::File { name: name.into(), bytes: n, action: "stored".into() });
         Ok(())
-    }
-}
-
-/// A spool that hashes what it is given.
-pub(super) struct Hashing {
-    pub(super) spool: Spool,
-    pub(super) sha1: Sha1,
-}
-
-impl Write for Hashing {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.spool.write(buf)?;
-        self.sha1.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Hashing {
-    pub(super) fn finish(self) -> (Spool, String) {
-        (self.spool, crate::dupfmt::hex(&self.sha1.finalize()))
     }
 }

@@ -104,6 +104,7 @@ pub fn run_with<R: BufRead>(
     let mut feed = Feed {
         put: &put,
         remote: None,
+        published: Vec::new(),
         handled: HashMap::new(),
         sizes: HashMap::new(),
         backend_failed: false,

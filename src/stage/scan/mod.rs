@@ -22,6 +22,7 @@ use std::os::unix::ffi::OsStrExt;
 use self::select::{Candidate, Root, Selection, Verdict};
 use crate::dupfmt::index;
 use crate::error::{Error, Result};
+use crate::io::owners;
 use crate::record::{Entry, FileType, PathBytes, Record};
 
 /// What a walk emitted.
@@ -608,45 +609,10 @@ struct Owners {
 
 impl Owners {
     fn user(&mut self, uid: u32) -> &str {
-        self.users.entry(uid).or_insert_with(|| {
-            // SAFETY: getpwuid_r writes only into `pw` and `buf` (of the given length).
-            lookup(
-                |pw: *mut libc::passwd, buf, len, res| unsafe { libc::getpwuid_r(uid, pw, buf, len, res) },
-                |pw| pw.pw_name,
-            )
-        })
+        self.users.entry(uid).or_insert_with(|| owners::user_name(uid))
     }
 
     fn group(&mut self, gid: u32) -> &str {
-        self.groups.entry(gid).or_insert_with(|| {
-            // SAFETY: getgrgid_r writes only into `gr` and `buf` (of the given length).
-            lookup(
-                |gr: *mut libc::group, buf, len, res| unsafe { libc::getgrgid_r(gid, gr, buf, len, res) },
-                |gr| gr.gr_name,
-            )
-        })
-    }
-}
-
-/// Runs a `get*_r` lookup, growing its buffer as needed; "" when not found.
-fn lookup<T>(
-    call: impl Fn(*mut T, *mut c_char, usize, *mut *mut T) -> c_int,
-    name: impl Fn(&T) -> *const c_char,
-) -> String {
-    let mut buf = vec![0 as c_char; 1024];
-    loop {
-        // SAFETY: T is a plain C struct (passwd/group), valid when zeroed.
-        let mut rec: T = unsafe { std::mem::zeroed() };
-        let mut res: *mut T = std::ptr::null_mut();
-        let rc = call(&mut rec, buf.as_mut_ptr(), buf.len(), &mut res);
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 || res.is_null() || name(&rec).is_null() {
-            return String::new();
-        }
-        // SAFETY: on success the name points to a NUL-terminated string in `buf`.
-        return unsafe { CStr::from_ptr(name(&rec)) }.to_string_lossy().into_owned();
+        self.groups.entry(gid).or_insert_with(|| owners::group_name(gid))
     }
 }
