@@ -461,21 +461,33 @@ impl Index {
         Ok(Entries { file: self.file, cursor })
     }
 
-    /// The entries at `prefix` and under it.
-    pub fn within(mut self, prefix: &[u8]) -> Result<Vec<IndexEntry>> {
+    /// Hands `f` the entries at `prefix` and under it, in order, while it
+    /// returns true; only the blocks from the one holding `prefix` are read.
+    pub fn within(mut self, prefix: &[u8], mut f: impl FnMut(IndexEntry) -> bool) -> Result<()> {
         // The last block starting at or before the prefix.
         let b = self.table.partition_point(|(_, first)| index::cmp(first, prefix).is_le());
         let cursor = self.cursor(b.saturating_sub(1))?;
         let mut it = Entries { file: self.file, cursor };
-        let mut out = Vec::new();
         while let Some(e) = it.next()? {
             if index::is_within(&e.entry.path.0, prefix) {
-                out.push(e);
+                if !f(e) {
+                    break;
+                }
             } else if index::cmp(&e.entry.path.0, prefix).is_gt() {
                 break;
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Whether the set has an entry at `prefix` or under it.
+    pub fn holds(self, prefix: &[u8]) -> Result<bool> {
+        let mut found = false;
+        self.within(prefix, |_| {
+            found = true;
+            false
+        })?;
+        Ok(found)
     }
 }
 
@@ -727,12 +739,29 @@ mod tests {
             assert_eq!(it.next().unwrap().as_ref(), Some(e));
         }
         assert!(it.next().unwrap().is_none());
-        let got = Index::open(&cache, "sig").unwrap().within(b"d33").unwrap();
+        let mut got = Vec::new();
+        Index::open(&cache, "sig")
+            .unwrap()
+            .within(b"d33", |e| {
+                got.push(e);
+                true
+            })
+            .unwrap();
         let want: Vec<_> = entries.iter().filter(|e| index::is_within(&e.entry.path.0, b"d33")).cloned().collect();
         assert_eq!(got, want);
         assert_eq!(got.len(), 300);
-        let one = Index::open(&cache, "sig").unwrap().within(paths[12345].as_bytes()).unwrap();
+        let mut one = Vec::new();
+        Index::open(&cache, "sig")
+            .unwrap()
+            .within(paths[12345].as_bytes(), |e| {
+                one.push(e);
+                true
+            })
+            .unwrap();
         assert_eq!(one, vec![entries[12345].clone()]);
+        assert!(Index::open(&cache, "sig").unwrap().holds(b"d33").unwrap());
+        assert!(!Index::open(&cache, "sig").unwrap().holds(b"d33/nothing").unwrap());
+        assert!(!Index::open(&cache, "sig").unwrap().holds(b"e").unwrap());
 
         // One flipped byte in a block: found by verify.
         let p = cache.path(&index_name("sig"));
