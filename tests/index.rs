@@ -1,4 +1,4 @@
-//! The cache's per-set file index (`dup-index.<signature>`): written when
+//! The cache's per-set file index (`dup-index.<signature>.idx`): written when
 //! dup-put publishes a set, rebuilt by dup-sync (also for archives duplicity
 //! wrote), read by `dup-ls --files` and `dup-get --path`, ignored with a
 //! warning when damaged; listings and restores are the same with and
@@ -159,12 +159,19 @@ fn written_at_publish_read_rebuilt_and_ignored_when_damaged() {
     assert_eq!(fs::read(&one).unwrap(), fs::read(src.join("exact64k.bin")).unwrap());
     assert!(err.contains("damaged"), "{err}");
     assert_eq!(fetched, 2);
-    for f in &ix {
-        fs::remove_file(f).unwrap();
-    }
+    // dup-sync rebuilds damaged ones too.
     sh_ok(t, &format!("dup-sync {c} {}", q(&u)));
-    assert_eq!(ls(t, &c, &u).0, with);
+    let (rebuilt, err) = ls(t, &c, &u);
+    assert_eq!(rebuilt, with);
+    assert!(!err.contains("damaged"), "{err}");
     assert_eq!(ls(t, &ct, &u).0, at_full);
+    // Deleting a signature's set removes its index (dup-put), and one left
+    // without its signature goes with the next dup-sync.
+    let stray = ix[0].with_file_name("dup-index.duplicity-full-signatures.20200101T000000Z.sigtar.gz.idx");
+    fs::copy(&ix[0], &stray).unwrap();
+    sh_ok(t, &format!("dup-sync {c} {}", q(&u)));
+    assert!(!stray.exists());
+    assert_eq!(indexes(&cache).len(), 2);
 }
 
 #[test]
@@ -202,7 +209,7 @@ fn dup_sync_indexes_what_duplicity_wrote() {
             fs::rename(&f, t.join(f.file_name().unwrap())).unwrap();
         }
         sh_ok(t, &format!("dup-get {c} --path {p} {} {}", q(&u), q(&b)));
-        sh_ok(t, &format!("mv {}/dup-index.* {}/n/", q(t), q(&cache)));
+        sh_ok(t, &format!("mv {}/dup-index.*.idx {}/n/", q(t), q(&cache)));
         same(&a, &b);
         same(&src.join(p), &a);
         let _ = sh(t, &format!("rm -rf {} {}", q(&a), q(&b)));
@@ -230,6 +237,7 @@ fn encrypted_one_path_is_restored_only_after_the_integrity_check() {
     sh_ok(t, &format!("{env} dup-scan {s} | dup-delta | dup-pack | dup-put {c} {u}", s = q(&src), u = q(&u)));
     let one = t.join("one");
     let get = |dest: &Path| sh(t, &format!("{env} dup-get {c} --path exact64k.bin {} {}", q(&u), q(dest)));
+    assert_eq!(indexes(&cache).len(), 1, "indexed at publish, encrypted too");
     let o = get(&one);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(fs::read(&one).unwrap(), fs::read(src.join("exact64k.bin")).unwrap());

@@ -74,8 +74,9 @@ pub fn run(archive: &Archive, progress: &dyn Progress) -> Result<Stats> {
 }
 
 /// Removes the indexes of signatures the cache no longer holds, and
-/// (re)builds those missing or made from another copy of their signature
-/// (see [`index`]); a signature that cannot be indexed is only a warning.
+/// (re)builds those missing, damaged or made from another copy of their
+/// signature (see [`index`]); a signature that cannot be indexed is only a
+/// warning.
 fn reindex(archive: &Archive, stats: &mut Stats) -> Result<()> {
     let (cache, naming) = (&archive.cache, &archive.naming);
     let names = cache.list()?;
@@ -89,14 +90,14 @@ fn reindex(archive: &Archive, stats: &mut Stats) -> Result<()> {
     }
     for name in &names {
         let Some(f) = naming.parse(name) else { continue };
-        if !f.is_signature() || index::is_fresh(cache, name) {
+        if !f.is_signature() || index::is_sound(cache, name) {
             continue;
         }
         let kind = if f.kind.is_full() { FileKind::FullManifest } else { FileKind::IncManifest };
         let manifest_name = naming.format(&FileName { kind, suffix: Suffix::None, partial: false, ..f });
         let manifest = std::fs::read(cache.path(&manifest_name)).ok().and_then(|t| Manifest::parse(&t).ok());
         index::build_for_set(cache, naming, &FileName { kind, ..f }, manifest.as_ref());
-        if index::is_fresh(cache, name) {
+        if index::is_sound(cache, name) {
             stats.indexed.push(name.clone());
         }
     }

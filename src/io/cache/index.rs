@@ -4,7 +4,7 @@
 //! decompressing or parsing the signature tar (`dup-ls --files`,
 //! `dup-get --path`).
 //!
-//! One file per cached signature, `dup-index.<signature's cache name>`
+//! One file per cached signature, `dup-index.<signature's cache name>.idx`
 //! (duplicity, sharing the cache, does not take it for one of its files).
 //! Layout, integers little-endian:
 //!
@@ -55,12 +55,12 @@ const MAX_BLOCK: u32 = 16 << 20;
 
 /// The index's name for a cached signature.
 pub fn index_name(sig_cache_name: &str) -> String {
-    format!("dup-index.{sig_cache_name}")
+    format!("dup-index.{sig_cache_name}.idx")
 }
 
 /// The cached signature an index file is for, if `name` is an index's.
 pub fn indexed_sig(name: &str) -> Option<&str> {
-    name.strip_prefix("dup-index.")
+    name.strip_prefix("dup-index.")?.strip_suffix(".idx")
 }
 
 /// One entry of a set.
@@ -300,13 +300,10 @@ pub fn build_for_set(cache: &Cache, naming: &Naming, f: &FileName, manifest: Opt
     }
 }
 
-/// Whether the index of `sig` is there and made from the signature the
-/// cache holds now (its header only is read).
-pub fn is_fresh(cache: &Cache, sig: &str) -> bool {
-    let Ok(st) = stamp(cache, sig) else { return false };
-    let Ok(mut f) = cache.open_file(&index_name(sig)) else { return false };
-    let mut head = [0u8; HEADER_LEN as usize];
-    f.read_exact(&mut head).is_ok() && head_matches(&head, st)
+/// Whether the index of `sig` is there, made from the signature the cache
+/// holds now, and sound (every checksum is read).
+pub fn is_sound(cache: &Cache, sig: &str) -> bool {
+    Index::open(cache, sig).is_ok_and(|mut ix| ix.verify().is_ok())
 }
 
 fn head_matches(head: &[u8; HEADER_LEN as usize], st: (u64, i64)) -> bool {
@@ -730,7 +727,7 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        assert!(is_fresh(&cache, "sig"));
+        assert!(is_sound(&cache, "sig"));
         let mut ix = Index::open(&cache, "sig").unwrap();
         assert!(ix.table.len() > 5, "several blocks");
         ix.verify().unwrap();
@@ -771,9 +768,10 @@ mod tests {
         // Rewriting the file kept the signature's stamp: only the content is wrong.
         let mut ix = Index::open(&cache, "sig").unwrap();
         assert!(matches!(ix.verify(), Err(Unusable::Damaged(_))));
+        assert!(!is_sound(&cache, "sig"));
         // Another signature file: stale, not damaged.
         cache.write("sig", &b"xy"[..]).unwrap();
-        assert!(!is_fresh(&cache, "sig"));
+        assert!(!is_sound(&cache, "sig"));
         assert!(matches!(Index::open(&cache, "sig"), Err(Unusable::Missing)));
         let _ = std::fs::remove_dir_all(base);
     }

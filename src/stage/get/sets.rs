@@ -496,7 +496,16 @@ fn open_staged(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) ->
         }
     }
     drop(tar);
-    io::copy(&mut plain.clone(), &mut io::sink()).map_err(staging)?;
+    let mut rest = plain.clone();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match rest.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(staging(e)),
+        }
+    }
     let (h, total) = std::mem::take(&mut *hashed.lock().map_err(|_| Error::corrupt("hash poisoned"))?);
     check_hash(v, h)?;
     rep.fetched(&v.name, total);
