@@ -242,7 +242,12 @@ fn encrypted_one_path_is_restored_only_after_the_integrity_check() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(fs::read(&one).unwrap(), fs::read(src.join("exact64k.bin")).unwrap());
 
-    // Small volumes: a file in several of them, a directory.
+    // Small volumes: a file in several of them, directories (one with more
+    // entries than are kept aside per volume: its volumes are staged whole).
+    fs::create_dir(src.join("many")).unwrap();
+    for i in 0..4200 {
+        fs::write(src.join("many").join(format!("f{i:04}")), format!("{i}\n")).unwrap();
+    }
     let (arch2, cache2) = (t.join("arch2"), t.join("cache2"));
     let (u2, c2) = (url(&arch2), format!("--archive-dir {}", q(&cache2)));
     sh_ok(t, &format!("{env} dup-scan {} | dup-delta | dup-pack --volsize 1 | dup-put {c2} {}", q(&src), q(&u2)));
@@ -250,7 +255,7 @@ fn encrypted_one_path_is_restored_only_after_the_integrity_check() {
         fs::read_dir(&arch2).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(".vol4.")),
         "big.bin spans volumes"
     );
-    for p in ["big.bin", "dir1", "exact64k.bin", "a"] {
+    for p in ["big.bin", "dir1", "exact64k.bin", "a", "many"] {
         let d = t.join(format!("p-{}", p.replace('/', "_")));
         sh_ok(t, &format!("{env} dup-get {c2} --path {} {} {}", q(p), q(&u2), q(&d)));
         same(&src.join(p), &d);
