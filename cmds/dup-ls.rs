@@ -10,7 +10,6 @@ use dup::error::{Error, Result};
 use dup::record::{self, Encoding, Record, StreamHead, StreamKind};
 use dup::stage::ls::retention::{self, Policy};
 use dup::stage::ls::{status, table};
-use dup::stage::sig::SigState;
 
 /// List the backup sets of the archive at URL (collection status), or with
 /// --files the files present at a time, read from the signatures alone (no
@@ -167,7 +166,7 @@ fn list(args: &Args, url: &str) -> Result<Status> {
     }
     if args.files {
         let t = args.time.as_deref().map(|s| time::parse_time(s, time::now())).transpose()?;
-        let mut state = SigState::at(&coll, t, &a)?;
+        let mut state = dup::stage::ls::files::Files::at(&coll, t, &a)?;
         if table {
             while let Some(e) = state.next()? {
                 let mut line = time::pretty(e.mtime).into_bytes();

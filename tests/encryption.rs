@@ -268,7 +268,8 @@ fn assert_nothing_restored(dest: &Path) {
 }
 
 /// Fails if a run left temporary files: TMPDIR must be empty, and the
-/// cache must hold nothing but the cache files and its lock and journal.
+/// cache must hold nothing but the cache files and their indexes, its lock
+/// and journal.
 fn assert_no_temp_files(w: &EncWorld, cache: &str) {
     let tmp = names(&w.p("tmp"));
     assert!(tmp.is_empty(), "left in TMPDIR: {tmp:?}");
@@ -278,7 +279,8 @@ fn assert_no_temp_files(w: &EncWorld, cache: &str) {
             || n == "dup-put.journal"
             || n.ends_with(".manifest")
             || n.ends_with(".sigtar.gz")
-            || n.ends_with(".sigtar");
+            || n.ends_with(".sigtar")
+            || (n.starts_with("dup-index.") && n.ends_with(".idx"));
         assert!(ok, "left in the cache: {}", f.display());
     }
 }

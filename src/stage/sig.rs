@@ -31,7 +31,7 @@ impl Source {
     }
 }
 
-fn decode(item: &Item) -> Result<(EntryType, Entry)> {
+pub(crate) fn decode(item: &Item) -> Result<(EntryType, Entry)> {
     let name = parse_entry_name(&item.name)?;
     let mut e = item.meta.to_entry(&name.index, item.size)?;
     match name.kind {

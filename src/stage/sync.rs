@@ -10,15 +10,18 @@ use flate2::Compression;
 use flate2::read::GzEncoder;
 
 use crate::archive::Archive;
-use crate::dupfmt::names::{FileName, Naming, Suffix};
+use crate::dupfmt::manifest::Manifest;
+use crate::dupfmt::names::{FileKind, FileName, Naming, Suffix};
 use crate::error::{Error, Result};
-use crate::io::cache::cache_name;
+use crate::io::cache::{cache_name, index};
 use crate::progress::{Event, Progress};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
     pub copied: Vec<String>,
     pub removed: Vec<String>,
+    /// Signatures whose index was (re)built.
+    pub indexed: Vec<String>,
 }
 
 /// A metadata file's key: its name without suffix or partial marker.
@@ -66,7 +69,39 @@ pub fn run(archive: &Archive, progress: &dyn Progress) -> Result<Stats> {
         progress.event(Event::File { name: name.clone(), bytes: n, action: "cached".into() });
         stats.copied.push(name.clone());
     }
+    reindex(archive, &mut stats)?;
     Ok(stats)
+}
+
+/// Removes the indexes of signatures the cache no longer holds, and
+/// (re)builds those missing, damaged or made from another copy of their
+/// signature (see [`index`]); a signature that cannot be indexed is only a
+/// warning.
+fn reindex(archive: &Archive, stats: &mut Stats) -> Result<()> {
+    let (cache, naming) = (&archive.cache, &archive.naming);
+    let names = cache.list()?;
+    for name in &names {
+        if let Some(sig) = index::indexed_sig(name)
+            && names.binary_search_by(|n| n.as_str().cmp(sig)).is_err()
+        {
+            cache.remove(name)?;
+            stats.removed.push(name.clone());
+        }
+    }
+    for name in &names {
+        let Some(f) = naming.parse(name) else { continue };
+        if !f.is_signature() || index::is_sound(cache, name) {
+            continue;
+        }
+        let kind = if f.kind.is_full() { FileKind::FullManifest } else { FileKind::IncManifest };
+        let manifest_name = naming.format(&FileName { kind, suffix: Suffix::None, partial: false, ..f });
+        let manifest = std::fs::read(cache.path(&manifest_name)).ok().and_then(|t| Manifest::parse(&t).ok());
+        index::build_for_set(cache, naming, &FileName { kind, ..f }, manifest.as_ref());
+        if index::is_sound(cache, name) {
+            stats.indexed.push(name.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Turns a decompression error into one that names the file.

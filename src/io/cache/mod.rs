@@ -3,6 +3,7 @@
 //! `.sigtar.gz` signatures, so `--archive-dir ~/.cache/duplicity` shares
 //! duplicity's own cache.
 
+pub mod index;
 pub mod journal;
 
 use std::collections::HashMap;
@@ -193,6 +194,22 @@ impl Cache {
             f.flush().and_then(|_| f.sync_all()).context(format!("writing {}", tmp.display()))?;
             fs::rename(&tmp, &dest).context(format!("renaming {} into place", dest.display()))?;
             Ok(n)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Writes a file atomically, as [`Cache::write`], with what `fill` writes.
+    pub fn write_with(&self, name: &str, fill: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+        let tmp = self.path(&format!("{}{name}.{}", crate::io::storage::TEMP_PREFIX, std::process::id()));
+        let dest = self.path(name);
+        let result = (|| -> Result<()> {
+            let mut f = File::create(&tmp).context(format!("creating {}", tmp.display()))?;
+            fill(&mut f)?;
+            f.sync_all().context(format!("writing {}", tmp.display()))?;
+            fs::rename(&tmp, &dest).context(format!("renaming {} into place", dest.display()))
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);

@@ -27,7 +27,7 @@ use crate::archive::Archive;
 use crate::dupfmt::collection::BackupSet;
 use crate::dupfmt::index;
 use crate::dupfmt::manifest::Manifest;
-use crate::dupfmt::names::FileKind;
+use crate::dupfmt::names::{FileKind, FileName, Suffix};
 use crate::dupfmt::rsync;
 use crate::dupfmt::tar::EntryType;
 use crate::error::{Error, Kind, Result, content_error};
@@ -381,6 +381,9 @@ fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan
     let numbers: Vec<u64> = if manifest.volumes.is_empty() {
         // An old or odd manifest without volume blocks: read every volume, unchecked.
         set.volumes.keys().copied().collect()
+    } else if prefix != index::ROOT && !set.partial && indexed_absent(archive, set, prefix) {
+        // The cache's index of its signature says the set has nothing there.
+        Vec::new()
     } else {
         manifest.volumes_for(prefix)
     };
@@ -410,6 +413,33 @@ fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan
         set.volumes.iter().filter(|(n, _)| !manifest.volumes.contains_key(n)).map(|(_, name)| name.clone()).collect()
     };
     Ok(SetPlan { volumes, localdir: manifest.localdir, unlisted })
+}
+
+/// Whether the cache's index of the set's signature (when there is a
+/// sound one) says the set holds no entry at `prefix` or under it: its
+/// volumes then have none either, and need not be fetched.
+fn indexed_absent(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> bool {
+    use crate::io::cache::index::{Index, Unusable, sig_of_set};
+    let kind = if set.kind == crate::dupfmt::collection::SetKind::Full {
+        FileKind::FullManifest
+    } else {
+        FileKind::IncManifest
+    };
+    let mut f = FileName::new(kind, set.start_time, set.end_time, Suffix::None);
+    f.short = archive.naming.options().short;
+    let sig = sig_of_set(&archive.naming, &f);
+    let holds = match Index::open(&archive.cache, &sig) {
+        Ok(ix) => ix.holds(prefix).map_err(|e| e.message),
+        Err(Unusable::Missing) => return false,
+        Err(Unusable::Damaged(m)) => Err(m),
+    };
+    match holds {
+        Ok(h) => !h,
+        Err(m) => {
+            log::warn!("{m}; reading the set's volumes that may hold {} (dup-sync rebuilds it)", show(prefix));
+            false
+        }
+    }
 }
 
 /// The manifest of a set: the cache's copy, else the backend's.

@@ -214,7 +214,7 @@ impl<'a> SetStream<'a> {
                 let Some(v) = self.volumes.pop_front() else {
                     return Raw::End;
                 };
-                match open_volume(self.archive, &v, rep) {
+                match open_volume(self.archive, &v, &self.prefix, rep) {
                     Ok((stream, rest)) => self.tar = Some(Volume { stream, name: v.name, rest, range: v.range }),
                     Err(e) if e.kind == Kind::Unwritable => {
                         // The staging disk is full: not the volume's fault.
@@ -283,7 +283,7 @@ impl Data for SetStream<'_> {
                     self.in_data = false;
                     return Err(lost("the volume holding it is gone".into()));
                 };
-                match stream.data().read(buf) {
+                match stream.read_data(buf) {
                     Ok(0) => self.data_open = false,
                     Ok(n) => return Ok(n),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -379,7 +379,7 @@ impl Read for ContentRead<'_> {
 /// An open volume: its entries, read by a [`TarStream`] thread, and the
 /// decompressed input they are parsed from.
 struct Volume {
-    stream: TarStream,
+    stream: Entries,
     name: String,
     rest: Shared,
     /// See [`VolPlan::range`].
@@ -420,11 +420,159 @@ impl Read for Shared {
     }
 }
 
+/// A volume's entries: read as the volume is, or staged (see [`open_staged`]).
+enum Entries {
+    Tar(TarStream),
+    Staged(Staged),
+}
+
+/// The entries a volume holds at a prefix (and the first one past it),
+/// their data in a temporary file.
+struct Staged {
+    items: VecDeque<(Item, u64, u64)>,
+    data: File,
+    /// Offset and end of the current entry's data.
+    at: u64,
+    end: u64,
+}
+
+impl Entries {
+    fn next_item(&mut self) -> Result<Option<Item>> {
+        match self {
+            Entries::Tar(t) => t.next_item(),
+            Entries::Staged(s) => Ok(s.items.pop_front().map(|(item, off, len)| {
+                (s.at, s.end) = (off, off + len);
+                item
+            })),
+        }
+    }
+
+    fn read_data(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Entries::Tar(t) => t.data().read(buf),
+            Entries::Staged(s) => {
+                use std::os::unix::fs::FileExt;
+                let want = buf.len().min((s.end - s.at) as usize);
+                if want == 0 {
+                    return Ok(0);
+                }
+                let n = s.data.read_at(&mut buf[..want], s.at)?;
+                if n == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "staged entry data ended early"));
+                }
+                s.at += n as u64;
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// More entries than this at a prefix in one volume: the volume's whole
+/// plaintext is staged instead (the entries' metadata is held in memory).
+const MAX_STAGED: usize = 4096;
+
+/// Reads an encrypted volume for a part of the backup (`prefix`): decrypts
+/// it as it is downloaded, keeps the entries at the prefix (data in a
+/// temporary file) and the first entry past it, then decrypts the rest
+/// without parsing it, for the integrity check (MDC) and the signature at
+/// its end, and checks the manifest's hash. Nothing is handed out before
+/// all of that passed. `None`: too many entries; stage the whole volume.
+fn open_staged(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) -> Result<Option<(Entries, Shared)>> {
+    let hashed = Arc::new(Mutex::new((v.hash.as_ref().map(|(k, _)| Hasher::new(k)), 0u64)));
+    let src = HashRead { r: archive.storage.reader(&v.name)?, h: hashed.clone() };
+    let plain = Shared(Arc::new(Mutex::new(archive.plaintext(&v.name, src)?)));
+    let mut tar = TarStream::new(plain.clone(), &v.name);
+    let mut data = crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
+    let mut items = VecDeque::new();
+    let mut off = 0u64;
+    let staging = |e: io::Error| match crate::error::carried(e) {
+        Ok(err) => err,
+        Err(e) if crate::error::is_unwritable(&e) => Error::io(format!("{}: staging its entries", v.name), e),
+        Err(e) => Error::corrupt(format!("{}: {e}", v.name)),
+    };
+    while let Some(item) = tar.next_item()? {
+        let name = parse_entry_name(&item.name).ok();
+        let past =
+            name.as_ref().is_some_and(|n| index::cmp(&n.index, prefix).is_gt() && !index::is_within(&n.index, prefix));
+        if name.as_ref().is_some_and(|n| !index::is_within(&n.index, prefix)) && !past {
+            continue;
+        }
+        let len = if past { 0 } else { io::copy(&mut tar.data(), &mut data).map_err(staging)? };
+        items.push_back((item, off, len));
+        off += len;
+        if past {
+            break;
+        }
+        if items.len() > MAX_STAGED {
+            return Ok(None);
+        }
+    }
+    drop(tar);
+    let mut rest = plain.clone();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match rest.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(staging(e)),
+        }
+    }
+    let (h, total) = std::mem::take(&mut *hashed.lock().map_err(|_| Error::corrupt("hash poisoned"))?);
+    check_hash(v, h)?;
+    rep.fetched(&v.name, total);
+    let rest = Shared(Arc::new(Mutex::new(Box::new(io::empty()))));
+    Ok(Some((Entries::Staged(Staged { items, data, at: 0, end: 0 }), rest)))
+}
+
+/// Counts and hashes what is read through it.
+struct HashRead<R> {
+    r: R,
+    h: Arc<Mutex<(Option<Hasher>, u64)>>,
+}
+
+impl<R: Read> Read for HashRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.r.read(buf)?;
+        let mut h = self.h.lock().map_err(|_| io::Error::other("hash poisoned"))?;
+        if let Some(x) = &mut h.0 {
+            x.update(&buf[..n]);
+        }
+        h.1 += n as u64;
+        Ok(n)
+    }
+}
+
+/// Checks a volume's hash against the manifest's (a warning when it has
+/// none, or one of a kind not known).
+fn check_hash(v: &VolPlan, hasher: Option<Hasher>) -> Result<()> {
+    match (&v.hash, hasher) {
+        (Some((kind, want)), Some(h)) => match h.hex() {
+            Some(got) if &got == want => {}
+            Some(got) => {
+                return Err(Error::corrupt(format!(
+                    "{}: {kind} is {got} but the manifest says {want}: the volume is damaged",
+                    v.name
+                )));
+            }
+            None => log::warn!("{}: cannot check a {kind} hash; reading it unchecked", v.name),
+        },
+        _ => log::warn!("{}: the manifest has no hash for it; reading it unchecked", v.name),
+    }
+    Ok(())
+}
+
 /// Downloads a volume to a temporary file, checks its hash and returns its
 /// tar entries.
-fn open_volume(archive: &Archive, v: &VolPlan, rep: &Reporter) -> Result<(TarStream, Shared)> {
+fn open_volume(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) -> Result<(Entries, Shared)> {
     if v.missing {
         return Err(Error::corrupt(format!("{} is listed in the manifest but missing on the backend", v.name)));
+    }
+    if prefix != index::ROOT
+        && archive.naming.parse(&v.name).is_some_and(|f| f.encrypted())
+        && let Some(staged) = open_staged(archive, v, prefix, rep)?
+    {
+        return Ok(staged);
     }
     let mut src = archive.storage.reader(&v.name)?;
     let mut file = crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
@@ -444,19 +592,7 @@ fn open_volume(archive: &Archive, v: &VolPlan, rep: &Reporter) -> Result<(TarStr
         file.write_all(&buf[..n]).map_err(|e| Error::io(format!("{}: writing a temporary copy", v.name), e))?;
         total += n as u64;
     }
-    match (&v.hash, hasher) {
-        (Some((kind, want)), Some(h)) => match h.hex() {
-            Some(got) if &got == want => {}
-            Some(got) => {
-                return Err(Error::corrupt(format!(
-                    "{}: {kind} is {got} but the manifest says {want}: the volume is damaged",
-                    v.name
-                )));
-            }
-            None => log::warn!("{}: cannot check a {kind} hash; reading it unchecked", v.name),
-        },
-        _ => log::warn!("{}: the manifest has no hash for it; reading it unchecked", v.name),
-    }
+    check_hash(v, hasher)?;
     rep.fetched(&v.name, total);
     file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("{}: temporary copy", v.name), e))?;
     let r = BufReader::with_capacity(256 << 10, file);
@@ -476,7 +612,7 @@ fn open_volume(archive: &Archive, v: &VolPlan, rep: &Reporter) -> Result<(TarStr
         input = Box::new(BufReader::with_capacity(256 << 10, plain));
     }
     let shared = Shared(Arc::new(Mutex::new(input)));
-    Ok((TarStream::new(shared.clone(), &v.name), shared))
+    Ok((Entries::Tar(TarStream::new(shared.clone(), &v.name)), shared))
 }
 
 /// The hashes a manifest may name.

@@ -2,6 +2,7 @@
 //! the retention commands delete ([`retention`]), and any record stream as
 //! a table for people ([`table`]).
 
+pub mod files;
 pub mod retention;
 pub mod status;
 pub mod table;

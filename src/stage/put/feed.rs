@@ -300,6 +300,9 @@ impl Feed<'_, '_> {
         }
         let stored = self.put.store_one(name, f, spool);
         let n = self.backend(stored)?;
+        if let Some(cache) = self.put.cache {
+            crate::io::cache::index::build_for_set(cache, self.put.naming, f, Some(&m));
+        }
         self.handled.clear();
         self.sizes.clear();
         // Published: the journal no longer needs the set's files.

@@ -134,6 +134,9 @@ impl Put<'_> {
         self.storage.delete(name)?;
         if let (Some(c), Some(cn)) = (self.cache, cache_name(self.naming, f)) {
             c.remove(&cn)?;
+            if f.is_signature() {
+                c.remove(&crate::io::cache::index::index_name(&cn))?;
+            }
             let mut part = FileName { suffix: Suffix::None, partial: true, ..*f };
             c.remove(&self.naming.format(&part))?;
             part.partial = false;
