@@ -21,6 +21,10 @@ use super::encrypt::{encryptor, io_passthrough};
 use super::{DECRYPT_BUFFER, Keys, MIN_DECRYPT_BUFFER, crypto, label, lock, read_policy};
 use crate::error::{Error, Kind, Result};
 
+/// Passphrase-encrypted session key packets tried per file (gpg,
+/// duplicity and dup write one; any after these are ignored).
+const MAX_SKESKS: usize = 3;
+
 /// The error the helper decided on, reported instead of Sequoia's.
 pub(super) type Failure = Arc<Mutex<Option<Error>>>;
 
@@ -211,7 +215,9 @@ impl DecryptionHelper for Helper {
         if !skesks.is_empty() {
             match k.passphrase_or_ask(&self.name) {
                 Some(pw) => {
-                    for s in skesks {
+                    // Each costs a key derivation of up to 65 MiB of hashing:
+                    // a file of many would take minutes.
+                    for s in skesks.iter().take(MAX_SKESKS) {
                         if let Ok((algo, sk)) = s.decrypt(&pw)
                             && decrypt(algo, &sk)
                         {
