@@ -69,6 +69,22 @@ pub(super) fn can_decrypt(cert: &Cert, key: &Key<key::SecretParts, key::Unspecif
     }
 }
 
+impl Helper {
+    /// Sequoia's `decrypt` callback: does the session key open the data?
+    /// sequoia-openpgp 2.4.2 panics in it (parse.rs, "This shouldn't fail")
+    /// when the encrypted packet ends before its prefix and an MDC: a
+    /// truncated file, reported as such.
+    fn opens(
+        &self,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+        algo: Option<SymmetricAlgorithm>,
+        sk: &SessionKey,
+    ) -> openpgp::Result<bool> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decrypt(algo, sk)))
+            .map_err(|_| self.fail(Error::corrupt(format!("{}: the encrypted file is truncated", self.name))))
+    }
+}
+
 impl VerificationHelper for Helper {
     fn inspect(&mut self, pp: &PacketParser) -> openpgp::Result<()> {
         match &pp.packet {
@@ -164,7 +180,7 @@ impl DecryptionHelper for Helper {
             let Some(h) = pkesk.recipient().filter(|h| !is_wildcard(h)) else { continue };
             match k.keypair_for(&h) {
                 Ok(Some((cert, mut pair))) => match pkesk.decrypt(&mut pair, sym_algo) {
-                    Some((algo, sk)) if decrypt(algo, &sk) => return Ok(Some(cert)),
+                    Some((algo, sk)) if self.opens(decrypt, algo, &sk)? => return Ok(Some(cert)),
                     _ => damaged = true,
                 },
                 Ok(None) => {}
@@ -203,7 +219,7 @@ impl DecryptionHelper for Helper {
                     };
                     for pkesk in matching {
                         if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo)
-                            && decrypt(algo, &sk)
+                            && self.opens(decrypt, algo, &sk)?
                         {
                             return Ok(Some(cert));
                         }
@@ -219,7 +235,7 @@ impl DecryptionHelper for Helper {
                     // a file of many would take minutes.
                     for s in skesks.iter().take(MAX_SKESKS) {
                         if let Ok((algo, sk)) = s.decrypt(&pw)
-                            && decrypt(algo, &sk)
+                            && self.opens(decrypt, algo, &sk)?
                         {
                             return Ok(None);
                         }
