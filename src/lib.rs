@@ -23,6 +23,8 @@ pub mod cli;
 pub mod crypto;
 pub mod dupfmt;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 pub mod names;
 pub mod progress;

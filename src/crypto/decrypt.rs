@@ -1,7 +1,9 @@
 //! Decryption and signature checks, streamed with a bounded buffer;
 //! distinct errors for a wrong passphrase, a missing secret key, bad data.
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 use sequoia_openpgp as openpgp;
@@ -20,6 +22,10 @@ use openpgp::{Fingerprint, KeyHandle};
 use super::encrypt::{encryptor, io_passthrough};
 use super::{DECRYPT_BUFFER, Inner, Keys, MIN_DECRYPT_BUFFER, crypto, label, lock, read_policy};
 use crate::error::{Error, Kind, Result};
+
+/// Passphrase-encrypted session key packets tried per file (gpg,
+/// duplicity and dup write one; any after these are ignored).
+const MAX_SKESKS: usize = 3;
 
 /// The error the helper decided on, reported instead of Sequoia's.
 pub(super) type Failure = Arc<Mutex<Option<Error>>>;
@@ -164,6 +170,18 @@ impl DecryptionHelper for Helper {
         sym_algo: Option<SymmetricAlgorithm>,
         decrypt: TryKey,
     ) -> openpgp::Result<Option<Cert>> {
+        // sequoia-openpgp 2.4.2 panics in its callback ("This shouldn't
+        // fail", parse.rs) when the encrypted packet ends before its prefix
+        // and MDC: a truncated file, reported as such.
+        let truncated = Cell::new(false);
+        let mut guarded = |algo: Option<SymmetricAlgorithm>, sk: &SessionKey| {
+            panic::catch_unwind(AssertUnwindSafe(|| decrypt(algo, sk))).unwrap_or_else(|_| {
+                truncated.set(true);
+                false
+            })
+        };
+        let decrypt: TryKey = &mut guarded;
+        let cut = || self.fail(Error::corrupt(format!("{}: the encrypted file is truncated", self.name)));
         let k = &self.keys.0;
         let mut seen = Attempts::default();
         if let Some(cert) = named_recipients(k, pkesks, sym_algo, decrypt, &mut seen) {
@@ -172,8 +190,17 @@ impl DecryptionHelper for Helper {
         if let Some(cert) = hidden_recipients(k, pkesks, sym_algo, decrypt, &mut seen) {
             return Ok(Some(cert));
         }
-        if !skesks.is_empty() && self.passphrase(skesks, decrypt, &seen)? {
-            return Ok(None);
+        if truncated.get() {
+            return Err(cut());
+        }
+        if !skesks.is_empty() {
+            let opened = self.passphrase(skesks, decrypt, &seen);
+            if truncated.get() {
+                return Err(cut());
+            }
+            if opened? {
+                return Ok(None);
+            }
         }
         Err(self.no_key(pkesks, seen))
     }
@@ -259,7 +286,9 @@ impl Helper {
     fn passphrase(&self, skesks: &[SKESK], decrypt: TryKey, seen: &Attempts) -> openpgp::Result<bool> {
         match self.keys.0.passphrase_or_ask(&self.name) {
             Some(pw) => {
-                for s in skesks {
+                // Each costs a key derivation of up to 65 MiB of hashing: a
+                // file of many would take minutes.
+                for s in skesks.iter().take(MAX_SKESKS) {
                     if let Ok((algo, sk)) = s.decrypt(&pw)
                         && decrypt(algo, &sk)
                     {

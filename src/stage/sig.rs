@@ -31,7 +31,9 @@ impl Source {
     }
 }
 
-pub(crate) fn decode(item: &Item) -> Result<(EntryType, Entry)> {
+/// One signature-tar entry as the merge reads it: its type and entry.
+#[doc(hidden)] // public for the fuzz targets (crate::fuzzing)
+pub fn decode(item: &Item) -> Result<(EntryType, Entry)> {
     let name = parse_entry_name(&item.name)?;
     let mut e = item.meta.to_entry(&name.index, item.size)?;
     match name.kind {

@@ -1,0 +1,1 @@
+df.lj3ttk.m

@@ -1,0 +1,1 @@
+dfs.lj3ttk.st.p

@@ -1,0 +1,1 @@
+di.lj3ttk.lj4aaa.3.dt.g

@@ -1,0 +1,1 @@
+dns.lj3ttk.lj4aaa.st.g
