@@ -87,11 +87,7 @@ impl Resume {
         // another run under the same name): not to be continued.
         let naming = Naming::default();
         let published: Vec<_> = listing.keys().filter_map(|n| naming.parse(n)).filter(|f| f.is_manifest()).collect();
-        let unfinished = |name: &str| {
-            naming.parse(name).is_some_and(|f| {
-                !published.iter().any(|m| m.kind.is_full() == f.kind.is_full() && (m.start, m.end) == (f.start, f.end))
-            })
-        };
+        let unfinished = |name: &str| naming.parse(name).is_some_and(|f| !published.iter().any(|m| m.same_set(&f)));
         Ok(Resume {
             stored: noted
                 .into_iter()

@@ -301,11 +301,7 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
     // A wrong passphrase or a missing secret key is found before anything is
     // written (and is exit 12, not a damaged volume). A damaged volume is
     // reported when it is read: the next one is tried here.
-    for v in plans
-        .iter()
-        .flat_map(|p| &p.volumes)
-        .filter(|v| !v.missing && archive.naming.parse(&v.name).is_some_and(|f| f.encrypted()))
-    {
+    for v in plans.iter().flat_map(|p| &p.volumes).filter(|v| !v.missing && v.encrypted) {
         match crate::crypto::check_decryptable(archive.keys_for(&v.name)?, &v.name, archive.storage.reader(&v.name)?) {
             Ok(()) => break,
             Err(e) if e.kind == Kind::Corrupt => log::debug!("{}", e.message),
@@ -394,7 +390,8 @@ fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan
         let range = info.map(|v| (v.start.clone(), v.end.clone()));
         match set.volumes.get(&n) {
             Some(name) => {
-                volumes.push(VolPlan { name: name.clone(), hash, missing: false, range });
+                let encrypted = naming.parse(name).is_some_and(|f| f.encrypted());
+                volumes.push(VolPlan { name: name.clone(), hash, missing: false, encrypted, range });
             }
             None => {
                 let kind = if set.kind == crate::dupfmt::collection::SetKind::Full {
@@ -403,7 +400,7 @@ fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan
                     FileKind::IncVolume(n)
                 };
                 let name = naming.name(kind, set.start_time, set.end_time, set.suffix(), false);
-                volumes.push(VolPlan { name, hash, missing: true, range });
+                volumes.push(VolPlan { name, hash, missing: true, encrypted: set.encrypted, range });
             }
         }
     }

@@ -33,6 +33,8 @@ pub(crate) struct VolPlan {
     pub hash: Option<(String, String)>,
     /// Listed in the manifest but not on the backend.
     pub missing: bool,
+    /// OpenPGP, as its name says (`.gpg`).
+    pub encrypted: bool,
     /// The first and last index the manifest gives the volume; `None` for
     /// a manifest without volume blocks.
     pub range: Option<(Vec<u8>, Vec<u8>)>,
@@ -569,7 +571,7 @@ fn open_volume(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) ->
         return Err(Error::corrupt(format!("{} is listed in the manifest but missing on the backend", v.name)));
     }
     if prefix != index::ROOT
-        && archive.naming.parse(&v.name).is_some_and(|f| f.encrypted())
+        && v.encrypted
         && let Some(staged) = open_staged(archive, v, prefix, rep)?
     {
         return Ok(staged);
@@ -598,7 +600,7 @@ fn open_volume(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) ->
     let r = BufReader::with_capacity(256 << 10, file);
     // Decrypted or gunzipped as its name says.
     let mut input = archive.plaintext(&v.name, r)?;
-    if archive.naming.parse(&v.name).is_some_and(|f| f.encrypted()) {
+    if v.encrypted {
         // Decrypted whole first: the integrity check (MDC) and the signature
         // come at the end, and nothing may be restored from a volume before
         // they pass.

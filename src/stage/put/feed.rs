@@ -204,12 +204,15 @@ impl Feed<'_, '_> {
     /// was read, another run (another host, or another cache) published a
     /// set of the same name or another incremental from the same basis, or
     /// replaced a file this run stored for the set (another size).
-    pub(super) fn check_no_other_run(&mut self, name: &str, f: &FileName, listing: &[(String, u64)]) -> Result<()> {
-        let naming = self.put.naming;
+    pub(super) fn check_no_other_run(
+        &mut self,
+        name: &str,
+        f: &FileName,
+        listing: &[(&str, u64, FileName)],
+    ) -> Result<()> {
         let mut found: Option<(String, bool)> = None;
-        for (other, size) in listing {
-            let Some(o) = naming.parse(other) else { continue };
-            if o.is_manifest() && super::same_set(&o, f) {
+        for &(other, size, o) in listing {
+            if o.is_manifest() && o.same_set(f) {
                 found = Some((format!("another run published {other} while this one was storing its set"), false));
                 break;
             }
@@ -222,7 +225,7 @@ impl Feed<'_, '_> {
                     true,
                 ));
             }
-            if let Some(ours) = self.sizes.get(other)
+            if let Some(&ours) = self.sizes.get(other)
                 && ours != size
                 && found.is_none()
             {
@@ -260,11 +263,13 @@ impl Feed<'_, '_> {
         let m = Manifest::parse(&text).map_err(|e| e.context(name))?;
         let listing = self.put.storage.list();
         let listing = self.backend(listing)?;
-        self.check_no_other_run(name, f, &listing)?;
+        // Parsed once, for both checks.
+        let parsed: Vec<(&str, u64, FileName)> =
+            listing.iter().filter_map(|(n, size)| self.put.naming.parse(n).map(|o| (n.as_str(), *size, o))).collect();
+        self.check_no_other_run(name, f, &parsed)?;
         let mut set_volumes: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
-        for (other, _) in &listing {
-            if let Some(o) = self.put.naming.parse(other)
-                && let Some(n) = o.volume()
+        for &(other, _, o) in &parsed {
+            if let Some(n) = o.volume()
                 && o.same_set(f)
             {
                 set_volumes.entry(n).or_default().push(other);

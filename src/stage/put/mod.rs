@@ -180,10 +180,6 @@ struct Conflict {
     ours_alone: bool,
 }
 
-fn same_set(a: &FileName, b: &FileName) -> bool {
-    a.kind.is_full() == b.kind.is_full() && (a.start, a.end) == (b.start, b.end)
-}
-
 /// After a [`Conflict`]: the set's files this run stored are removed when
 /// the names are its alone, else left; the journal forgets the set (it is
 /// not to be resumed) and the cache loses this run's copies of its
@@ -196,7 +192,7 @@ fn refused(
     c: &Conflict,
     unpublished: &[String],
 ) {
-    let in_set = |n: &str| naming.parse(n).is_some_and(|o| same_set(&o, &c.set));
+    let in_set = |n: &str| naming.parse(n).is_some_and(|o| o.same_set(&c.set));
     if c.ours_alone {
         log::warn!("removing the {} files this run stored for the set it did not publish", unpublished.len());
         for name in unpublished.iter().rev() {
