@@ -123,9 +123,9 @@ fn stream_error(name: &str, e: io::Error) -> Error {
 }
 
 /// Thread body: parse, send; stop quietly when the receiver is gone.
-fn feed(r: impl Read, tx: SyncSender<Msg>, name: &str) {
+fn feed(mut r: impl Read, tx: SyncSender<Msg>, name: &str) {
     let gone = || Error::other("receiver gone");
-    let result = for_each_entry(r, |item, data| {
+    let result = for_each_entry(&mut r, |item, data| {
         tx.send(Msg::Item(item)).map_err(|_| gone())?;
         loop {
             let mut piece = vec![0u8; PIECE];
@@ -148,7 +148,8 @@ fn feed(r: impl Read, tx: SyncSender<Msg>, name: &str) {
             }
         }
         tx.send(Msg::EndData).map_err(|_| gone())
-    });
+    })
+    .and_then(|()| check_rest(r, name));
     if let Err(e) = result
         && e.message != "receiver gone"
     {
@@ -156,6 +157,28 @@ fn feed(r: impl Read, tx: SyncSender<Msg>, name: &str) {
         let _ = tx.send(Msg::Failed(e));
     }
 }
+
+/// What follows the tar's end is read, up to [`MAX_REST`], so that a
+/// damaged gzip stream (its CRC comes last) is noticed: damage in a
+/// signature's data would otherwise pass as different checksums.
+fn check_rest(r: impl Read, name: &str) -> Result<()> {
+    let n = io::copy(&mut r.take(MAX_REST + 1), &mut io::sink())
+        .map_err(|e| Error::new(Kind::Corrupt, format!("{name}: after the end of its tar: {e}")))?;
+    if n > MAX_REST {
+        return Err(Error::new(
+            Kind::Corrupt,
+            format!(
+                "{name}: more than {} KiB follow the end of its tar (a tar ends with at most 10 KiB of padding); \
+                 the rest was not read",
+                MAX_REST >> 10
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The most read after a tar's end (its padding; more is damage or a bomb).
+const MAX_REST: u64 = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -189,6 +212,30 @@ mod tests {
         let mut s = TarStream::new(io::Cursor::new(tar), "t");
         s.next_item().unwrap();
         drop(s);
+    }
+
+    /// A gzip'd tar whose CRC is wrong: the damage is found although the
+    /// tar's entries all read (a damaged signature used to pass, exit 0).
+    #[test]
+    fn a_wrong_gzip_crc_after_the_tar_is_corrupt() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&sample(3)).unwrap();
+        let mut data = gz.finish().unwrap();
+        let n = data.len();
+        data[n - 8] ^= 0xff; // the CRC32
+        let mut s = TarStream::new(flate2::read::MultiGzDecoder::new(io::Cursor::new(data)), "sig");
+        let mut got = Vec::new();
+        let end = loop {
+            match s.next_item() {
+                Ok(Some(i)) => got.push(i.name),
+                other => break other,
+            }
+        };
+        assert_eq!(got.len(), 3);
+        let e = end.expect_err("the damage is reported");
+        assert_eq!(e.kind, Kind::Corrupt);
+        assert!(e.message.contains("sig"), "{}", e.message);
     }
 
     #[test]
