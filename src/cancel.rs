@@ -64,6 +64,14 @@ impl Cancel {
     }
 }
 
+/// Whether SIGINT or SIGTERM reached this process since
+/// [`Cancel::on_signals`].
+pub fn signalled() -> bool {
+    let p = SIGNALLED.load(Ordering::SeqCst);
+    // SAFETY: the pointer comes from a leaked Arc and is never freed.
+    !p.is_null() && unsafe { &*p }.load(Ordering::SeqCst)
+}
+
 /// The flag [`Cancel::on_signals`] gave the signal handler.
 static SIGNALLED: AtomicPtr<AtomicBool> = AtomicPtr::new(std::ptr::null_mut());
 
