@@ -91,7 +91,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// The error of a cancelled job.
 pub fn interrupted() -> Error {
     Error::new(Kind::Interrupted, "interrupted").hint(
-        "a backup keeps the volumes it stored: the same backup run again resumes from them \
+        "run it again: a backup resumes from the volumes it stored \
          (`dup-ls --cleanup URL | dup-put URL` removes them instead)",
     )
 }
