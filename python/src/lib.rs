@@ -376,7 +376,11 @@ fn files_at<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let t = parse_time(time)?;
     let a = archive_options(py, url, archive_dir, name, passphrase, None, None, None, key_files, Purpose::Decrypt)?;
-    let dir = path.map(|p| p.trim_matches('/').to_string()).filter(|p| !p.is_empty() && p != ".");
+    // "" and "." are the root.
+    let dir = path.map(|p| match p.trim_matches('/') {
+        "." => String::new(),
+        d => d.to_string(),
+    });
     let mut entries = Vec::new();
     let r = py.detach(|| {
         api::files_at(&a, t, |e| {
@@ -384,9 +388,11 @@ fn files_at<'py>(
                 None => true,
                 Some(d) => {
                     let p = e.path.0.as_slice();
-                    p.strip_prefix(d.as_bytes())
-                        .and_then(|rest| rest.strip_prefix(b"/"))
-                        .is_some_and(|rest| !rest.is_empty() && !rest.contains(&b'/'))
+                    let rest = match d.is_empty() {
+                        true => (p != b".").then_some(p),
+                        false => p.strip_prefix(d.as_bytes()).and_then(|rest| rest.strip_prefix(b"/")),
+                    };
+                    rest.is_some_and(|rest| !rest.is_empty() && !rest.contains(&b'/'))
                 }
             };
             if keep {

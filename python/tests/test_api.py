@@ -1,0 +1,180 @@
+"""The dup Python package against real file:// archives: backup, listing,
+restore, encryption, errors, progress, cancel, and jobs in threads."""
+
+import os
+import threading
+import time
+
+import pytest
+
+import dup
+from conftest import make_tree, same_tree
+
+
+def test_backup_list_restore(world):
+    src = make_tree(world.path("src"))
+    url = world.url()
+    events = []
+    r1 = dup.backup(src, url, archive_dir=world.cache, progress=events.append)
+    assert r1["full"] and r1["warnings"] == 0 and r1["stored"] >= 3
+    assert r1["files_read"] == 20
+
+    with open(os.path.join(src, "f001"), "ab") as f:
+        f.write(b"more")
+    # As duplicity, a file is changed when its mtime (whole seconds) is.
+    later = time.time() + 10
+    os.utime(os.path.join(src, "f001"), (later, later))
+    os.remove(os.path.join(src, "f002"))
+    time.sleep(1)  # set times are whole seconds
+    r2 = dup.backup(src, url, archive_dir=world.cache)
+    assert not r2["full"] and r2["changed"] >= 1 and r2["deleted"] == 1 and r2["time"] > r1["time"]
+
+    sets = dup.snapshots(url, archive_dir=world.cache)
+    assert [s["type"] for s in sets] == ["full", "inc"]
+    assert [s["end"] for s in sets] == [r1["time"], r2["time"]]
+    assert not any(s["encrypted"] for s in sets)
+
+    now = {f["path"] for f in dup.files_at(url, archive_dir=world.cache)}
+    then = {f["path"] for f in dup.files_at(url, time=r1["time"], archive_dir=world.cache)}
+    assert "f002" in then and "f002" not in now and "sub/f000" in now
+    sub = [f["path"] for f in dup.files_at(url, path="sub", archive_dir=world.cache)]
+    assert sub and all(p.startswith("sub/") and p.count("/") == 1 for p in sub)
+    entry = next(f for f in dup.files_at(url, archive_dir=world.cache) if f["path"] == "f001")
+    assert entry["type"] == "file" and entry["mtime"] == int(later)
+
+    out = world.path("out")
+    r = dup.restore(url, out, archive_dir=world.cache)
+    assert r["items"] >= 20 and same_tree(src, out)
+    old = world.path("old-f002")
+    dup.restore(url, old, path="f002", time=r1["time"], archive_dir=world.cache)
+    assert os.path.getsize(old) == 10_002
+
+
+def test_encrypted_archive_and_wrong_passphrase(world):
+    src = make_tree(world.path("src"), files=5)
+    url = world.url()
+    dup.backup(src, url, passphrase="correct horse", archive_dir=world.cache)
+    assert all(s["encrypted"] for s in dup.snapshots(url, archive_dir=world.cache))
+    assert any(n.endswith(".gpg") for n in os.listdir(world.path("arch")))
+    dup.restore(url, world.path("out"), passphrase=b"correct horse", archive_dir=world.cache)
+    assert same_tree(src, world.path("out"))
+
+    with pytest.raises(dup.Crypto) as e:
+        dup.restore(url, world.path("out2"), passphrase="wrong", archive_dir=world.cache)
+    assert isinstance(e.value, dup.Error)
+    assert e.value.kind == "crypto" and e.value.exit_code == 12 and str(e.value)
+    # An incremental with another passphrase is refused: a chain keeps one.
+    with pytest.raises(dup.Crypto):
+        dup.backup(src, url, passphrase="wrong", archive_dir=world.cache)
+
+
+def test_errors_carry_kind_exit_code_and_hint(world):
+    os.mkdir(world.path("empty"))
+    with pytest.raises(dup.NoBackup) as e:
+        dup.backup(world.path("empty"), world.url(), mode="incremental", archive_dir=world.cache)
+    assert e.value.kind == "no_backup" and e.value.exit_code == 10 and e.value.hint
+    with pytest.raises(dup.Usage):
+        dup.backup(world.path("empty"), world.url(), mode="sometimes")
+    with pytest.raises(dup.Error) as e:
+        dup.backup(world.path("no-such-dir"), world.url(), archive_dir=world.cache)
+    assert e.value.exit_code != 0
+    check = dup.test_connection("file://" + world.path("nowhere"))
+    assert check["status"] == "not_found" and check["message"]
+    assert dup.test_connection(world.url())["status"] == "ok"
+
+
+def test_progress_events(world):
+    src = make_tree(world.path("src"), files=30)
+    events = []
+    threads = set()
+
+    def on_event(e):
+        events.append(e)
+        threads.add(threading.get_ident())
+
+    dup.backup(src, world.url(), archive_dir=world.cache, progress=on_event)
+    kinds = {e["event"] for e in events}
+    assert {"start", "item", "file", "finish"} <= kinds, kinds
+    stored = [e for e in events if e["event"] == "file" and e["action"] == "stored"]
+    assert any(e["name"].endswith(".manifest") for e in stored)
+    assert events[-1] == {"event": "finish", "stage": "backup", "items": 30, "bytes": events[-1]["bytes"]}
+    # Called from the job's worker threads, with the GIL held.
+    assert threading.get_ident() not in threads or len(threads) > 1
+
+
+def test_callback_exception_stops_the_job_and_is_raised(world):
+    src = make_tree(world.path("src"), files=10)
+
+    def boom(e):
+        if e["event"] == "item":
+            raise ValueError("the GUI went away")
+
+    with pytest.raises(ValueError, match="the GUI went away"):
+        dup.backup(src, world.url(), archive_dir=world.cache, progress=boom)
+    # The archive is left usable: the next backup completes and restores.
+    dup.backup(src, world.url(), archive_dir=world.cache)
+    dup.restore(world.url(), world.path("out"), archive_dir=world.cache)
+    assert same_tree(src, world.path("out"))
+
+
+def test_two_backups_in_two_threads_run_at_once(world):
+    """Each job's first event waits until the other job has sent one: that
+    only happens when both run at once, so the GIL is released while they work."""
+    srcs = [make_tree(world.path(f"src{i}"), files=10, seed=i) for i in range(2)]
+    seen = [threading.Event(), threading.Event()]
+    overlapped = [False, False]
+    results, errors = [None, None], []
+
+    def job(i):
+        def on_event(e):
+            seen[i].set()
+            if not overlapped[i]:
+                overlapped[i] = seen[1 - i].wait(timeout=20)
+
+        try:
+            results[i] = dup.backup(srcs[i], world.url(f"arch{i}"), archive_dir=world.cache, progress=on_event)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert overlapped == [True, True]
+    for i in range(2):
+        assert results[i]["full"]
+        dup.restore(world.url(f"arch{i}"), world.path(f"out{i}"), archive_dir=world.cache)
+        assert same_tree(srcs[i], world.path(f"out{i}"))
+
+
+def test_same_archive_refused_while_busy(world):
+    src = make_tree(world.path("src"), files=5)
+    started, release = threading.Event(), threading.Event()
+    errors = []
+
+    def hold(e):
+        started.set()
+        release.wait(timeout=30)
+
+    def first():
+        try:
+            dup.backup(src, world.url(), archive_dir=world.cache, progress=hold)
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=first)
+    t.start()
+    try:
+        assert started.wait(timeout=30)
+        with pytest.raises(dup.Locked) as e:
+            dup.backup(src, world.url(), archive_dir=world.cache)
+        assert e.value.kind == "locked" and e.value.exit_code == 11
+        # Another archive is not held.
+        dup.backup(src, world.url("other"), archive_dir=world.cache)
+    finally:
+        release.set()
+        t.join()
+    assert not errors, errors
+    assert len(dup.snapshots(world.url(), archive_dir=world.cache)) == 1
