@@ -57,6 +57,7 @@ fn run(args: &Args) -> Result<Status> {
         source: args.source.as_ref().map(|s| s.as_path().to_path_buf()),
         max_block: args.max_blocksize,
         signatures_only: false,
+        cancel: dup::cancel::Cancel::on_signals(),
     };
     let (_, stats) = delta::run(&mut input, basis.as_mut(), out, &opts, progress.as_ref())?;
     log::info!(

@@ -114,6 +114,7 @@ fn run(args: &Args) -> Result<Status> {
         path: args.path.as_ref().map(|p| p.0.clone()),
         archive_dir: args.archive_dir.as_ref().map(|d| d.as_path().to_path_buf()),
         name: args.name.clone(),
+        cancel: dup::cancel::Cancel::on_signals(),
     };
     let mut out = cli::stdout();
     let mut stream_out = cli::stdout();

@@ -118,6 +118,7 @@ fn run(args: &Args) -> Result<Status> {
             None => None,
         },
         check_passphrase: !args.no_check_passphrase,
+        cancel: dup::cancel::Cancel::on_signals(),
     };
     let out = cli::stdout_records(args.json, StreamKind::Files, "dup-pack")?;
     let (_, stats) = pack::run(&mut input, out, &opts, progress.as_ref())?;

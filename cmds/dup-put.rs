@@ -57,7 +57,7 @@ fn run(args: &Args) -> Result<Status> {
     let cache = Cache::open(args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref(), &args.url)?;
     let _lock = cache.lock()?;
     let mut input = cli::stdin_records()?;
-    let opts = put::Options { concurrency: args.concurrency };
+    let opts = put::Options { concurrency: args.concurrency, cancel: dup::cancel::Cancel::on_signals() };
     let stats = put::run_with(&mut input, &storage, Some(&cache), &Naming::default(), progress.as_ref(), &opts)?;
     log::info!(
         "stored {} files ({} bytes), skipped {} already stored ({} bytes), deleted {}",

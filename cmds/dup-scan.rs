@@ -93,7 +93,11 @@ fn run(args: &Args) -> Result<Status> {
     let sel = Selection::new(&src.root(), &opts, args.null_separator)?;
     let enc = Encoding::for_stdout(args.json);
     let mut out = Writer::with_source(cli::stdout(), enc, StreamKind::Entries, "dup-scan", Some(src.name()))?;
-    let summary = scan::walk(&src, &sel, |rec| out.write(rec))?;
+    let cancel = dup::cancel::Cancel::on_signals();
+    let summary = scan::walk(&src, &sel, |rec| {
+        cancel.check()?;
+        out.write(rec)
+    })?;
     out.finish()?;
     Ok(match summary.warnings {
         0 => Status::Ok,

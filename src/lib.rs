@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod cancel;
 pub mod cli;
 pub mod crypto;
 pub mod dupfmt;

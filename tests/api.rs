@@ -8,7 +8,7 @@ mod common;
 use std::sync::Mutex;
 
 use common::*;
-use dup::api::{self, ArchiveOptions, BackupMode, BackupOptions};
+use dup::api::{self, ArchiveOptions, BackupMode, BackupOptions, Cancel};
 use dup::progress::Event;
 
 fn opts(src: &std::path::Path, arch: &std::path::Path, cache: &std::path::Path) -> BackupOptions {
@@ -35,7 +35,7 @@ fn two_jobs_at_once_then_list_and_increment() {
             .map(|i| {
                 let o = opts(&srcs[i], &archs[i], &cache);
                 let ev = &events[i];
-                s.spawn(move || api::backup(&o, &|e: Event| ev.lock().unwrap().push(e)))
+                s.spawn(move || api::backup(&o, &|e: Event| ev.lock().unwrap().push(e), &Cancel::new()))
             })
             .collect();
         jobs.into_iter().map(|j| j.join().unwrap().unwrap()).collect()
@@ -72,11 +72,11 @@ fn two_jobs_at_once_then_list_and_increment() {
         name: None,
         keys: None,
     };
-    let sets = api::snapshots(&a0).unwrap();
+    let sets = api::snapshots(&a0, &dup::progress::Silent, &Cancel::new()).unwrap();
     assert_eq!(sets.len(), 1);
-    assert!(sets[0].volumes >= 3);
+    assert!(sets[0].info.volumes >= 3 && sets[0].size > 0);
     let mut files = Vec::new();
-    api::files_at(&a0, None, |e| {
+    api::files_at(&api::FilesOptions::new(a0.clone()), &dup::progress::Silent, &Cancel::new(), |e| {
         files.push(e.path.0);
         Ok(())
     })
@@ -87,16 +87,16 @@ fn two_jobs_at_once_then_list_and_increment() {
     // The second backup of a source becomes an incremental by itself.
     std::fs::write(srcs[0].join("a.txt"), b"changed\n").unwrap();
     set_mtime(&srcs[0].join("a.txt"), 1_800_000_000);
-    let r = api::backup(&opts(&srcs[0], &archs[0], &cache), &dup::progress::Silent).unwrap();
+    let r = api::backup(&opts(&srcs[0], &archs[0], &cache), &dup::progress::Silent, &Cancel::new()).unwrap();
     assert!(!r.full);
     assert_eq!(r.changes.changed, 1, "{:?}", r.changes);
     assert_eq!(r.changes.files_read, 1, "only the changed file is read: {:?}", r.changes);
-    assert_eq!(api::snapshots(&a0).unwrap().len(), 2);
+    assert_eq!(api::snapshots(&a0, &dup::progress::Silent, &Cancel::new()).unwrap().len(), 2);
 
     // An explicit incremental with no chain is refused with "no backup".
     let mut o = opts(&srcs[1], &t.path().join("empty"), &cache);
     o.mode = BackupMode::Incremental;
-    assert_eq!(api::backup(&o, &dup::progress::Silent).unwrap_err().kind, dup::Kind::NoBackup);
+    assert_eq!(api::backup(&o, &dup::progress::Silent, &Cancel::new()).unwrap_err().kind, dup::Kind::NoBackup);
 
     if have("duplicity", "two_jobs_at_once_then_list_and_increment") {
         for (i, src) in srcs.iter().enumerate() {
@@ -139,7 +139,7 @@ fn backup_resumes_an_interrupted_set() {
 
     let mut o = opts(&src, &arch, &cache);
     o.mode = BackupMode::Full;
-    let r = api::backup(&o, &|_: Event| {}).unwrap();
+    let r = api::backup(&o, &|_: Event| {}, &Cancel::new()).unwrap();
     assert_eq!(dup::dupfmt::time::to_compact(r.time), time, "the unfinished set's time");
     assert_eq!(r.stored.skipped, 3, "{:?}", r.stored);
     assert!(!journal.exists());
@@ -163,7 +163,7 @@ fn backup_resumes_an_interrupted_set() {
     assert_eq!(inc.len(), 3, "{inc:?}");
     let t2 = inc[0].split(".to.").nth(1).unwrap().split('.').next().unwrap().to_string();
     o.mode = BackupMode::Incremental;
-    let r = api::backup(&o, &|_: Event| {}).unwrap();
+    let r = api::backup(&o, &|_: Event| {}, &Cancel::new()).unwrap();
     assert!(!r.full);
     assert_eq!(dup::dupfmt::time::to_compact(r.time), t2, "the unfinished incremental's time");
     assert_eq!(r.stored.skipped, 3, "{:?}", r.stored);
@@ -195,7 +195,7 @@ fn incremental_after_a_chain_from_the_future_is_refused_not_awaited() {
     let mut o = opts(&src, &arch, &cache);
     o.mode = BackupMode::Incremental;
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(api::backup(&o, &dup::progress::Silent)).unwrap());
+    std::thread::spawn(move || tx.send(api::backup(&o, &dup::progress::Silent, &Cancel::new())).unwrap());
     let r = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the backup waits for the clock");
     let e = r.expect_err("an incremental before its chain's end");
     assert!(e.message.contains("is not after the end of the chain it extends"), "{}", e.message);

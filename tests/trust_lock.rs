@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use dup::api::{self, ArchiveOptions, BackupMode, BackupOptions};
+use dup::api::{self, ArchiveOptions, BackupMode, BackupOptions, Cancel};
 use dup::progress::Event;
 
 // ---------------------------------------------------------------------------
@@ -49,7 +49,7 @@ fn two_backups_of_one_archive_in_one_process() {
                             }
                         }
                     };
-                    let r = api::backup(&o, &progress);
+                    let r = api::backup(&o, &progress, &Cancel::new());
                     done[i].store(true, Ordering::SeqCst);
                     r
                 })
@@ -86,7 +86,7 @@ fn two_backups_of_one_archive_in_one_process() {
     let mut o = BackupOptions::new(&src, url.clone());
     o.archive.archive_dir = Some(cache.clone());
     o.mode = BackupMode::Incremental;
-    api::backup(&o, &dup::progress::Silent).unwrap();
+    api::backup(&o, &dup::progress::Silent, &Cancel::new()).unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -364,20 +364,20 @@ fn incremental_under_another_passphrase_is_refused_by_the_api() {
         o.archive.archive_dir = Some(cache.clone());
         o.volsize = 1 << 20;
         let keys = dup::crypto::Keys::with_passphrase(pass.as_bytes().to_vec());
-        o.keys = Some(keys.clone());
         o.archive.keys = Some(keys);
         o
     };
-    assert!(api::backup(&opts("one"), &dup::progress::Silent).unwrap().full);
+    assert!(api::backup(&opts("one"), &dup::progress::Silent, &Cancel::new()).unwrap().full);
     let before = names(&arch);
     mutate(&src, 1);
     std::thread::sleep(Duration::from_millis(1100));
-    let e = api::backup(&opts("two"), &dup::progress::Silent).expect_err("another passphrase is refused");
+    let e =
+        api::backup(&opts("two"), &dup::progress::Silent, &Cancel::new()).expect_err("another passphrase is refused");
     assert_eq!(e.kind, dup::Kind::Crypto, "{}", e.message);
     assert_eq!(names(&arch), before, "nothing published");
     let a = ArchiveOptions { url: file_url(&arch), archive_dir: Some(cache.clone()), name: None, keys: None };
-    assert_eq!(api::snapshots(&a).unwrap().len(), 1);
-    let r = api::backup(&opts("one"), &dup::progress::Silent).unwrap();
+    assert_eq!(api::snapshots(&a, &dup::progress::Silent, &Cancel::new()).unwrap().len(), 1);
+    let r = api::backup(&opts("one"), &dup::progress::Silent, &Cancel::new()).unwrap();
     assert!(!r.full);
     let dest = t.path().join("out");
     let c = format!("--archive-dir {}", q(&cache));

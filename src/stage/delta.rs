@@ -31,11 +31,18 @@ pub struct Options {
     /// Emit only the signature state (no content, no deltas): dup-sig of
     /// local files.
     pub signatures_only: bool,
+    /// Stops the run between files ([`crate::Kind::Interrupted`]).
+    pub cancel: crate::cancel::Cancel,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { source: None, max_block: rsync::DEFAULT_MAX_BLOCK, signatures_only: false }
+        Options {
+            source: None,
+            max_block: rsync::DEFAULT_MAX_BLOCK,
+            signatures_only: false,
+            cancel: crate::cancel::Cancel::default(),
+        }
     }
 }
 
@@ -164,6 +171,7 @@ pub fn run<R: BufRead, B: BufRead, W: Write>(
     progress.event(Event::Start { stage: "delta".into() });
     let mut order = OrderCheck::default();
     while let Some(rec) = input.next_item()? {
+        opts.cancel.check()?;
         let (entry, from_stream) = match rec {
             Record::Entry(e) => (e, false),
             Record::Snapshot(e) => (e, true),

@@ -58,6 +58,9 @@ pub struct Options {
     /// [`crate::record::Record::Header`]), refuse to write unless the
     /// passphrase of `keys` opens it.
     pub check_passphrase: bool,
+    /// Stops the run between records ([`crate::Kind::Interrupted`]): the
+    /// output ends unfinished, and dup-put keeps the volumes it stored.
+    pub cancel: crate::cancel::Cancel,
 }
 
 /// What an interrupted run of the same backup stored: dup-put's journal,
@@ -312,6 +315,7 @@ pub fn run<R: BufRead, W: Write>(
     progress.event(Event::Start { stage: "pack".into() });
     let mut order = OrderCheck::default();
     while let Some(rec) = input.next_item()? {
+        opts.cancel.check()?;
         match &rec {
             Record::Snapshot(e) | Record::Diff(e) => order.next(&e.path.0)?,
             Record::Deleted { path, .. } => order.next(&path.0)?,

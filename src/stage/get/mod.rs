@@ -54,6 +54,8 @@ pub struct Options {
     pub name: Option<String>,
     /// Keys to decrypt an encrypted archive with.
     pub keys: Option<crate::crypto::Keys>,
+    /// Stops the run between items ([`Kind::Interrupted`]).
+    pub cancel: crate::cancel::Cancel,
 }
 
 /// What to do with the restored tree.
@@ -330,7 +332,8 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
         );
     }
     let mut streams: Vec<SetStream> = plans.into_iter().map(|p| SetStream::new(&archive, p.volumes, &prefix)).collect();
-    let found = merge(&mut streams, target.as_mut(), &rep, &prefix).map_err(|e| stopped(e, &rep, &doing))?;
+    let found =
+        merge(&mut streams, target.as_mut(), &rep, &prefix, &opts.cancel).map_err(|e| stopped(e, &rep, &doing))?;
     drop(streams);
     target.finish(&rep).map_err(|e| stopped(e, &rep, &doing))?;
     let stats = rep.stats.into_inner();
@@ -440,7 +443,7 @@ fn indexed_absent(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> bool {
 }
 
 /// The manifest of a set: the cache's copy, else the backend's.
-fn load_manifest(archive: &Archive, set: &BackupSet) -> Result<Manifest> {
+pub(crate) fn load_manifest(archive: &Archive, set: &BackupSet) -> Result<Manifest> {
     if let Some(local) = &set.local_manifest {
         let read = archive.cache.open_file(local).and_then(|mut f| {
             let mut v = Vec::new();
@@ -471,9 +474,16 @@ fn relative(index: &[u8], prefix: &[u8]) -> Vec<u8> {
 
 /// Merges the sets' streams by index and hands each item to `target`.
 /// Returns whether any item was present at the time.
-fn merge(streams: &mut [SetStream], target: &mut dyn Target, rep: &Reporter, prefix: &[u8]) -> Result<bool> {
+fn merge(
+    streams: &mut [SetStream],
+    target: &mut dyn Target,
+    rep: &Reporter,
+    prefix: &[u8],
+    cancel: &crate::cancel::Cancel,
+) -> Result<bool> {
     let mut found = false;
     loop {
+        cancel.check()?;
         for s in streams.iter_mut() {
             s.fill(rep);
         }

@@ -20,6 +20,7 @@ use crate::record::{FileRole, Reader, Record, Stored};
 /// hands the rest to the upload threads, publishes manifests.
 pub(super) struct Feed<'p, 'a> {
     pub(super) put: &'p Put<'a>,
+    pub(super) cancel: &'p crate::cancel::Cancel,
     /// The backend's files and sizes, listed before the first upload.
     pub(super) remote: Option<HashMap<String, u64>>,
     /// The manifests in `remote`: the sets already published.
@@ -44,6 +45,7 @@ impl Feed<'_, '_> {
 
     pub(super) fn each<R: BufRead>(&mut self, input: &mut Reader<R>, tx: &SyncSender<Job>) -> Result<()> {
         while let Some(rec) = input.next_item()? {
+            self.cancel.check()?;
             if let Some(e) = self.put.lock().failed.take() {
                 return Err(e);
             }

@@ -51,11 +51,15 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 pub struct Options {
     /// Uploads in flight at once (at least 1).
     pub concurrency: usize,
+    /// Stops the run between files ([`crate::Kind::Interrupted`]), keeping
+    /// what it stored for the next run to resume; also once the input
+    /// breaks after it was set (the stages before were cancelled too).
+    pub cancel: crate::cancel::Cancel,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { concurrency: DEFAULT_CONCURRENCY }
+        Options { concurrency: DEFAULT_CONCURRENCY, cancel: crate::cancel::Cancel::default() }
     }
 }
 
@@ -104,6 +108,7 @@ pub fn run_with<R: BufRead>(
     let mut feed = Feed {
         put: &put,
         remote: None,
+        cancel: &opts.cancel,
         published: Vec::new(),
         handled: HashMap::new(),
         sizes: HashMap::new(),
@@ -145,7 +150,7 @@ pub fn run_with<R: BufRead>(
     if state.unpublished.is_empty() {
         return Err(e);
     }
-    if journaled && (state.worker_failed || backend_failed) {
+    if journaled && (state.worker_failed || backend_failed || opts.cancel.is_cancelled()) {
         log::warn!(
             "keeping the {} files this run stored for a set it did not finish: the same backup run again resumes \
              from them (`dup-ls --cleanup URL | dup-put URL` removes them)",
@@ -286,7 +291,7 @@ mod tests {
 
     fn put(s: &Setup, bytes: &[u8], concurrency: usize) -> Result<Stats> {
         let mut r = Reader::new(bytes, "test").unwrap();
-        run_with(&mut r, &s.storage, Some(&s.cache), &s.naming, &Silent, &Options { concurrency })
+        run_with(&mut r, &s.storage, Some(&s.cache), &s.naming, &Silent, &Options { concurrency, ..Options::default() })
     }
 
     fn names(s: &Setup) -> Vec<String> {
@@ -305,8 +310,15 @@ mod tests {
         };
         let bytes = stream(&files, true);
         let mut r = Reader::new(&bytes[..], "test").unwrap();
-        let st =
-            run_with(&mut r, &s.storage, Some(&s.cache), &s.naming, &progress, &Options { concurrency: 3 }).unwrap();
+        let st = run_with(
+            &mut r,
+            &s.storage,
+            Some(&s.cache),
+            &s.naming,
+            &progress,
+            &Options { concurrency: 3, ..Options::default() },
+        )
+        .unwrap();
         assert_eq!((st.stored, st.skipped), (7, 0));
         assert_eq!(st.bytes, files.iter().map(|f| f.2.len() as u64).sum::<u64>());
         let order = order.into_inner().unwrap();
