@@ -103,13 +103,15 @@ def main():
     assert same_tree(a.source, whole), "the restored tree differs from the source"
     print(f"timedrive: {len(snaps)} snapshots, {len(td.get_file_list())} files, restored {whole}: ok")
 
-    if hasattr(dup, "coalesce") and hasattr(dup, "delete_backup"):
-        td.coalesce()
-        after = td.get_snapshot_list()
-        assert len(after) == 1, after
-        td.restore_file(".", os.path.join(a.workdir, "restored-coalesced"))
-        assert same_tree(a.source, os.path.join(a.workdir, "restored-coalesced"))
-        print("timedrive: coalesced into one full: ok")
+    plan = td.delete_backup(keep_full=1, dry_run=True)
+    assert plan["files"] == [] and plan["deleted"] == 0, plan  # the newest chain is never deleted
+    td.coalesce()
+    after = td.get_snapshot_list()
+    assert len(after) == 1 and after[0] > snaps[1], after
+    td.restore_file(".", os.path.join(a.workdir, "restored-coalesced"))
+    assert same_tree(a.source, os.path.join(a.workdir, "restored-coalesced"))
+    td.delete_backup()  # cleanup: nothing left over
+    print(f"timedrive: coalesced into one full at {after[0]}: ok")
     return 0
 
 

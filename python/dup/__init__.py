@@ -6,10 +6,18 @@ releases the GIL while it works, so calls in several threads run at once;
 two calls on the same archive exclude each other (the second raises
 ``dup.Locked``). Nothing is global: each call opens its own archive.
 
+Every call takes the archive's options as keywords: ``archive_dir`` and
+``name`` (the local cache), ``passphrase`` (symmetric encryption; str or
+bytes), or ``encrypt_keys``, ``sign_key``, ``sign_passphrase`` and
+``key_files`` (public keys, from files or GnuPG's keyring). Times are Unix
+seconds or duplicity's time strings ("3D", "2026-12-01T10:00:00").
+
 Long calls take ``progress=`` (a callable receiving each event as a dict,
 called in a worker thread with the GIL held; an exception raised in it
 cancels the job and is raised again by the call) and ``cancel=`` (a
-``dup.Cancel`` whose ``.cancel()`` stops the job with ``dup.Interrupted``).
+``dup.Cancel`` whose ``.cancel()`` stops the job with ``dup.Interrupted``),
+and ``log=`` (a callable receiving only the events with a ``message``:
+warnings and log lines).
 
 Errors are ``dup.Error`` subclasses with ``.kind`` (``"locked"``,
 ``"crypto"``, ...), ``.exit_code`` (the binaries' exit code) and ``.hint``.
@@ -31,10 +39,15 @@ from ._dup import (  # noqa: F401
     Unwritable,
     Usage,
     backup,
+    changes,
+    coalesce,
+    delete,
+    file_history,
     files_at,
     restore,
     snapshots,
     test_connection,
+    verify,
 )
 from . import _dup
 
@@ -69,3 +82,11 @@ def start_backup(source, url, **options):
     """Backs up ``source`` to ``url`` (a full when there is no chain, else an
     incremental; ``mode="full"`` forces a full)."""
     return backup(source, url, **options)
+
+
+def delete_backup(url, older_than=None, keep_full=None, dry_run=False, **options):
+    """Deletes the backups older than ``older_than`` (a time), or all but
+    the ``keep_full`` newest full chains; with neither, the leftovers of
+    unfinished backups (duplicity's cleanup). ``dry_run`` only lists them."""
+    cleanup = older_than is None and keep_full is None
+    return delete(url, older_than=older_than, keep_full=keep_full, cleanup=cleanup, dry_run=dry_run, **options)

@@ -5,8 +5,7 @@
 //! carrying dup's kind, exit code and hint. Nothing is global: each call opens
 //! its own archive, so calls in several Python threads run side by side.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use dup::api::{self, ArchiveOptions, BackupMode, BackupOptions};
@@ -72,7 +71,7 @@ fn py_error(py: Python<'_>, e: DupError) -> PyErr {
 #[pyclass(module = "dup", frozen)]
 #[derive(Clone, Default)]
 struct Cancel {
-    flag: Arc<AtomicBool>,
+    token: api::Cancel,
 }
 
 #[pymethods]
@@ -81,36 +80,39 @@ impl Cancel {
     fn new() -> Self {
         Self::default()
     }
-    /// Asks the job to stop; it raises `dup.Interrupted` soon after.
+    /// Asks the job to stop at its next check; it raises `dup.Interrupted`
+    /// (a backup keeps what it stored and the next backup resumes it).
     fn cancel(&self) {
-        self.flag.store(true, Ordering::SeqCst);
+        self.token.cancel();
     }
     /// Whether `cancel()` was called (or a progress callback raised).
     #[getter]
     fn cancelled(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
+        self.token.is_cancelled()
     }
 }
 
-/// Item events passed to the callback at most this often (the others are
-/// all passed: start, finish, file, warning).
+/// Item events passed to the callback at most this often (all the others
+/// are passed).
 const ITEM_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A job's progress sink: each event as a dict to the Python callable. An
-/// exception raised by the callable cancels the job and is raised again by
-/// the call.
+/// A job's sink: each event as a dict to the `progress` callable, and those
+/// that carry a message (warnings, log lines) to the `log` callable too. An
+/// exception raised by either cancels the job and is raised by the call.
 struct PyProgress {
-    callback: Option<Py<PyAny>>,
-    cancel: Cancel,
+    progress: Option<Py<PyAny>>,
+    log: Option<Py<PyAny>>,
+    cancel: api::Cancel,
     raised: Mutex<Option<PyErr>>,
     last_item: Mutex<Option<Instant>>,
 }
 
 impl PyProgress {
-    fn new(callback: Option<Bound<'_, PyAny>>, cancel: Option<&Cancel>) -> Self {
+    fn new(progress: Option<Bound<'_, PyAny>>, log: Option<Bound<'_, PyAny>>, cancel: Option<&Cancel>) -> Self {
         PyProgress {
-            callback: callback.map(Bound::unbind),
-            cancel: cancel.cloned().unwrap_or_default(),
+            progress: progress.filter(|p| !p.is_none()).map(Bound::unbind),
+            log: log.filter(|l| !l.is_none()).map(Bound::unbind),
+            cancel: cancel.map(|c| c.token.clone()).unwrap_or_default(),
             raised: Mutex::new(None),
             last_item: Mutex::new(None),
         }
@@ -126,9 +128,14 @@ impl PyProgress {
         true
     }
 
-    /// The call's result: the callback's exception first (it caused the
-    /// failure), then dup's error as a Python exception.
-    fn result<T>(&self, py: Python<'_>, r: dup::Result<T>) -> PyResult<T> {
+    /// Runs `job` without the GIL; its result, or the callback's exception
+    /// (which caused the failure), or dup's error as a Python exception.
+    fn run<T: Send>(
+        &self,
+        py: Python<'_>,
+        job: impl FnOnce(&dyn Progress, &api::Cancel) -> dup::Result<T> + Send,
+    ) -> PyResult<T> {
+        let r = py.detach(|| job(self, &self.cancel));
         if let Some(e) = self.raised.lock().ok().and_then(|mut g| g.take()) {
             return Err(e);
         }
@@ -138,13 +145,25 @@ impl PyProgress {
 
 impl Progress for PyProgress {
     fn event(&self, ev: Event) {
-        let Some(cb) = &self.callback else { return };
-        if self.cancel.cancelled() || (matches!(ev, Event::Item { .. }) && !self.item_due()) {
+        if self.progress.is_none() && self.log.is_none() {
+            return;
+        }
+        if matches!(ev, Event::Item { .. }) && (self.progress.is_none() || !self.item_due()) {
             return;
         }
         let Ok(value) = serde_json::to_value(&ev) else { return };
+        let is_log = value.get("message").is_some();
         let called = Python::attach(|py| -> PyResult<()> {
-            cb.call1(py, (to_py(py, &value)?,))?;
+            if self.raised.lock().map(|g| g.is_some()).unwrap_or(true) {
+                return Ok(());
+            }
+            let d = to_py(py, &value)?;
+            if let Some(cb) = &self.progress {
+                cb.call1(py, (&d,))?;
+            }
+            if let (true, Some(cb)) = (is_log, &self.log) {
+                cb.call1(py, (&d,))?;
+            }
             Ok(())
         });
         if let Err(e) = called {
@@ -185,10 +204,34 @@ fn to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyA
     }
 }
 
-/// Any serializable dup value as a Python dict/list.
+/// Any serializable dup value as Python dicts and lists.
 fn ser_to_py<'py>(py: Python<'py>, v: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
     let value = serde_json::to_value(v).map_err(|e| Error::new_err(e.to_string()))?;
     to_py(py, &value)
+}
+
+/// A path of the backup as Python's `os.fsdecode` gives it (bytes that are
+/// not UTF-8 as surrogates, so `os.fsencode` gives them back).
+fn py_path<'py>(py: Python<'py>, p: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(p).into_bound_py_any(py)
+}
+
+/// A path given by Python (str, bytes or os.PathLike) as bytes.
+fn path_bytes(p: std::path::PathBuf) -> Vec<u8> {
+    use std::os::unix::ffi::OsStringExt;
+    p.into_os_string().into_vec()
+}
+
+/// A file of the backup as a dict: the fields of dup-ls --json, the
+/// paths as str.
+fn entry_to_py<'py>(py: Python<'py>, e: &api::Entry) -> PyResult<Bound<'py, PyAny>> {
+    let d = ser_to_py(py, e)?;
+    d.set_item("path", py_path(py, &e.path)?)?;
+    if let Some(t) = &e.target {
+        d.set_item("target", py_path(py, t)?)?;
+    }
+    Ok(d)
 }
 
 /// A time as duplicity takes it: Unix seconds (int), or a string in
@@ -202,37 +245,8 @@ fn parse_time(t: Option<&Bound<'_, PyAny>>) -> PyResult<Option<i64>> {
     time::parse_time(&s, time::now()).map(Some).map_err(|e| py_error(t.py(), e))
 }
 
-/// Keys from the options: none at all is an unencrypted archive; a
-/// passphrase alone, symmetric encryption; recipients, a signing key or
-/// key files go through GnuPG's keyring as the binaries do.
-struct KeyArgs {
-    passphrase: Option<Vec<u8>>,
-    sign_passphrase: Option<Vec<u8>>,
-    encrypt_keys: Vec<String>,
-    sign_key: Option<String>,
-    key_files: Vec<std::path::PathBuf>,
-}
-
-impl KeyArgs {
-    fn keys(self, purpose: Purpose) -> dup::Result<Option<Keys>> {
-        if self.encrypt_keys.is_empty() && self.sign_key.is_none() && self.key_files.is_empty() {
-            return Ok(self.passphrase.map(Keys::with_passphrase));
-        }
-        let opts = KeyOptions {
-            encrypt_keys: self.encrypt_keys,
-            sign_key: self.sign_key,
-            key_files: self.key_files,
-            prompt: false,
-            ..KeyOptions::default()
-        };
-        let env =
-            KeyEnv { passphrase: self.passphrase, sign_passphrase: self.sign_passphrase, ..KeyEnv::from_process() };
-        Keys::build(&opts, &env, purpose).map(Some)
-    }
-}
-
 /// str or bytes, as bytes.
-fn secret(v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<u8>>> {
+fn secret(v: Option<Bound<'_, PyAny>>) -> PyResult<Option<Vec<u8>>> {
     let Some(v) = v.filter(|v| !v.is_none()) else { return Ok(None) };
     match v.extract::<String>() {
         Ok(s) => Ok(Some(s.into_bytes())),
@@ -240,28 +254,43 @@ fn secret(v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<u8>>> {
     }
 }
 
-/// The archive options shared by every verb.
-#[allow(clippy::too_many_arguments)]
-fn archive_options(
+/// The archive from `url` and the keyword options every verb shares:
+/// `archive_dir`, `name` (the cache), and the keys: `passphrase` alone is
+/// symmetric encryption; `encrypt_keys`, `sign_key` (+ `sign_passphrase`)
+/// and `key_files` go through key files and GnuPG's keyring as the binaries
+/// do; none of them, an unencrypted archive. Another key is a TypeError.
+fn archive_from(
     py: Python<'_>,
     url: String,
-    archive_dir: Option<std::path::PathBuf>,
-    name: Option<String>,
-    passphrase: Option<&Bound<'_, PyAny>>,
-    encrypt_keys: Option<Vec<String>>,
-    sign_key: Option<String>,
-    sign_passphrase: Option<&Bound<'_, PyAny>>,
-    key_files: Option<Vec<std::path::PathBuf>>,
+    kw: Option<&Bound<'_, PyDict>>,
     purpose: Purpose,
 ) -> PyResult<ArchiveOptions> {
-    let k = KeyArgs {
-        passphrase: secret(passphrase)?,
-        sign_passphrase: secret(sign_passphrase)?,
-        encrypt_keys: encrypt_keys.unwrap_or_default(),
-        sign_key,
-        key_files: key_files.unwrap_or_default(),
+    let kw = match kw {
+        Some(k) => k.copy()?,
+        None => PyDict::new(py),
     };
-    let keys = py.detach(|| k.keys(purpose)).map_err(|e| py_error(py, e))?;
+    let take = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
+        let v = kw.get_item(k)?;
+        kw.del_item(k).ok();
+        Ok(v.filter(|v| !v.is_none()))
+    };
+    let archive_dir = take("archive_dir")?.map(|v| v.extract::<std::path::PathBuf>()).transpose()?;
+    let name = take("name")?.map(|v| v.extract::<String>()).transpose()?;
+    let passphrase = secret(take("passphrase")?)?;
+    let sign_passphrase = secret(take("sign_passphrase")?)?;
+    let encrypt_keys = take("encrypt_keys")?.map(|v| v.extract::<Vec<String>>()).transpose()?.unwrap_or_default();
+    let sign_key = take("sign_key")?.map(|v| v.extract::<String>()).transpose()?;
+    let key_files = take("key_files")?.map(|v| v.extract::<Vec<std::path::PathBuf>>()).transpose()?.unwrap_or_default();
+    if let Some((k, _)) = kw.iter().next() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!("unexpected keyword argument {k}")));
+    }
+    let keys = if encrypt_keys.is_empty() && sign_key.is_none() && key_files.is_empty() {
+        passphrase.map(Keys::with_passphrase)
+    } else {
+        let opts = KeyOptions { encrypt_keys, sign_key, key_files, prompt: false, ..KeyOptions::default() };
+        let env = KeyEnv { passphrase, sign_passphrase, ..KeyEnv::from_process() };
+        Some(py.detach(|| Keys::build(&opts, &env, purpose)).map_err(|e| py_error(py, e))?)
+    };
     Ok(ArchiveOptions { url, archive_dir, name, keys })
 }
 
@@ -273,63 +302,7 @@ macro_rules! dict {
     }};
 }
 
-/// Backs up `source` to `url`; returns what was done (a dict).
-#[pyfunction]
-#[pyo3(signature = (source, url, *, mode="auto", selection=None, volsize=None, compress=true,
-    passphrase=None, encrypt_keys=None, sign_key=None, sign_passphrase=None, key_files=None,
-    archive_dir=None, name=None, progress=None, cancel=None))]
-#[allow(clippy::too_many_arguments)]
-fn backup<'py>(
-    py: Python<'py>,
-    source: std::path::PathBuf,
-    url: String,
-    mode: &str,
-    selection: Option<Vec<String>>,
-    volsize: Option<u64>,
-    compress: bool,
-    passphrase: Option<&Bound<'py, PyAny>>,
-    encrypt_keys: Option<Vec<String>>,
-    sign_key: Option<String>,
-    sign_passphrase: Option<&Bound<'py, PyAny>>,
-    key_files: Option<Vec<std::path::PathBuf>>,
-    archive_dir: Option<std::path::PathBuf>,
-    name: Option<String>,
-    progress: Option<Bound<'py, PyAny>>,
-    cancel: Option<PyRef<'py, Cancel>>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let mode = match mode {
-        "auto" => BackupMode::Auto,
-        "full" => BackupMode::Full,
-        "incremental" | "inc" => BackupMode::Incremental,
-        _ => return Err(Usage::new_err(format!("mode must be auto, full or incremental, not {mode:?}"))),
-    };
-    let archive = archive_options(
-        py,
-        url,
-        archive_dir,
-        name,
-        passphrase,
-        encrypt_keys,
-        sign_key,
-        sign_passphrase,
-        key_files,
-        Purpose::Both,
-    )?;
-    let selection =
-        dup::stage::scan::select::options_from_args(selection.unwrap_or_default().into_iter().map(Into::into))
-            .map_err(|e| py_error(py, e))?;
-    let mut o = BackupOptions::new(source, archive.url.clone());
-    o.keys = archive.keys.clone();
-    o.archive = archive;
-    o.mode = mode;
-    o.selection = selection;
-    o.compress = compress;
-    if let Some(v) = volsize {
-        o.volsize = v;
-    }
-    let prog = PyProgress::new(progress, cancel.as_deref());
-    let r = py.detach(|| api::backup(&o, &prog));
-    let r = prog.result(py, r)?;
+fn backup_report<'py>(py: Python<'py>, r: &api::BackupReport) -> PyResult<Bound<'py, PyDict>> {
     let c = &r.changes;
     Ok(dict!(py,
         "full" => r.full,
@@ -343,121 +316,323 @@ fn backup<'py>(
     ))
 }
 
-/// The archive's backup sets, chains oldest first (a list of dicts).
+fn restore_report<'py>(py: Python<'py>, r: &api::RestoreReport) -> PyResult<Bound<'py, PyDict>> {
+    Ok(dict!(py,
+        "time" => r.time, "sets" => r.sets, "volumes" => r.volumes, "volume_bytes" => r.volume_bytes,
+        "items" => r.items, "bytes" => r.bytes,
+    ))
+}
+
+fn delete_report<'py>(py: Python<'py>, r: &api::DeleteReport) -> PyResult<Bound<'py, PyDict>> {
+    Ok(dict!(py, "files" => &r.files, "notes" => &r.notes, "deleted" => r.deleted))
+}
+
+fn change_to_py<'py>(py: Python<'py>, c: &api::Change) -> PyResult<Bound<'py, PyDict>> {
+    let kind = match c.kind {
+        api::ChangeKind::New => "new",
+        api::ChangeKind::Changed => "changed",
+        api::ChangeKind::Deleted => "deleted",
+    };
+    Ok(dict!(py, "path" => py_path(py, &c.path)?, "kind" => kind, "time" => c.time))
+}
+
+/// Backs up `source` to `url`: a full when there is no chain (or
+/// `mode="full"`, or the chain began before `full_if_older_than`), else an
+/// incremental; an interrupted backup is resumed. Returns what was done.
 #[pyfunction]
-#[pyo3(signature = (url, *, passphrase=None, key_files=None, archive_dir=None, name=None))]
+#[pyo3(signature = (source, url, *, mode="auto", selection=None, full_if_older_than=None, volsize=None,
+    compress=true, progress=None, log=None, cancel=None, **archive))]
+#[allow(clippy::too_many_arguments)]
+fn backup<'py>(
+    py: Python<'py>,
+    source: std::path::PathBuf,
+    url: String,
+    mode: &str,
+    selection: Option<Vec<String>>,
+    full_if_older_than: Option<&Bound<'py, PyAny>>,
+    volsize: Option<u64>,
+    compress: bool,
+    progress: Option<Bound<'py, PyAny>>,
+    log: Option<Bound<'py, PyAny>>,
+    cancel: Option<PyRef<'py, Cancel>>,
+    archive: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let mode = match mode {
+        "auto" => BackupMode::Auto,
+        "full" => BackupMode::Full,
+        "incremental" | "inc" => BackupMode::Incremental,
+        _ => return Err(Usage::new_err(format!("mode must be auto, full or incremental, not {mode:?}"))),
+    };
+    let mut o = BackupOptions::new(source, "");
+    o.archive = archive_from(py, url, archive, Purpose::Both)?;
+    o.mode = mode;
+    o.full_if_older_than = parse_time(full_if_older_than)?;
+    o.selection =
+        dup::stage::scan::select::options_from_args(selection.unwrap_or_default().into_iter().map(Into::into))
+            .map_err(|e| py_error(py, e))?;
+    o.compress = compress;
+    if let Some(v) = volsize {
+        o.volsize = v;
+    }
+    let r = PyProgress::new(progress, log, cancel.as_deref()).run(py, |p, c| api::backup(&o, p, c))?;
+    backup_report(py, &r)
+}
+
+/// The archive's backup sets: chains oldest first, each full then its
+/// incrementals, then orphaned and incomplete sets (dicts: `type`, `start`,
+/// `end` the set's time, `chain`, `status`, `volumes`, `encrypted`,
+/// `compressed`, `files`, `size` in bytes on the backend).
+#[pyfunction]
+#[pyo3(signature = (url, *, cancel=None, **archive))]
 fn snapshots<'py>(
     py: Python<'py>,
     url: String,
-    passphrase: Option<&Bound<'py, PyAny>>,
-    key_files: Option<Vec<std::path::PathBuf>>,
-    archive_dir: Option<std::path::PathBuf>,
-    name: Option<String>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let a = archive_options(py, url, archive_dir, name, passphrase, None, None, None, key_files, Purpose::Decrypt)?;
-    let sets = py.detach(|| api::snapshots(&a)).map_err(|e| py_error(py, e))?;
-    ser_to_py(py, &sets)
+    cancel: Option<PyRef<'py, Cancel>>,
+    archive: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let a = archive_from(py, url, archive, Purpose::Decrypt)?;
+    let sets = PyProgress::new(None, None, cancel.as_deref()).run(py, |p, c| api::snapshots(&a, p, c))?;
+    let out = PyList::empty(py);
+    for s in &sets {
+        let d = ser_to_py(py, &s.info)?;
+        d.set_item("size", s.size)?;
+        out.append(d)?;
+    }
+    Ok(out)
 }
 
-/// The files present at `time` (None: the latest), as dicts; with `path`,
-/// only that directory's direct children.
+/// The items present at `time` (None: the newest set), the whole tree or,
+/// with `path`, one directory's items ("." the root), in duplicity's order,
+/// as dicts (`path`, `type`, `mode`, `uid`, `gid`, `uname`, `gname`,
+/// `mtime`, `size`, `target`). No volume is read.
 #[pyfunction]
-#[pyo3(signature = (url, *, time=None, path=None, passphrase=None, key_files=None, archive_dir=None, name=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (url, *, time=None, path=None, cancel=None, **archive))]
 fn files_at<'py>(
     py: Python<'py>,
     url: String,
     time: Option<&Bound<'py, PyAny>>,
-    path: Option<String>,
-    passphrase: Option<&Bound<'py, PyAny>>,
-    key_files: Option<Vec<std::path::PathBuf>>,
-    archive_dir: Option<std::path::PathBuf>,
-    name: Option<String>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let t = parse_time(time)?;
-    let a = archive_options(py, url, archive_dir, name, passphrase, None, None, None, key_files, Purpose::Decrypt)?;
-    // "" and "." are the root.
-    let dir = path.map(|p| match p.trim_matches('/') {
-        "." => String::new(),
-        d => d.to_string(),
-    });
+    path: Option<std::path::PathBuf>,
+    cancel: Option<PyRef<'py, Cancel>>,
+    archive: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let o = api::FilesOptions {
+        archive: archive_from(py, url, archive, Purpose::Decrypt)?,
+        time: parse_time(time)?,
+        dir: path.map(path_bytes),
+    };
     let mut entries = Vec::new();
-    let r = py.detach(|| {
-        api::files_at(&a, t, |e| {
-            let keep = match &dir {
-                None => true,
-                Some(d) => {
-                    let p = e.path.0.as_slice();
-                    let rest = match d.is_empty() {
-                        true => (p != b".").then_some(p),
-                        false => p.strip_prefix(d.as_bytes()).and_then(|rest| rest.strip_prefix(b"/")),
-                    };
-                    rest.is_some_and(|rest| !rest.is_empty() && !rest.contains(&b'/'))
-                }
-            };
-            if keep {
-                entries.push(e);
-            }
+    PyProgress::new(None, None, cancel.as_deref()).run(py, |p, c| {
+        api::files_at(&o, p, c, |e| {
+            entries.push(e);
             Ok(())
         })
-    });
-    r.map_err(|e| py_error(py, e))?;
-    ser_to_py(py, &entries)
+    })?;
+    let out = PyList::empty(py);
+    for e in &entries {
+        out.append(entry_to_py(py, e)?)?;
+    }
+    Ok(out)
 }
 
-/// Restores the backup at `time` (None: the latest), or only `path` of it,
-/// into `dest`. Raises when anything was skipped.
+/// What the set at `time` (None: the newest) added, changed and deleted
+/// (regular files, as duplicity's --show-changes-in-set): dicts with
+/// `path`, `kind` ("new", "changed", "deleted") and `time`.
 #[pyfunction]
-#[pyo3(signature = (url, dest, *, path=None, time=None, force=false, passphrase=None, key_files=None,
-    archive_dir=None, name=None, progress=None, cancel=None))]
+#[pyo3(signature = (url, *, time=None, cancel=None, **archive))]
+fn changes<'py>(
+    py: Python<'py>,
+    url: String,
+    time: Option<&Bound<'py, PyAny>>,
+    cancel: Option<PyRef<'py, Cancel>>,
+    archive: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let o = api::ChangesOptions { archive: archive_from(py, url, archive, Purpose::Decrypt)?, time: parse_time(time)? };
+    let list = PyProgress::new(None, None, cancel.as_deref()).run(py, |p, c| api::changes(&o, p, c))?;
+    let out = PyList::empty(py);
+    for c in &list {
+        out.append(change_to_py(py, c)?)?;
+    }
+    Ok(out)
+}
+
+/// The sets that stored or deleted `path` (a regular file), oldest first,
+/// as duplicity's --file-changed: dicts as `changes` gives them.
+#[pyfunction]
+#[pyo3(signature = (url, path, *, cancel=None, **archive))]
+fn file_history<'py>(
+    py: Python<'py>,
+    url: String,
+    path: std::path::PathBuf,
+    cancel: Option<PyRef<'py, Cancel>>,
+    archive: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let o = api::HistoryOptions { archive: archive_from(py, url, archive, Purpose::Decrypt)?, path: path_bytes(path) };
+    let list = PyProgress::new(None, None, cancel.as_deref()).run(py, |p, c| api::file_history(&o, p, c))?;
+    let out = PyList::empty(py);
+    for c in &list {
+        out.append(change_to_py(py, c)?)?;
+    }
+    Ok(out)
+}
+
+/// Restores the backup at `time` (None: the newest), or only `path` of it,
+/// to `dest` (absent or empty unless `force`; the file itself when `path`
+/// is a file). Raises when anything was skipped, after restoring the rest.
+#[pyfunction]
+#[pyo3(signature = (url, dest, *, path=None, time=None, force=false, numeric_owner=false,
+    progress=None, log=None, cancel=None, **archive))]
 #[allow(clippy::too_many_arguments)]
 fn restore<'py>(
     py: Python<'py>,
     url: String,
     dest: std::path::PathBuf,
-    path: Option<String>,
+    path: Option<std::path::PathBuf>,
     time: Option<&Bound<'py, PyAny>>,
     force: bool,
-    passphrase: Option<&Bound<'py, PyAny>>,
-    key_files: Option<Vec<std::path::PathBuf>>,
-    archive_dir: Option<std::path::PathBuf>,
-    name: Option<String>,
+    numeric_owner: bool,
     progress: Option<Bound<'py, PyAny>>,
+    log: Option<Bound<'py, PyAny>>,
     cancel: Option<PyRef<'py, Cancel>>,
+    archive: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    use dup::stage::get;
-    let t = parse_time(time)?;
-    let a = archive_options(py, url, archive_dir, name, passphrase, None, None, None, key_files, Purpose::Decrypt)?;
-    let opts = get::Options {
-        url: a.url,
-        time: t,
-        path: path.map(String::into_bytes),
-        archive_dir: a.archive_dir,
-        name: a.name,
-        keys: a.keys,
+    let o = api::RestoreOptions {
+        archive: archive_from(py, url, archive, Purpose::Decrypt)?,
+        time: parse_time(time)?,
+        path: path.map(path_bytes),
+        dest,
+        force,
+        numeric_owner,
     };
-    let prog = PyProgress::new(progress, cancel.as_deref());
-    let r = py.detach(|| {
-        let s = get::run(&opts, get::Action::Restore { dest, force, numeric_owner: false }, &prog)?;
-        match s.error() {
-            Some(e) => Err(e),
-            None => Ok(s),
-        }
-    });
-    let s = prog.result(py, r)?;
-    Ok(dict!(py,
-        "time" => s.time, "sets" => s.sets, "volumes" => s.volumes, "volume_bytes" => s.volume_bytes,
-        "items" => s.items, "bytes" => s.bytes,
-    ))
+    let r = PyProgress::new(progress, log, cancel.as_deref()).run(py, |p, c| api::restore(&o, p, c))?;
+    restore_report(py, &r)
 }
 
-/// Tests that the backend answers (lists, writes, reads back, deletes a
-/// probe); returns a dict with `status` ("ok" or what failed), `message`,
-/// `hint`, never raising for an unreachable backend.
+/// Compares the backup at `time` (or `path` of it) with the local tree
+/// `source`; returns the restore counters plus `differences` (dicts with
+/// `path` and `what`, a list of phrases) and `difference_count`.
 #[pyfunction]
-fn test_connection<'py>(py: Python<'py>, url: String) -> PyResult<Bound<'py, PyAny>> {
+#[pyo3(signature = (url, source, *, path=None, time=None, compare_data=false, progress=None, log=None,
+    cancel=None, **archive))]
+#[allow(clippy::too_many_arguments)]
+fn verify<'py>(
+    py: Python<'py>,
+    url: String,
+    source: std::path::PathBuf,
+    path: Option<std::path::PathBuf>,
+    time: Option<&Bound<'py, PyAny>>,
+    compare_data: bool,
+    progress: Option<Bound<'py, PyAny>>,
+    log: Option<Bound<'py, PyAny>>,
+    cancel: Option<PyRef<'py, Cancel>>,
+    archive: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let o = api::VerifyOptions {
+        archive: archive_from(py, url, archive, Purpose::Decrypt)?,
+        time: parse_time(time)?,
+        path: path.map(path_bytes),
+        source,
+        compare_data,
+    };
+    let r = PyProgress::new(progress, log, cancel.as_deref()).run(py, |p, c| api::verify(&o, p, c))?;
+    let d = restore_report(py, &r.read)?;
+    let diffs = PyList::empty(py);
+    for x in &r.differences {
+        diffs.append(dict!(py, "path" => py_path(py, &x.path)?, "what" => &x.what))?;
+    }
+    d.set_item("differences", diffs)?;
+    d.set_item("difference_count", r.difference_count)?;
+    Ok(d)
+}
+
+/// Deletes old backups as duplicity does; give exactly one policy:
+/// `older_than` (a time: remove-older-than), `keep_full` (N:
+/// remove-all-but-n-full), `keep_inc_of_full` (N:
+/// remove-all-inc-of-but-n-full) or `cleanup=True`. With `dry_run` only
+/// says what would go. Returns `files` (in deletion order), `notes`,
+/// `deleted`.
+#[pyfunction]
+#[pyo3(signature = (url, *, older_than=None, keep_full=None, keep_inc_of_full=None, cleanup=false,
+    dry_run=false, progress=None, log=None, cancel=None, **archive))]
+#[allow(clippy::too_many_arguments)]
+fn delete<'py>(
+    py: Python<'py>,
+    url: String,
+    older_than: Option<&Bound<'py, PyAny>>,
+    keep_full: Option<usize>,
+    keep_inc_of_full: Option<usize>,
+    cleanup: bool,
+    dry_run: bool,
+    progress: Option<Bound<'py, PyAny>>,
+    log: Option<Bound<'py, PyAny>>,
+    cancel: Option<PyRef<'py, Cancel>>,
+    archive: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    use api::Policy;
+    let older_than = parse_time(older_than)?;
+    let policies: Vec<Policy> = [
+        older_than.map(Policy::OlderThan),
+        keep_full.map(Policy::AllButNFull),
+        keep_inc_of_full.map(Policy::AllIncOfButNFull),
+        cleanup.then_some(Policy::Cleanup),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let [policy] = policies[..] else {
+        return Err(Usage::new_err("give exactly one of older_than, keep_full, keep_inc_of_full and cleanup=True"));
+    };
+    let o = api::DeleteOptions { archive: archive_from(py, url, archive, Purpose::Decrypt)?, policy, dry_run };
+    let r = PyProgress::new(progress, log, cancel.as_deref()).run(py, |p, c| api::delete(&o, p, c))?;
+    delete_report(py, &r)
+}
+
+/// Writes a full backup of the state at `time` (None: the newest set) from
+/// the archive itself, so the chain's incrementals are no longer needed;
+/// with `drop_old`, then deletes the chains before it. Returns `from` (the
+/// state's time), `backup` (as `backup` returns it) and `dropped` (as
+/// `delete` returns it, or None).
+#[pyfunction]
+#[pyo3(signature = (url, *, time=None, drop_old=false, volsize=None, compress=true, progress=None, log=None,
+    cancel=None, **archive))]
+#[allow(clippy::too_many_arguments)]
+fn coalesce<'py>(
+    py: Python<'py>,
+    url: String,
+    time: Option<&Bound<'py, PyAny>>,
+    drop_old: bool,
+    volsize: Option<u64>,
+    compress: bool,
+    progress: Option<Bound<'py, PyAny>>,
+    log: Option<Bound<'py, PyAny>>,
+    cancel: Option<PyRef<'py, Cancel>>,
+    archive: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let mut o = api::CoalesceOptions::new(archive_from(py, url, archive, Purpose::Both)?);
+    o.time = parse_time(time)?;
+    o.drop_old = drop_old;
+    o.compress = compress;
+    if let Some(v) = volsize {
+        o.volsize = v;
+    }
+    let r = PyProgress::new(progress, log, cancel.as_deref()).run(py, |p, c| api::coalesce(&o, p, c))?;
+    let dropped = r.dropped.as_ref().map(|d| delete_report(py, d)).transpose()?;
+    Ok(dict!(py, "from" => r.from, "backup" => backup_report(py, &r.backup)?, "dropped" => dropped))
+}
+
+/// Tests that the backend at `url` answers (lists, writes, reads back and
+/// deletes a probe, within seconds): a dict with `status` ("ok",
+/// "unreachable", "auth_refused", "permission_denied", "not_found"),
+/// `message`, `hint`, `files` and `archive` (whether a backup is there).
+/// A failing backend is an answer, not an exception.
+#[pyfunction]
+#[pyo3(signature = (url, *, cancel=None))]
+fn test_connection<'py>(
+    py: Python<'py>,
+    url: String,
+    cancel: Option<PyRef<'py, Cancel>>,
+) -> PyResult<Bound<'py, PyAny>> {
     let a = ArchiveOptions::new(url);
-    let c = py.detach(|| api::test_connection(&a)).map_err(|e| py_error(py, e))?;
+    let c = PyProgress::new(None, None, cancel.as_deref()).run(py, |p, c| api::test_connection(&a, p, c))?;
     ser_to_py(py, &c)
 }
 
@@ -468,7 +643,12 @@ fn _dup(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backup, m)?)?;
     m.add_function(wrap_pyfunction!(snapshots, m)?)?;
     m.add_function(wrap_pyfunction!(files_at, m)?)?;
+    m.add_function(wrap_pyfunction!(changes, m)?)?;
+    m.add_function(wrap_pyfunction!(file_history, m)?)?;
     m.add_function(wrap_pyfunction!(restore, m)?)?;
+    m.add_function(wrap_pyfunction!(verify, m)?)?;
+    m.add_function(wrap_pyfunction!(delete, m)?)?;
+    m.add_function(wrap_pyfunction!(coalesce, m)?)?;
     m.add_function(wrap_pyfunction!(test_connection, m)?)?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("Usage", py.get_type::<Usage>())?;

@@ -103,16 +103,22 @@ def test_progress_events(world):
 
 
 def test_callback_exception_stops_the_job_and_is_raised(world):
-    src = make_tree(world.path("src"), files=10)
+    src = make_tree(world.path("src"), files=12, size=300_000)
+    calls = []
 
     def boom(e):
-        if e["event"] == "item":
+        calls.append(e)
+        if e["event"] == "file" and e["action"] == "stored":
             raise ValueError("the GUI went away")
 
     with pytest.raises(ValueError, match="the GUI went away"):
-        dup.backup(src, world.url(), archive_dir=world.cache, progress=boom)
-    # The archive is left usable: the next backup completes and restores.
-    dup.backup(src, world.url(), archive_dir=world.cache)
+        dup.backup(src, world.url(), volsize=1 << 20, compress=False, archive_dir=world.cache, progress=boom)
+    # The job stopped: no set was published, and no event came after the exception.
+    assert calls[-1]["event"] == "file"
+    assert [s["status"] for s in dup.snapshots(world.url(), archive_dir=world.cache)] == ["incomplete"]
+    # The archive is left usable: the next backup resumes and restores.
+    r = dup.backup(src, world.url(), volsize=1 << 20, compress=False, archive_dir=world.cache)
+    assert r["skipped"] >= 1
     dup.restore(world.url(), world.path("out"), archive_dir=world.cache)
     assert same_tree(src, world.path("out"))
 
@@ -178,3 +184,101 @@ def test_same_archive_refused_while_busy(world):
         t.join()
     assert not errors, errors
     assert len(dup.snapshots(world.url(), archive_dir=world.cache)) == 1
+
+
+def test_cancel_then_resume(world):
+    """A backup cancelled from another thread after its first volume stops
+    within a second with dup.Interrupted; the next backup resumes it."""
+    src = make_tree(world.path("src"), files=24, size=1 << 20)
+    cancel = dup.Cancel()
+    stored = threading.Event()
+    errors, ended = [], []
+
+    def on_event(e):
+        if e["event"] == "file" and e["action"] == "stored" and ".vol" in e["name"]:
+            stored.set()
+
+    def job():
+        try:
+            dup.backup(src, world.url(), volsize=1 << 20, compress=False, archive_dir=world.cache,
+                       progress=on_event, cancel=cancel)
+        except BaseException as e:
+            errors.append(e)
+        ended.append(time.monotonic())
+
+    t = threading.Thread(target=job)
+    t.start()
+    assert stored.wait(timeout=60), "no volume was stored"
+    cancelled_at = time.monotonic()
+    cancel.cancel()
+    t.join(timeout=30)
+    assert cancel.cancelled
+    assert len(errors) == 1 and isinstance(errors[0], dup.Interrupted), errors
+    assert errors[0].kind == "interrupted" and errors[0].exit_code == 130
+    assert ended[0] - cancelled_at < 1.0, f"returned {ended[0] - cancelled_at:.2f} s after cancel"
+    assert [s["status"] for s in dup.snapshots(world.url(), archive_dir=world.cache)] == ["incomplete"]
+
+    r = dup.backup(src, world.url(), volsize=1 << 20, compress=False, archive_dir=world.cache)
+    assert r["full"] and r["skipped"] >= 1, r
+    dup.restore(world.url(), world.path("out"), archive_dir=world.cache)
+    assert same_tree(src, world.path("out"))
+
+
+def test_log_callback_gets_warnings(world):
+    src = make_tree(world.path("src"), files=3)
+    r = dup.backup(src, world.url(), archive_dir=world.cache)
+    logs, events = [], []
+    # A time before the first backup: the oldest is restored, with a warning.
+    dup.restore(world.url(), world.path("out"), time=r["time"] - 3600, archive_dir=world.cache,
+                progress=events.append, log=logs.append)
+    assert same_tree(src, world.path("out"))
+    assert len(logs) == 1 and logs[0]["event"] == "warning" and "restoring the oldest" in logs[0]["message"]
+    assert logs[0] in events and any(e["event"] == "finish" for e in events)
+    # log alone: no progress events, only messages.
+    only = []
+    dup.restore(world.url(), world.path("out2"), time=r["time"] - 3600, archive_dir=world.cache, log=only.append)
+    assert only == logs
+
+
+def test_delete_coalesce_changes_history_verify(world):
+    src = make_tree(world.path("src"), files=6)
+    url, kw = world.url(), {"archive_dir": world.cache}
+    times = []
+    for i in range(3):
+        with open(os.path.join(src, "f001"), "ab") as f:
+            f.write(b"x" * (i + 1))
+        later = time.time() + 10 * (i + 1)
+        os.utime(os.path.join(src, "f001"), (later, later))
+        mode = "full" if i == 2 else "auto"
+        times.append(dup.backup(src, url, mode=mode, **kw)["time"])
+        time.sleep(1)
+    assert [(s["type"], s["chain"]) for s in dup.snapshots(url, **kw)] == [("full", 1), ("inc", 1), ("full", 2)]
+    ch = dup.changes(url, time=times[1], **kw)
+    assert ch == [{"path": "f001", "kind": "changed", "time": times[1]}]
+    assert [c["time"] for c in dup.file_history(url, "f001", **kw)] == times
+    v = dup.verify(url, src, compare_data=True, **kw)
+    assert v["difference_count"] == 0 and v["items"] >= 6
+    with open(os.path.join(src, "f003"), "wb") as f:
+        f.write(b"changed")
+    v = dup.verify(url, src, compare_data=True, **kw)
+    assert v["difference_count"] == 1 and v["differences"][0]["path"] == "f003"
+
+    plan = dup.delete(url, keep_full=1, dry_run=True, **kw)
+    assert plan["deleted"] == 0 and plan["files"]
+    assert len(dup.snapshots(url, **kw)) == 3
+    with pytest.raises(dup.Usage):
+        dup.delete(url, keep_full=1, cleanup=True, **kw)
+    done = dup.delete(url, keep_full=1, **kw)
+    assert done["deleted"] == len(plan["files"])
+    assert [s["type"] for s in dup.snapshots(url, **kw)] == ["full"]
+
+    with open(os.path.join(src, "f004"), "ab") as f:
+        f.write(b"y")
+    later = time.time() + 100
+    os.utime(os.path.join(src, "f004"), (later, later))
+    dup.backup(src, url, **kw)
+    c = dup.coalesce(url, drop_old=True, **kw)
+    assert c["backup"]["full"] and c["dropped"] is not None
+    assert [s["type"] for s in dup.snapshots(url, **kw)] == ["full"]
+    dup.restore(url, world.path("out"), **kw)
+    assert same_tree(src, world.path("out"))
