@@ -96,9 +96,13 @@ impl Cancel {
 /// are passed).
 const ITEM_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How often a waiting call lets Python run its signal handlers (Ctrl-C).
+const SIGNAL_INTERVAL: Duration = Duration::from_millis(50);
+
 /// A job's sink: each event as a dict to the `progress` callable, and those
 /// that carry a message (warnings, log lines) to the `log` callable too. An
-/// exception raised by either cancels the job and is raised by the call.
+/// exception raised by either (or by a signal handler, Ctrl-C) cancels the
+/// job and is raised by the call.
 struct PyProgress {
     progress: Option<Py<PyAny>>,
     log: Option<Py<PyAny>>,
@@ -128,18 +132,45 @@ impl PyProgress {
         true
     }
 
-    /// Runs `job` without the GIL; its result, or the callback's exception
-    /// (which caused the failure), or dup's error as a Python exception.
+    /// Runs `job` without the GIL, in a thread of its own while the calling
+    /// thread watches for signals (Python runs its handlers, Ctrl-C's
+    /// KeyboardInterrupt, only on the main thread, and only holding the
+    /// GIL); the job's result, or the exception that stopped it (a
+    /// callback's or a signal handler's), or dup's error as a Python exception.
     fn run<T: Send>(
         &self,
         py: Python<'_>,
         job: impl FnOnce(&dyn Progress, &api::Cancel) -> dup::Result<T> + Send,
     ) -> PyResult<T> {
-        let r = py.detach(|| job(self, &self.cancel));
+        let r = py.detach(|| {
+            std::thread::scope(|s| {
+                let caller = std::thread::current();
+                let worker = s.spawn(move || {
+                    let r = job(self, &self.cancel);
+                    caller.unpark();
+                    r
+                });
+                while !worker.is_finished() {
+                    std::thread::park_timeout(SIGNAL_INTERVAL);
+                    if let Err(e) = Python::attach(|py| py.check_signals()) {
+                        self.stop(e);
+                    }
+                }
+                worker.join().unwrap_or_else(|_| Err(DupError::other("the job panicked")))
+            })
+        });
         if let Some(e) = self.raised.lock().ok().and_then(|mut g| g.take()) {
             return Err(e);
         }
         r.map_err(|e| py_error(py, e))
+    }
+
+    /// Cancels the job because of `e`, the first such exception kept.
+    fn stop(&self, e: PyErr) {
+        if let Ok(mut g) = self.raised.lock() {
+            g.get_or_insert(e);
+        }
+        self.cancel.cancel();
     }
 }
 
@@ -152,7 +183,6 @@ impl Progress for PyProgress {
             return;
         }
         let Ok(value) = serde_json::to_value(&ev) else { return };
-        let is_log = value.get("message").is_some();
         let called = Python::attach(|py| -> PyResult<()> {
             if self.raised.lock().map(|g| g.is_some()).unwrap_or(true) {
                 return Ok(());
@@ -161,16 +191,13 @@ impl Progress for PyProgress {
             if let Some(cb) = &self.progress {
                 cb.call1(py, (&d,))?;
             }
-            if let (true, Some(cb)) = (is_log, &self.log) {
+            if let (true, Some(cb)) = (value.get("message").is_some(), &self.log) {
                 cb.call1(py, (&d,))?;
             }
             Ok(())
         });
         if let Err(e) = called {
-            if let Ok(mut g) = self.raised.lock() {
-                g.get_or_insert(e);
-            }
-            self.cancel.cancel();
+            self.stop(e);
         }
     }
 }

@@ -2,6 +2,8 @@
 restore, encryption, errors, progress, cancel, and jobs in threads."""
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -284,3 +286,26 @@ def test_delete_coalesce_changes_history_verify(world):
     assert [s["type"] for s in dup.snapshots(url, **kw)] == ["full"]
     dup.restore(url, world.path("out"), **kw)
     assert same_tree(src, world.path("out"))
+
+
+def test_ctrl_c_cancels_a_backup(world):
+    """SIGINT to a program in dup.backup: KeyboardInterrupt once the job has
+    stopped cleanly; the next backup resumes what was stored."""
+    src = make_tree(world.path("src"), files=24, size=1 << 20)
+    prog = f"""
+import os, signal, sys, dup
+def on_event(e):
+    if e["event"] == "file" and ".vol" in e["name"]:
+        os.kill(os.getpid(), signal.SIGINT)
+try:
+    dup.backup({src!r}, {world.url()!r}, volsize=1 << 20, compress=False, archive_dir={world.cache!r},
+               progress=on_event)
+except KeyboardInterrupt:
+    print("interrupted")
+    sys.exit(7)
+"""
+    p = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 7 and "interrupted" in p.stdout, (p.returncode, p.stdout, p.stderr)
+    assert [s["status"] for s in dup.snapshots(world.url(), archive_dir=world.cache)] == ["incomplete"]
+    r = dup.backup(src, world.url(), volsize=1 << 20, compress=False, archive_dir=world.cache)
+    assert r["skipped"] >= 1
