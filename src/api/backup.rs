@@ -139,7 +139,8 @@ fn backup_here(opts: &BackupOptions, progress: &dyn Progress, cancel: &Cancel) -
     }
     let basis_state = if full { None } else { Some(SigState::at(&coll, None, &a)?) };
     let basis_end = basis_state.as_ref().map(|s| s.end_time);
-    let popts = pack_options(&a, opts, basis_end, cancel)?;
+    let newest = coll.chains.iter().map(|c| c.end_time()).max();
+    let popts = pack_options(&a, opts, basis_end, newest, cancel)?;
     let now = popts.time.unwrap_or_default();
     let src = Source::open(opts.source.as_os_str().as_encoded_bytes())?;
     let sel = Selection::new(&src.root(), &opts.selection, false)?;
@@ -155,18 +156,21 @@ fn backup_here(opts: &BackupOptions, progress: &dyn Progress, cancel: &Cancel) -
     Ok(BackupReport { full, time: now, warnings, changes, packed, stored })
 }
 
-/// dup-pack's options for a set of `opts` after `basis_end` (None: a
-/// full): the time of an unfinished set of this kind, left by an
-/// interrupted run, is taken and the set continued (volumes packed again
-/// unchanged are not sent); else now.
+/// dup-pack's options for a set of `opts` extending the chain that ends
+/// at `basis_end` (None: a full): the time of an unfinished set of this
+/// kind, left by an interrupted run, is taken and the set continued
+/// (volumes packed again unchanged are not sent); else now, once the clock
+/// has passed `newest`, the end of the archive's newest chain (a full in
+/// the second of another set would take its names).
 pub(super) fn pack_options(
     a: &Archive,
     opts: &BackupOptions,
     basis_end: Option<i64>,
+    newest: Option<i64>,
     cancel: &Cancel,
 ) -> Result<pack::Options> {
     let resume = pack::Resume::load(&a.storage, &a.cache)?;
-    let now = resume.time(&a.naming, basis_end).unwrap_or_else(|| time::now_after(basis_end));
+    let now = resume.time(&a.naming, basis_end).unwrap_or_else(|| time::now_after(newest.max(basis_end)));
     Ok(pack::Options {
         volsize: opts.volsize,
         compress: opts.compress,

@@ -24,7 +24,8 @@ pub struct Snapshot {
     /// As `dup-ls` lists it; `info.end` is the set's time, the one to pass
     /// to [`files_at`], [`restore`](super::restore) and [`changes`].
     pub info: SetInfo,
-    /// The sum of the sizes of `info.files` on the backend.
+    /// The bytes of `info.files` on the backend (manifest and volumes; the
+    /// signatures belong to the signature chain).
     pub size: u64,
 }
 

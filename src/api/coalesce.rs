@@ -94,8 +94,9 @@ pub fn coalesce(opts: &CoalesceOptions, progress: &dyn Progress, cancel: &Cancel
             ..BackupOptions::new("", opts.archive.url.clone())
         };
         let b = BackupOptions { archive: opts.archive.clone(), ..b };
-        let mut popts = pack_options(&a, &b, None, cancel)?;
-        // After every chain: a full no older than a set would cover its time twice.
+        let mut popts = pack_options(&a, &b, None, Some(newest), cancel)?;
+        // After every chain (a resumed full too): a full no newer than a set
+        // would cover its time twice.
         if popts.time.is_none_or(|t| t <= newest) {
             popts.time = Some(time::now_after(Some(newest)));
         }

@@ -61,7 +61,7 @@ pub use self::restore::{Difference, RestoreOptions, RestoreReport, VerifyOptions
 pub use crate::cancel::Cancel;
 pub use crate::crypto::Keys;
 pub use crate::error::{Error, Kind, Result};
-pub use crate::io::storage::Check;
+pub use crate::io::storage::{Check, CheckStatus};
 pub use crate::progress::{Event, Progress, Silent};
 pub use crate::record::{Entry, FileType, PathBytes, SetInfo, SetStatus, SetType};
 
