@@ -3,8 +3,8 @@
 The verbs of dup's Rust API (``dup::api``), each a function taking keyword
 options and returning plain Python values (dicts and lists). Every call
 releases the GIL while it works, so calls in several threads run at once;
-two calls on the same archive exclude each other (the second raises
-``dup.Locked``). Nothing is global: each call opens its own archive.
+a job on an archive another job of this process is changing raises
+``dup.Locked``. Nothing is global: each call opens its own archive.
 
 Every call takes the archive's options as keywords: ``archive_dir`` and
 ``name`` (the local cache), ``passphrase`` (symmetric encryption; str or
@@ -17,7 +17,8 @@ called in a worker thread with the GIL held; an exception raised in it
 cancels the job and is raised again by the call) and ``cancel=`` (a
 ``dup.Cancel`` whose ``.cancel()`` stops the job with ``dup.Interrupted``),
 and ``log=`` (a callable receiving only the events with a ``message``:
-warnings and log lines).
+warnings and log lines). Ctrl-C stops a call the same way, which then
+raises KeyboardInterrupt.
 
 Errors are ``dup.Error`` subclasses with ``.kind`` (``"locked"``,
 ``"crypto"``, ...), ``.exit_code`` (the binaries' exit code) and ``.hint``.
@@ -49,7 +50,6 @@ from ._dup import (  # noqa: F401
     test_connection,
     verify,
 )
-from . import _dup
 
 # Time Drive's names for the verbs (its backend class calls these).
 
