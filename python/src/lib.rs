@@ -431,24 +431,40 @@ fn snapshots<'py>(
 /// The items present at `time` (None: the newest set), the whole tree or,
 /// with `path`, one directory's items ("." the root), in duplicity's order,
 /// as dicts (`path`, `type`, `mode`, `uid`, `gid`, `uname`, `gname`,
-/// `mtime`, `size`, `target`). No volume is read.
+/// `mtime`, `size`, `target`). No volume is read. With `each`, each dict
+/// goes to that callable as it is read (memory stays flat whatever the
+/// tree) and the count is returned; an exception in it stops the listing.
 #[pyfunction]
-#[pyo3(signature = (url, *, time=None, path=None, cancel=None, **archive))]
+#[pyo3(signature = (url, *, time=None, path=None, each=None, cancel=None, **archive))]
+#[allow(clippy::too_many_arguments)]
 fn files_at<'py>(
     py: Python<'py>,
     url: String,
     time: Option<&Bound<'py, PyAny>>,
     path: Option<std::path::PathBuf>,
+    each: Option<Bound<'py, PyAny>>,
     cancel: Option<PyRef<'py, Cancel>>,
     archive: Option<&Bound<'py, PyDict>>,
-) -> PyResult<Bound<'py, PyList>> {
+) -> PyResult<Bound<'py, PyAny>> {
     let o = api::FilesOptions {
         archive: archive_from(py, url, archive, Purpose::Decrypt)?,
         time: parse_time(time)?,
         dir: path.map(path_bytes),
     };
+    let prog = PyProgress::new(None, None, cancel.as_deref());
+    if let Some(each) = each.map(Bound::unbind) {
+        let n = prog.run(py, |p, c| {
+            api::files_at(&o, p, c, |e| {
+                Python::attach(|py| each.call1(py, (entry_to_py(py, &e)?,)).map(drop)).map_err(|err| {
+                    prog.stop(err);
+                    DupError::new(Kind::Interrupted, "the listing's callable raised")
+                })
+            })
+        })?;
+        return n.into_bound_py_any(py);
+    }
     let mut entries = Vec::new();
-    PyProgress::new(None, None, cancel.as_deref()).run(py, |p, c| {
+    prog.run(py, |p, c| {
         api::files_at(&o, p, c, |e| {
             entries.push(e);
             Ok(())
@@ -458,7 +474,7 @@ fn files_at<'py>(
     for e in &entries {
         out.append(entry_to_py(py, e)?)?;
     }
-    Ok(out)
+    Ok(out.into_any())
 }
 
 /// What the set at `time` (None: the newest) added, changed and deleted

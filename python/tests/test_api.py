@@ -309,3 +309,25 @@ except KeyboardInterrupt:
     assert [s["status"] for s in dup.snapshots(world.url(), archive_dir=world.cache)] == ["incomplete"]
     r = dup.backup(src, world.url(), volsize=1 << 20, compress=False, archive_dir=world.cache)
     assert r["skipped"] >= 1
+
+
+def test_files_streamed_and_paths_that_are_not_utf8(world):
+    src = make_tree(world.path("src"), files=4)
+    odd = os.fsencode(src) + b"/caf\xe9"
+    with open(odd, "wb") as f:
+        f.write(b"latin-1 name")
+    dup.backup(src, world.url(), archive_dir=world.cache)
+    seen = []
+    n = dup.files_at(world.url(), each=seen.append, archive_dir=world.cache)
+    assert n == len(seen) == len(dup.files_at(world.url(), archive_dir=world.cache))
+    name = os.fsdecode(b"caf\xe9")
+    assert name in [e["path"] for e in seen]
+    dup.restore(world.url(), world.path("one"), path=name, archive_dir=world.cache)
+    with open(world.path("one"), "rb") as f:
+        assert f.read() == b"latin-1 name"
+
+    def stop(e):
+        raise KeyError("enough")
+
+    with pytest.raises(KeyError):
+        dup.files_at(world.url(), each=stop, archive_dir=world.cache)
