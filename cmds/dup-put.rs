@@ -50,6 +50,7 @@ fn run(args: &Args) -> Result<Status> {
     if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
         return Err(Error::usage(format!("--concurrency must be between 1 and {MAX_CONCURRENCY}")));
     }
+    let cancel = dup::cancel::Cancel::on_signals();
     let progress = progress::for_cli(args.progress, args.log_fd)?;
     let mut storage = Storage::open(&args.url)?;
     // About four S3 parts in flight in all, each buffered in memory.
@@ -57,7 +58,7 @@ fn run(args: &Args) -> Result<Status> {
     let cache = Cache::open(args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref(), &args.url)?;
     let _lock = cache.lock()?;
     let mut input = cli::stdin_records()?;
-    let opts = put::Options { concurrency: args.concurrency, cancel: dup::cancel::Cancel::on_signals() };
+    let opts = put::Options { concurrency: args.concurrency, cancel };
     let stats = put::run_with(&mut input, &storage, Some(&cache), &Naming::default(), progress.as_ref(), &opts)?;
     log::info!(
         "stored {} files ({} bytes), skipped {} already stored ({} bytes), deleted {}",

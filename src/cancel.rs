@@ -64,6 +64,14 @@ impl Cancel {
     }
 }
 
+/// Whether SIGINT or SIGTERM reached this process since
+/// [`Cancel::on_signals`].
+pub fn signalled() -> bool {
+    let p = SIGNALLED.load(Ordering::SeqCst);
+    // SAFETY: the pointer comes from a leaked Arc and is never freed.
+    !p.is_null() && unsafe { &*p }.load(Ordering::SeqCst)
+}
+
 /// The flag [`Cancel::on_signals`] gave the signal handler.
 static SIGNALLED: AtomicPtr<AtomicBool> = AtomicPtr::new(std::ptr::null_mut());
 
@@ -83,7 +91,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// The error of a cancelled job.
 pub fn interrupted() -> Error {
     Error::new(Kind::Interrupted, "interrupted").hint(
-        "a backup keeps the volumes it stored: the same backup run again resumes from them \
+        "run it again: a backup resumes from the volumes it stored \
          (`dup-ls --cleanup URL | dup-put URL` removes them instead)",
     )
 }

@@ -68,7 +68,10 @@ pub fn args<T: argh::FromArgs>(name: &str) -> T {
 
 /// Sets up logging (`RUST_LOG`, default: warnings), runs the command, prints
 /// its error as `NAME: message` (+ `hint:`) on stderr and exits with the
-/// code of its kind.
+/// code of its kind. A run that failed after SIGINT or SIGTERM (see
+/// [`crate::cancel::Cancel::on_signals`]) was interrupted, whatever its
+/// error (the stages around it stopped too: a broken stream, a closed
+/// output): exit 130, saying that the next run resumes.
 pub fn main(name: &str, run: impl FnOnce() -> Result<Status>) -> ! {
     let prefix = name.to_string();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
@@ -79,6 +82,10 @@ pub fn main(name: &str, run: impl FnOnce() -> Result<Status>) -> ! {
         Ok(Status::Partial(msg)) => {
             eprintln!("{name}: {msg}");
             Kind::Partial.exit_code()
+        }
+        Err(e) if crate::cancel::signalled() && e.kind != Kind::Interrupted => {
+            log::debug!("after the signal: {}", e.message);
+            report(name, &crate::cancel::interrupted())
         }
         Err(e) => report(name, &e),
     };

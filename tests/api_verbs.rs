@@ -338,3 +338,34 @@ fn the_same_archive_is_refused_while_busy() {
     });
     assert_eq!(api::snapshots(&a, p, &c).unwrap().len(), 2);
 }
+
+/// An encrypted archive through the API (one `Keys` for writing and
+/// reading); `full_if_older_than` starts a new chain only when the newest
+/// one began before the limit.
+#[test]
+fn encrypted_and_full_if_older_than() {
+    let t = World::new();
+    let src = t.p("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"secret data\n").unwrap();
+    let mut a = archive(t.url("arch"), &t.p("cache"));
+    a.keys = Some(Keys::with_passphrase(b"pass".to_vec()));
+    let (p, c) = silent();
+    let first = api::backup(&backup_of(&src, &a), p, &c).unwrap();
+    let mut o = backup_of(&src, &a);
+    o.full_if_older_than = Some(first.time);
+    assert!(!api::backup(&o, p, &c).unwrap().full, "the chain began at the limit, not before it");
+    o.full_if_older_than = Some(first.time + 1);
+    let r = api::backup(&o, p, &c).unwrap();
+    assert!(r.full, "the chain began before the limit");
+    let sets = api::snapshots(&a, p, &c).unwrap();
+    assert_eq!(sets.iter().map(|s| s.info.chain).collect::<Vec<_>>(), [Some(1), Some(1), Some(2)]);
+    assert!(sets.iter().all(|s| s.info.encrypted), "{sets:?}");
+    assert!(names(&t.p("arch")).iter().all(|n| n.ends_with(".gpg")));
+    let mut ro = RestoreOptions { archive: a.clone(), time: Some(first.time), dest: t.p("out"), ..Default::default() };
+    api::restore(&ro, p, &c).unwrap();
+    assert_same_tree(&src, &t.p("out"));
+    ro.archive.keys = Some(Keys::with_passphrase(b"wrong".to_vec()));
+    ro.dest = t.p("out2");
+    assert_eq!(api::restore(&ro, p, &c).unwrap_err().kind, Kind::Crypto);
+}

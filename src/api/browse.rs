@@ -76,7 +76,9 @@ impl FilesOptions {
 
 /// Calls `each` for every item present at the time (the whole tree, or
 /// one directory's items), in duplicity's order, from the cache's index
-/// or the signatures (no volume is read); returns how many. The cache is
+/// or the signatures (no volume is read); returns how many. Entries carry
+/// type, mode, owner, mtime and link target; not the size of a file
+/// (`size` is 0: duplicity's signatures do not keep it). The cache is
 /// brought up to date first, unless a backup of this process is writing
 /// the archive (then the cache is read as it is).
 ///

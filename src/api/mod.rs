@@ -64,6 +64,10 @@ pub use crate::error::{Error, Kind, Result};
 pub use crate::io::storage::{Check, CheckStatus};
 pub use crate::progress::{Event, Progress, Silent};
 pub use crate::record::{Entry, FileType, PathBytes, SetInfo, SetStatus, SetType};
+/// What a backup's stages did: files new, changed, deleted and read
+/// ([`BackupReport::changes`]); volumes packed ([`BackupReport::packed`]);
+/// files stored and resumed ([`BackupReport::stored`]).
+pub use crate::stage::{delta::Stats as ChangeStats, pack::Stats as PackStats, put::Stats as StoreStats};
 
 use crate::archive::Archive;
 
