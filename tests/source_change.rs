@@ -131,7 +131,12 @@ fn a_file_that_vanishes_or_is_replaced_during_the_backup() {
     assert_eq!(fs::read(dest.join("keep.txt")).unwrap(), b"keep.txt\n");
     assert!(!dest.join("vanish").exists() && !dest.join("repl").exists());
     let (code, text) = verify(w, &arch, &src);
-    assert!(code == 0 || text.contains("repl"), "{text}");
+    // What differs is repl (now a directory) and the root's mtime (the
+    // change touched the root while it was scanned, so which second was
+    // stored depends on when the change crossed a second boundary).
+    let about = |l: &str| l.starts_with("repl") || (l.starts_with(".: ") && l.contains("mtime"));
+    let diffs: Vec<&str> = text.lines().filter(|l| !l.starts_with("dup-get")).collect();
+    assert!(code == 0 || diffs.iter().all(|l| about(l)), "{text}");
     set_all_mtimes(&src, 1_704_164_645);
     incremental_restores_exactly(w, &src, &arch);
 }
