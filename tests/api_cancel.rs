@@ -100,9 +100,37 @@ fn spawn_group(cwd: &Path, script: &str) -> Child {
         .unwrap()
 }
 
-/// Once dup-put has journaled three files: stops the group, sends it
-/// SIGINT (as a terminal's ^C does), lets it go on; its output.
-fn interrupt_after_three(mut child: Child, journal: &Path) -> (std::process::ExitStatus, String, String) {
+/// Whom a test's SIGINT goes to.
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    /// The whole process group, as a terminal's ^C.
+    Group,
+    /// The group's dup-pack alone.
+    Pack,
+}
+
+/// The process of the group `pgid` running `name`.
+fn member(pgid: i32, name: &str) -> i32 {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // pid (comm) state ppid pgrp ...
+        let Some((comm, rest)) = stat.split_once(") ") else { continue };
+        let pgrp: Option<i32> = rest.split(' ').nth(2).and_then(|g| g.parse().ok());
+        if comm.ends_with(&format!("({name}")) && pgrp == Some(pgid) {
+            return pid;
+        }
+    }
+    panic!("no {name} in process group {pgid}");
+}
+
+/// Once dup-put has journaled three files: stops the group, sends SIGINT
+/// to `target`, lets the group go on; its output.
+fn interrupt_after_three(
+    mut child: Child,
+    journal: &Path,
+    target: Target,
+) -> (std::process::ExitStatus, String, String) {
     let pgid = child.id() as i32;
     let start = Instant::now();
     while !std::fs::read_to_string(journal).is_ok_and(|j| j.lines().count() >= 3) {
@@ -113,7 +141,10 @@ fn interrupt_after_three(mut child: Child, journal: &Path) -> (std::process::Exi
     // SAFETY: signals to the process group this test started.
     unsafe {
         libc::kill(-pgid, libc::SIGSTOP);
-        libc::kill(-pgid, libc::SIGINT);
+        match target {
+            Target::Group => libc::kill(-pgid, libc::SIGINT),
+            Target::Pack => libc::kill(member(pgid, "dup-pack"), libc::SIGINT),
+        };
         libc::kill(-pgid, libc::SIGCONT);
     }
     let t0 = Instant::now();
@@ -122,12 +153,13 @@ fn interrupt_after_three(mut child: Child, journal: &Path) -> (std::process::Exi
     (out.status, String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
-/// SIGINT to the pipeline dup-scan | dup-delta | dup-pack | dup-put: every
-/// stage still running exits 130, dup-put keeping what it stored and
-/// saying that the next run resumes; the rerun (dup-pack --resume) sends
-/// only the rest, and the archive restores.
-#[test]
-fn sigint_to_the_pipeline_exits_130_and_the_rerun_resumes() {
+/// SIGINT to the pipeline dup-scan | dup-delta | dup-pack | dup-put:
+/// dup-pack exits 130; the stages before it 0 or 130. To the group (^C),
+/// dup-put exits 130 too, keeping what it stored and saying that the next
+/// run resumes; to dup-pack alone, dup-pack ends its stream after the
+/// volumes it packed and dup-put keeps them. Either way the rerun
+/// (dup-pack --resume) sends only the rest, and the archive restores.
+fn sigint_to_the_pipeline(target: Target) {
     let t = World::new();
     let src = t.p("src");
     tree(&src, 40, 1 << 20);
@@ -143,13 +175,14 @@ fn sigint_to_the_pipeline_exits_130_and_the_rerun_resumes() {
          dup-put {c} {u}; echo \"codes ${{PIPESTATUS[*]}}\"",
         q(&src)
     );
-    let (status, out, err) = interrupt_after_three(spawn_group(t.path(), &script), &journal);
+    let (status, out, err) = interrupt_after_three(spawn_group(t.path(), &script), &journal, target);
     assert!(status.success(), "bash went on after the stages ended: {status:?}\n{err}");
     let codes: Vec<&str> = out.trim().strip_prefix("codes ").unwrap().split(' ').collect();
-    assert_eq!((codes[2], codes[4]), ("130", "130"), "dup-pack and dup-put were interrupted: {out}\n{err}");
-    // codes[3] is the slowing pass's (its output closed).
-    assert!([0, 1, 2].iter().all(|&i| ["0", "130"].contains(&codes[i])), "{out}\n{err}");
-    assert!(err.contains("dup-put: interrupted") && err.contains("resumes"), "{err}");
+    let put = if target == Target::Group { "130" } else { "0" };
+    assert_eq!((codes[2], codes[4]), ("130", put), "{out}\n{err}");
+    // codes[3] is the slowing pass's.
+    assert!([0, 1].iter().all(|&i| ["0", "130"].contains(&codes[i])), "{out}\n{err}");
+    assert!(err.contains("dup-pack: interrupted") && err.contains("resumes"), "{err}");
     let kept = volume_inodes(&arch);
     assert!(kept.len() >= 3 && !names(&arch).iter().any(|n| n.contains("manifest")), "{kept:?}");
 
@@ -164,6 +197,16 @@ fn sigint_to_the_pipeline_exits_130_and_the_rerun_resumes() {
     assert!(kept.iter().all(|k| after.contains(k)), "the kept volumes were not sent again");
     sh_ok(t.path(), &format!("dup-get {c} {u} {}", q(t.p("out"))));
     assert_same_tree(&src, &t.p("out"));
+}
+
+#[test]
+fn sigint_to_the_pipeline_exits_130_and_the_rerun_resumes() {
+    sigint_to_the_pipeline(Target::Group);
+}
+
+#[test]
+fn sigint_to_dup_pack_alone_exits_130_and_the_rerun_resumes() {
+    sigint_to_the_pipeline(Target::Pack);
 }
 
 /// SIGINT to the wrapper's backup: duplicity's exit code for an
@@ -181,7 +224,7 @@ fn sigint_to_the_wrapper_and_the_rerun_resumes() {
         format!("{} --no-encryption --volsize 1 --archive-dir {} {args}", q(scripts().join("duplicity")), q(&cache))
     };
     let script = wrapper(&format!("full {} {}", q(&src), q(&url)));
-    let (status, _out, err) = interrupt_after_three(spawn_group(t.path(), &script), &journal);
+    let (status, _out, err) = interrupt_after_three(spawn_group(t.path(), &script), &journal, Target::Group);
     assert_eq!(status.code(), Some(4), "{status:?}\n{err}");
     assert!(err.contains("interrupted") && err.contains("resumes"), "{err}");
     let kept = volume_inodes(&arch);

@@ -369,3 +369,46 @@ fn encrypted_and_full_if_older_than() {
     ro.dest = t.p("out2");
     assert_eq!(api::restore(&ro, p, &c).unwrap_err().kind, Kind::Crypto);
 }
+
+/// A cancelled token stops every verb with `Kind::Interrupted`, changing
+/// nothing; a restore cancelled from its progress callback stops there.
+#[test]
+fn every_verb_stops_at_a_cancelled_token() {
+    let t = World::new();
+    let src = t.p("src");
+    hard_tree(&src);
+    let a = archive(t.url("arch"), &t.p("cache"));
+    let p = &Silent;
+    api::backup(&backup_of(&src, &a), p, &Cancel::new()).unwrap();
+    let before = names(&t.p("arch"));
+    let c = Cancel::new();
+    c.cancel();
+    let stopped = |r: dup::Result<()>| assert_eq!(r.expect_err("cancelled").kind, Kind::Interrupted);
+    stopped(api::backup(&backup_of(&src, &a), p, &c).map(drop));
+    stopped(api::snapshots(&a, p, &c).map(drop));
+    stopped(api::files_at(&FilesOptions::new(a.clone()), p, &c, |_| Ok(())).map(drop));
+    stopped(api::changes(&ChangesOptions { archive: a.clone(), time: None }, p, &c).map(drop));
+    stopped(api::file_history(&HistoryOptions { archive: a.clone(), path: b"a.txt".to_vec() }, p, &c).map(drop));
+    let ro = RestoreOptions { archive: a.clone(), dest: t.p("out"), ..Default::default() };
+    stopped(api::restore(&ro, p, &c).map(drop));
+    stopped(
+        api::verify(&VerifyOptions { archive: a.clone(), source: src.clone(), ..Default::default() }, p, &c).map(drop),
+    );
+    stopped(api::delete(&DeleteOptions::new(a.clone(), Policy::AllButNFull(1)), p, &c).map(drop));
+    stopped(api::coalesce(&CoalesceOptions::new(a.clone()), p, &c).map(drop));
+    stopped(api::test_connection(&a, p, &c).map(drop));
+    assert_eq!(names(&t.p("arch")), before);
+
+    let c = Cancel::new();
+    let items = std::sync::atomic::AtomicU64::new(0);
+    let cancel_at_third = |e: Event| {
+        if let Event::Item { .. } = e
+            && items.fetch_add(1, Ordering::SeqCst) == 2
+        {
+            c.cancel();
+        }
+    };
+    let ro = RestoreOptions { dest: t.p("out2"), ..ro };
+    stopped(api::restore(&ro, &cancel_at_third, &c).map(drop));
+    assert_eq!(items.load(Ordering::SeqCst), 3, "stopped at the next item");
+}

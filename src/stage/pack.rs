@@ -59,7 +59,8 @@ pub struct Options {
     /// passphrase of `keys` opens it.
     pub check_passphrase: bool,
     /// Stops the run between records ([`crate::Kind::Interrupted`]): the
-    /// output ends unfinished, and dup-put keeps the volumes it stored.
+    /// output ends after the volumes packed so far, without a manifest, so
+    /// dup-put keeps them for the resume.
     pub cancel: crate::cancel::Cancel,
 }
 
@@ -315,7 +316,10 @@ pub fn run<R: BufRead, W: Write>(
     progress.event(Event::Start { stage: "pack".into() });
     let mut order = OrderCheck::default();
     while let Some(rec) = input.next_item()? {
-        opts.cancel.check()?;
+        if opts.cancel.is_cancelled() {
+            p.stop()?;
+            return Err(crate::cancel::interrupted());
+        }
         match &rec {
             Record::Snapshot(e) | Record::Diff(e) => order.next(&e.path.0)?,
             Record::Deleted { path, .. } => order.next(&path.0)?,
@@ -594,6 +598,14 @@ impl<W: Write> Pack<'_, W> {
         self.before_entry(path, None)?;
         self.vol.append(&dtar::volume_entry_name(EntryType::Deleted, path, false, None), &meta, &[])?;
         self.sig.append(&dtar::sigtar_entry_name(EntryType::Deleted, path, false), &meta, &[])
+    }
+
+    /// Ends the output after the volume sealed last (the one being packed
+    /// is dropped): whole files, no manifest, the set left to resume.
+    fn stop(mut self) -> Result<()> {
+        self.publish()?;
+        self.out.finish()?;
+        Ok(())
     }
 
     fn finish(mut self) -> Result<(W, Stats)> {
