@@ -5,7 +5,7 @@ use std::io::BufReader;
 use argh::FromArgs;
 use dup::cli::{self, OsArg, Status};
 use dup::error::{Context, Result};
-use dup::progress;
+use dup::progress::Event;
 use dup::record::{Encoding, Reader, Writer};
 use dup::stage::delta;
 
@@ -28,12 +28,18 @@ struct Args {
     /// write JSON Lines instead of CBOR
     #[argh(switch)]
     json: bool,
-    /// report progress (a bar on a terminal, JSON events on stderr otherwise)
+    /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
-    /// write progress events as JSON Lines to this file descriptor
-    #[argh(option)]
+    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
+    #[argh(option, arg_name = "N")]
     log_fd: Option<i32>,
+    /// append every message and event to this file, as --log-fd
+    #[argh(option, arg_name = "FILE")]
+    log_file: Option<OsArg>,
+    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
+    #[argh(switch)]
+    log_json: bool,
 }
 
 fn main() {
@@ -42,7 +48,12 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<Status> {
-    let progress = progress::for_cli(args.progress, args.log_fd)?;
+    let progress = cli::output(&cli::OutputArgs {
+        progress: args.progress,
+        log_fd: args.log_fd,
+        log_file: args.log_file.as_ref(),
+        log_json: args.log_json,
+    })?;
     let mut input = cli::stdin_records()?;
     let mut basis = match &args.basis {
         Some(p) => {
@@ -58,7 +69,9 @@ fn run(args: &Args) -> Result<Status> {
         max_block: args.max_blocksize,
         signatures_only: false,
     };
-    let (_, stats) = delta::run(&mut input, basis.as_mut(), out, &opts, progress.as_ref())?;
+    let started = std::time::Instant::now();
+    let (_, stats) = delta::run(&mut input, basis.as_mut(), out, &opts, progress)?;
+    // The wrapper's statistics block reads this line.
     log::info!(
         "{} new, {} changed, {} deleted, {} unchanged; {} files read",
         stats.new,
@@ -67,6 +80,7 @@ fn run(args: &Args) -> Result<Status> {
         stats.unchanged,
         stats.files_read
     );
+    progress.event(Event::Summary(stats.summary(started.elapsed().as_secs())));
     if stats.warnings > 0 {
         return Ok(Status::Partial(format!("{} items could not be read and were left out", stats.warnings)));
     }

@@ -6,7 +6,6 @@ use argh::FromArgs;
 use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::time;
 use dup::error::{Error, Result};
-use dup::progress;
 use dup::record::Encoding;
 use dup::stage::get::{self, Action, Difference};
 
@@ -79,12 +78,18 @@ struct Args {
     /// require every decrypted file to be signed by this key
     #[argh(option)]
     sign_key: Option<String>,
-    /// report progress (a bar on a terminal, JSON events on stderr otherwise)
+    /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
-    /// write progress events as JSON Lines to this file descriptor
+    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
     #[argh(option, arg_name = "N")]
     log_fd: Option<i32>,
+    /// append every message and event to this file, as --log-fd
+    #[argh(option, arg_name = "FILE")]
+    log_file: Option<OsArg>,
+    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
+    #[argh(switch)]
+    log_json: bool,
 }
 
 fn main() {
@@ -104,9 +109,19 @@ fn run(args: &Args) -> Result<Status> {
     if args.force && args.dest.is_none() {
         return Err(Error::usage("--force goes with DEST"));
     }
-    let progress = progress::for_cli(args.progress, args.log_fd)?;
-    let keys =
-        cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, args.sign_key.as_deref())?;
+    let progress = cli::output(&cli::OutputArgs {
+        progress: args.progress,
+        log_fd: args.log_fd,
+        log_file: args.log_file.as_ref(),
+        log_json: args.log_json,
+    })?;
+    let keys = cli::KeyArgs {
+        passphrase_file: args.passphrase_file.as_ref(),
+        passphrase_fd: args.passphrase_fd,
+        key_files: &args.key_file,
+        sign_key: args.sign_key.as_deref(),
+    }
+    .decrypt()?;
     let opts = get::Options {
         keys: Some(keys),
         url: args.url.clone(),
@@ -139,7 +154,7 @@ fn run(args: &Args) -> Result<Status> {
     } else {
         Action::Stream { out: &mut stream_out, encoding: Encoding::for_stdout(args.json) }
     };
-    let stats = get::run(&opts, action, progress.as_ref())?;
+    let stats = get::run(&opts, action, progress)?;
     out.flush().map_err(|e| Error::io("writing to standard output", e))?;
     if let Some(e) = write_error {
         return Err(e);

@@ -3,7 +3,6 @@
 use std::io::{self, BufWriter, IsTerminal, Write};
 
 use argh::FromArgs;
-use dup::archive::Archive;
 use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::time;
 use dup::error::{Error, Result};
@@ -64,14 +63,31 @@ struct Args {
     /// archive URL (file:///path ...); omit to read a stream from standard input
     #[argh(positional)]
     url: Option<String>,
+    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
+    #[argh(option, arg_name = "N")]
+    log_fd: Option<i32>,
+    /// append every message and event to this file, as --log-fd
+    #[argh(option, arg_name = "FILE")]
+    log_file: Option<OsArg>,
+    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
+    #[argh(switch)]
+    log_json: bool,
 }
 
 fn main() {
     let args: Args = cli::args("dup-ls");
-    cli::main("dup-ls", || match &args.url {
-        None => render(args.json),
-        Some(url) if args.check => check(&args, url),
-        Some(url) => list(&args, url),
+    cli::main("dup-ls", || {
+        cli::output(&cli::OutputArgs {
+            log_fd: args.log_fd,
+            log_file: args.log_file.as_ref(),
+            log_json: args.log_json,
+            ..Default::default()
+        })?;
+        match &args.url {
+            None => render(args.json),
+            Some(url) if args.check => check(&args, url),
+            Some(url) => list(&args, url),
+        }
     })
 }
 
@@ -136,9 +152,18 @@ fn list(args: &Args, url: &str) -> Result<Status> {
     if args.time.is_some() && !args.files {
         return Err(Error::usage("--time applies to --files"));
     }
-    let keys = cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, None)?;
-    let a =
-        Archive::open(url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?.with_keys(Some(keys));
+    let a = cli::ArchiveArgs {
+        url,
+        archive_dir: args.archive_dir.as_ref(),
+        name: args.name.as_deref(),
+        keys: cli::KeyArgs {
+            passphrase_file: args.passphrase_file.as_ref(),
+            passphrase_fd: args.passphrase_fd,
+            key_files: &args.key_file,
+            sign_key: None,
+        },
+    }
+    .open()?;
     let coll = a.collection()?;
     for w in &coll.warnings {
         log::warn!("{w}");
@@ -148,7 +173,7 @@ fn list(args: &Args, url: &str) -> Result<Status> {
     if let Some(policy) = policy(args)? {
         let plan = retention::plan(&coll, policy);
         for n in &plan.notes {
-            eprintln!("dup-ls: {n}");
+            log::warn!("{n}");
         }
         if table {
             for r in &plan.deletes {

@@ -5,9 +5,7 @@ use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::names::Naming;
 use dup::dupfmt::time;
 use dup::error::{Error, Kind, Result};
-use dup::io::cache::Cache;
 use dup::io::storage::Storage;
-use dup::progress;
 use dup::record::StreamKind;
 use dup::stage::pack;
 
@@ -75,12 +73,18 @@ struct Args {
     /// write JSON Lines instead of CBOR
     #[argh(switch)]
     json: bool,
-    /// report progress (a bar on a terminal, JSON events on stderr otherwise)
+    /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
-    /// write progress events as JSON Lines to this file descriptor
-    #[argh(option)]
+    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
+    #[argh(option, arg_name = "N")]
     log_fd: Option<i32>,
+    /// append every message and event to this file, as --log-fd
+    #[argh(option, arg_name = "FILE")]
+    log_file: Option<OsArg>,
+    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
+    #[argh(switch)]
+    log_json: bool,
 }
 
 fn main() {
@@ -95,7 +99,12 @@ fn run(args: &Args) -> Result<Status> {
     if args.volsize == 0 {
         return Err(Error::usage("--volsize must be at least 1 (MiB)"));
     }
-    let progress = progress::for_cli(args.progress, args.log_fd)?;
+    let progress = cli::output(&cli::OutputArgs {
+        progress: args.progress,
+        log_fd: args.log_fd,
+        log_file: args.log_file.as_ref(),
+        log_json: args.log_json,
+    })?;
     let t = args.time.as_deref().map(|s| time::parse_time(s, time::now())).transpose()?;
     // The stream's header says whether this is a full (a new chain: a
     // passphrase asked on the terminal is asked twice) or an incremental.
@@ -112,7 +121,13 @@ fn run(args: &Args) -> Result<Status> {
         keys: encryption_keys(args, new_chain)?,
         resume: match &args.resume {
             Some(url) => {
-                let cache = Cache::open(args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref(), url)?;
+                let which = cli::ArchiveArgs {
+                    url,
+                    archive_dir: args.archive_dir.as_ref(),
+                    name: args.name.as_deref(),
+                    keys: cli::KeyArgs::default(),
+                };
+                let cache = which.cache()?;
                 Some(pack::Resume::load(&Storage::open(url)?, &cache)?)
             }
             None => None,
@@ -120,7 +135,7 @@ fn run(args: &Args) -> Result<Status> {
         check_passphrase: !args.no_check_passphrase,
     };
     let out = cli::stdout_records(args.json, StreamKind::Files, "dup-pack")?;
-    let (_, stats) = pack::run(&mut input, out, &opts, progress.as_ref())?;
+    let (_, stats) = pack::run(&mut input, out, &opts, progress)?;
     log::info!("{} volumes, {} bytes", stats.volumes, stats.volume_bytes);
     Ok(Status::Ok)
 }

@@ -4,9 +4,8 @@ use argh::FromArgs;
 use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::names::Naming;
 use dup::error::{Error, Result};
-use dup::io::cache::Cache;
 use dup::io::storage::Storage;
-use dup::progress;
+use dup::progress::{Event, Summary};
 use dup::stage::put;
 
 /// Read a stream of archive files (from dup-pack, or deletions selected by
@@ -31,12 +30,18 @@ struct Args {
     /// uploads in flight at once (default 4)
     #[argh(option, default = "put::DEFAULT_CONCURRENCY")]
     concurrency: usize,
-    /// report progress (a bar on a terminal, JSON events on stderr otherwise)
+    /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
-    /// write progress events as JSON Lines to this file descriptor
-    #[argh(option)]
+    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
+    #[argh(option, arg_name = "N")]
     log_fd: Option<i32>,
+    /// append every message and event to this file, as --log-fd
+    #[argh(option, arg_name = "FILE")]
+    log_file: Option<OsArg>,
+    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
+    #[argh(switch)]
+    log_json: bool,
 }
 
 const MAX_CONCURRENCY: usize = 64;
@@ -50,15 +55,27 @@ fn run(args: &Args) -> Result<Status> {
     if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
         return Err(Error::usage(format!("--concurrency must be between 1 and {MAX_CONCURRENCY}")));
     }
-    let progress = progress::for_cli(args.progress, args.log_fd)?;
+    let progress = cli::output(&cli::OutputArgs {
+        progress: args.progress,
+        log_fd: args.log_fd,
+        log_file: args.log_file.as_ref(),
+        log_json: args.log_json,
+    })?;
     let mut storage = Storage::open(&args.url)?;
     // About four S3 parts in flight in all, each buffered in memory.
     storage.set_part_concurrency(4 / args.concurrency);
-    let cache = Cache::open(args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref(), &args.url)?;
+    let which = cli::ArchiveArgs {
+        url: &args.url,
+        archive_dir: args.archive_dir.as_ref(),
+        name: args.name.as_deref(),
+        keys: cli::KeyArgs::default(),
+    };
+    let cache = which.cache()?;
     let _lock = cache.lock()?;
     let mut input = cli::stdin_records()?;
     let opts = put::Options { concurrency: args.concurrency };
-    let stats = put::run_with(&mut input, &storage, Some(&cache), &Naming::default(), progress.as_ref(), &opts)?;
+    let started = std::time::Instant::now();
+    let stats = put::run_with(&mut input, &storage, Some(&cache), &Naming::default(), progress, &opts)?;
     log::info!(
         "stored {} files ({} bytes), skipped {} already stored ({} bytes), deleted {}",
         stats.stored,
@@ -67,5 +84,11 @@ fn run(args: &Args) -> Result<Status> {
         stats.skipped_bytes,
         stats.deleted
     );
+    progress.event(Event::Summary(Summary {
+        stage: "put".into(),
+        bytes_stored: Some(stats.bytes),
+        elapsed_seconds: started.elapsed().as_secs(),
+        ..Summary::default()
+    }));
     Ok(Status::Ok)
 }

@@ -70,6 +70,10 @@ struct Args {
     /// interval before now such as 3D or 1h30m, or now
     #[argh(option, arg_name = "TIME")]
     exclude_older_than: Vec<OsArg>,
+    /// count the items and bytes alongside the walk and write a total record
+    /// as soon as the count is done (for dup-delta's progress)
+    #[argh(switch)]
+    total: bool,
     /// filelists are separated by NUL bytes instead of line ends
     #[argh(switch)]
     null_separator: bool,
@@ -80,6 +84,15 @@ struct Args {
     /// the directory to walk
     #[argh(positional, arg_name = "SRC")]
     src: OsArg,
+    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
+    #[argh(option, arg_name = "N")]
+    log_fd: Option<i32>,
+    /// append every message and event to this file, as --log-fd
+    #[argh(option, arg_name = "FILE")]
+    log_file: Option<OsArg>,
+    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
+    #[argh(switch)]
+    log_json: bool,
 }
 
 fn main() {
@@ -88,12 +101,22 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<Status> {
+    cli::output(&cli::OutputArgs {
+        log_fd: args.log_fd,
+        log_file: args.log_file.as_ref(),
+        log_json: args.log_json,
+        ..Default::default()
+    })?;
     let opts = select::options_from_args(std::env::args_os().skip(1))?;
     let src = Source::open(&args.src.0)?;
     let sel = Selection::new(&src.root(), &opts, args.null_separator)?;
     let enc = Encoding::for_stdout(args.json);
     let mut out = Writer::with_source(cli::stdout(), enc, StreamKind::Entries, "dup-scan", Some(src.name()))?;
-    let summary = scan::walk(&src, &sel, |rec| out.write(rec))?;
+    let summary = if args.total {
+        scan::walk_counted(&src, &sel, |rec| out.write(rec))?
+    } else {
+        scan::walk(&src, &sel, |rec| out.write(rec))?
+    };
     out.finish()?;
     Ok(match summary.warnings {
         0 => Status::Ok,

@@ -4,7 +4,6 @@ use std::io;
 
 use argh::FromArgs;
 use dup::api::BackupMode;
-use dup::archive::Archive;
 use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::time;
 use dup::error::{Error, Result};
@@ -60,21 +59,47 @@ struct Args {
     /// write JSON Lines instead of CBOR
     #[argh(switch)]
     json: bool,
+    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
+    #[argh(option, arg_name = "N")]
+    log_fd: Option<i32>,
+    /// append every message and event to this file, as --log-fd
+    #[argh(option, arg_name = "FILE")]
+    log_file: Option<OsArg>,
+    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
+    #[argh(switch)]
+    log_json: bool,
 }
 
 fn main() {
     let args: Args = cli::args("dup-sig");
-    cli::main("dup-sig", || match &args.archive {
-        Some(url) => archive(&args, url),
-        None => local(&args),
+    cli::main("dup-sig", || {
+        cli::output(&cli::OutputArgs {
+            log_fd: args.log_fd,
+            log_file: args.log_file.as_ref(),
+            log_json: args.log_json,
+            ..Default::default()
+        })?;
+        match &args.archive {
+            Some(url) => archive(&args, url),
+            None => local(&args),
+        }
     })
 }
 
 fn archive(args: &Args, url: &str) -> Result<Status> {
-    let keys =
-        cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, args.sign_key.as_deref())?;
-    let a = Archive::open(url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?
-        .with_keys(Some(keys.clone()));
+    let a = cli::ArchiveArgs {
+        url,
+        archive_dir: args.archive_dir.as_ref(),
+        name: args.name.as_deref(),
+        keys: cli::KeyArgs {
+            passphrase_file: args.passphrase_file.as_ref(),
+            passphrase_fd: args.passphrase_fd,
+            key_files: &args.key_file,
+            sign_key: args.sign_key.as_deref(),
+        },
+    }
+    .open()?;
+    let keys = a.keys.clone().expect("opened with keys");
     if args.check_passphrase && args.no_check_passphrase {
         return Err(Error::usage("--check-passphrase contradicts --no-check-passphrase"));
     }

@@ -1,10 +1,8 @@
 //! dup-sync: bring the local metadata cache into agreement with the backend.
 
 use argh::FromArgs;
-use dup::archive::Archive;
 use dup::cli::{self, OsArg, Status};
 use dup::error::Result;
-use dup::progress;
 use dup::stage::sync;
 
 /// Make the local metadata cache of the archive at URL agree with the
@@ -34,12 +32,18 @@ struct Args {
     /// require signatures by this key on what is decrypted
     #[argh(option)]
     sign_key: Option<String>,
-    /// report progress (a bar on a terminal, JSON events on stderr otherwise)
+    /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
-    /// write progress events as JSON Lines to this file descriptor
-    #[argh(option)]
+    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
+    #[argh(option, arg_name = "N")]
     log_fd: Option<i32>,
+    /// append every message and event to this file, as --log-fd
+    #[argh(option, arg_name = "FILE")]
+    log_file: Option<OsArg>,
+    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
+    #[argh(switch)]
+    log_json: bool,
 }
 
 fn main() {
@@ -48,13 +52,26 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<Status> {
-    let progress = progress::for_cli(args.progress, args.log_fd)?;
-    let keys =
-        cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, args.sign_key.as_deref())?;
-    let archive = Archive::open(&args.url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?
-        .with_keys(Some(keys));
+    let progress = cli::output(&cli::OutputArgs {
+        progress: args.progress,
+        log_fd: args.log_fd,
+        log_file: args.log_file.as_ref(),
+        log_json: args.log_json,
+    })?;
+    let archive = cli::ArchiveArgs {
+        url: &args.url,
+        archive_dir: args.archive_dir.as_ref(),
+        name: args.name.as_deref(),
+        keys: cli::KeyArgs {
+            passphrase_file: args.passphrase_file.as_ref(),
+            passphrase_fd: args.passphrase_fd,
+            key_files: &args.key_file,
+            sign_key: args.sign_key.as_deref(),
+        },
+    }
+    .open()?;
     let _lock = archive.cache.lock()?;
-    let stats = sync::run(&archive, progress.as_ref())?;
+    let stats = sync::run(&archive, progress)?;
     for n in &stats.copied {
         log::info!("copied {n} to the cache");
     }

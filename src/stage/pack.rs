@@ -536,7 +536,6 @@ impl<W: Write> Pack<'_, W> {
     fn content(&mut self, t: EntryType, e: &Entry, r: &mut impl Read) -> Result<()> {
         let meta = Meta::from_entry(e)?;
         let mut n = self.fill(r, e)?;
-        let mut total = n as u64;
         if n < PIECE {
             self.before_entry(&e.path, None)?;
             let name = dtar::volume_entry_name(t, &e.path, false, None);
@@ -554,10 +553,10 @@ impl<W: Write> Pack<'_, W> {
                 }
                 k += 1;
                 n = self.fill(r, e)?;
-                total += n as u64;
             }
         }
-        self.progress.event(Event::Item { path: e.path.to_string(), bytes: total });
+        // No item event: dup-delta sends one per item (pack's own made a
+        // front end summing both pass 100 %).
         Ok(())
     }
 
