@@ -40,6 +40,9 @@ struct Args {
     /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
     #[argh(switch)]
     log_json: bool,
+    /// the least severe messages --log-fd and --log-file get: error, warning, notice, info (the default) or debug
+    #[argh(option, arg_name = "LEVEL")]
+    log_level: Option<String>,
 }
 
 fn main() {
@@ -53,6 +56,7 @@ fn run(args: &Args) -> Result<Status> {
         log_fd: args.log_fd,
         log_file: args.log_file.as_ref(),
         log_json: args.log_json,
+        log_level: args.log_level.as_deref(),
     })?;
     let mut input = cli::stdin_records()?;
     let mut basis = match &args.basis {

@@ -42,6 +42,9 @@ struct Args {
     /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
     #[argh(switch)]
     log_json: bool,
+    /// the least severe messages --log-fd and --log-file get: error, warning, notice, info (the default) or debug
+    #[argh(option, arg_name = "LEVEL")]
+    log_level: Option<String>,
 }
 
 const MAX_CONCURRENCY: usize = 64;
@@ -60,6 +63,7 @@ fn run(args: &Args) -> Result<Status> {
         log_fd: args.log_fd,
         log_file: args.log_file.as_ref(),
         log_json: args.log_json,
+        log_level: args.log_level.as_deref(),
     })?;
     let mut storage = Storage::open(&args.url)?;
     // About four S3 parts in flight in all, each buffered in memory.

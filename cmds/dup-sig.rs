@@ -68,6 +68,9 @@ struct Args {
     /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
     #[argh(switch)]
     log_json: bool,
+    /// the least severe messages --log-fd and --log-file get: error, warning, notice, info (the default) or debug
+    #[argh(option, arg_name = "LEVEL")]
+    log_level: Option<String>,
 }
 
 fn main() {
@@ -77,6 +80,7 @@ fn main() {
             log_fd: args.log_fd,
             log_file: args.log_file.as_ref(),
             log_json: args.log_json,
+            log_level: args.log_level.as_deref(),
             ..Default::default()
         })?;
         match &args.archive {

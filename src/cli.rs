@@ -189,6 +189,8 @@ pub struct OutputArgs<'a> {
     pub log_fd: Option<i32>,
     pub log_file: Option<&'a OsArg>,
     pub log_json: bool,
+    /// `--log-level`: the least severe level the logs get (default info).
+    pub log_level: Option<&'a str>,
 }
 
 /// Where a binary's events and messages go; set once by [`output`].
@@ -197,11 +199,16 @@ struct Output {
     meter: Meter<Fanout>,
     /// The logs only (log records).
     logs: Vec<Arc<dyn Progress + Send + Sync>>,
+    /// The least severe level the logs get.
+    level: Level,
     bar: Option<Arc<Bar>>,
 }
 
 impl Output {
     fn log(&self, level: Level, code: u32, message: &str) {
+        if level > self.level {
+            return;
+        }
         for l in &self.logs {
             l.event(Event::Log { level, code, message: message.to_string() });
         }
@@ -219,6 +226,12 @@ static NAME: OnceLock<String> = OnceLock::new();
 pub fn output(args: &OutputArgs) -> Result<&'static dyn Progress> {
     use std::io::IsTerminal;
     use std::os::fd::FromRawFd;
+    let level = match args.log_level {
+        Some(l) => Level::parse(l).ok_or_else(|| {
+            Error::usage(format!("--log-level {l}: not a level")).hint("give error, warning, notice, info or debug")
+        })?,
+        None => Level::Info,
+    };
     let mut logs: Vec<Arc<dyn Progress + Send + Sync>> = Vec::new();
     let sink = |w: Box<dyn Write + Send + Sync>| -> Arc<dyn Progress + Send + Sync> {
         if args.log_json { Arc::new(JsonLines::new(w)) } else { Arc::new(DupLog::new(w)) }
@@ -262,9 +275,13 @@ pub fn output(args: &OutputArgs) -> Result<&'static dyn Progress> {
     }
     for l in &logs {
         let l = l.clone();
-        sinks.push(Box::new(move |e: Event| l.event(e)));
+        sinks.push(Box::new(move |e: Event| {
+            if e.level() <= level {
+                l.event(e)
+            }
+        }));
     }
-    let out = Output { meter: Meter::new(Fanout(sinks)), logs, bar };
+    let out = Output { meter: Meter::new(Fanout(sinks)), logs, level, bar };
     OUTPUT.set(out).map_err(|_| Error::other("the output is set up once"))?;
     Ok(&OUTPUT.get().expect("set above").meter)
 }
@@ -281,7 +298,8 @@ fn stderr_line(line: &str) {
 }
 
 /// The `log` records of the program: on stderr as RUST_LOG says (default:
-/// warnings), and in the logs of [`output`] from info up whatever RUST_LOG.
+/// warnings), and in the logs of [`output`] as --log-level says (default:
+/// info), whatever RUST_LOG.
 struct Logger {
     env: env_logger::Logger,
     name: String,
@@ -289,16 +307,14 @@ struct Logger {
 
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::Level::Info || self.env.enabled(m)
+        self.env.enabled(m) || OUTPUT.get().is_some_and(|o| Level::from_log(m.level()) <= o.level)
     }
 
     fn log(&self, r: &log::Record) {
         if self.env.matches(r) {
             stderr_line(&format!("{}: {}: {}", self.name, r.level().as_str().to_lowercase(), r.args()));
         }
-        if (r.level() <= log::Level::Info || self.env.matches(r))
-            && let Some(o) = OUTPUT.get()
-        {
+        if let Some(o) = OUTPUT.get() {
             o.log(Level::from_log(r.level()), crate::progress::code::GENERIC, &r.args().to_string());
         }
     }
@@ -310,6 +326,7 @@ fn init_logging(name: &str) {
     let _ = NAME.set(name.to_string());
     let env = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).build();
     let _ = STDERR_WARN.set(env.filter() >= log::LevelFilter::Warn);
+    // Debug records reach the logs only when RUST_LOG asks for them.
     let max = env.filter().max(log::LevelFilter::Info);
     if log::set_boxed_logger(Box::new(Logger { env, name: name.to_string() })).is_ok() {
         log::set_max_level(max);

@@ -42,6 +42,19 @@ pub enum Event {
     Summary(Summary),
 }
 
+impl Event {
+    /// The level of the event in a log: a warning's, a message's own, a
+    /// summary a notice (as duplicity's statistics), else info.
+    pub fn level(&self) -> Level {
+        match self {
+            Event::Warning { .. } => Level::Warning,
+            Event::Log { level, .. } => *level,
+            Event::Summary(_) => Level::Notice,
+            _ => Level::Info,
+        }
+    }
+}
+
 /// Counters of a `progress` event. Totals are null until known; `percent`
 /// and `eta_seconds` too. `percent` never goes down and is 100 exactly once,
 /// in the stage's last progress event.
@@ -99,6 +112,13 @@ impl Level {
             Level::Info => "INFO",
             Level::Debug => "DEBUG",
         }
+    }
+
+    /// `error`, `warning`, `notice`, `info` or `debug`.
+    pub fn parse(s: &str) -> Option<Level> {
+        [Level::Error, Level::Warning, Level::Notice, Level::Info, Level::Debug]
+            .into_iter()
+            .find(|l| l.name().eq_ignore_ascii_case(s))
     }
 
     pub fn from_log(l: log::Level) -> Level {
@@ -380,7 +400,7 @@ impl<W: Write + Send> Progress for DupLog<W> {
                 let code = if action == "stored" { code::UPLOAD_DONE } else { code::GENERIC };
                 dup_log_message(Level::Info, code, Some(&quoted(name)), &format!("{action} {name} ({bytes} bytes)"))
             }
-            Event::Summary(s) => dup_log_message(Level::Info, code::GENERIC, None, &s.to_string()),
+            Event::Summary(s) => dup_log_message(Level::Notice, code::GENERIC, None, &s.to_string()),
             Event::Finish { stage, items, bytes } => dup_log_message(
                 Level::Info,
                 code::GENERIC,
@@ -396,8 +416,9 @@ impl<W: Write + Send> Progress for DupLog<W> {
 }
 
 impl std::fmt::Display for Summary {
-    /// One line: "stage: 3 new, 1 changed, 0 deleted; 12 files in the
-    /// source, 4.0 MiB read, 1.2 MiB stored, 0 errors, 2 s".
+    /// One line (the wrapper's statistics block reads it): "delta: 3 new,
+    /// 1 changed, 0 deleted, 12 source files, 4096 bytes read, 0 errors, 2 s";
+    /// "put: 1234 bytes stored, 0 errors, 1 s".
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut parts = Vec::new();
         let mut push = |v: Option<u64>, what: &str| {
@@ -408,13 +429,9 @@ impl std::fmt::Display for Summary {
         push(self.new_files, "new");
         push(self.changed_files, "changed");
         push(self.deleted_files, "deleted");
-        push(self.source_files, "files in the source");
-        if let Some(b) = self.bytes_read {
-            parts.push(format!("{} read", human_bytes(b)));
-        }
-        if let Some(b) = self.bytes_stored {
-            parts.push(format!("{} stored", human_bytes(b)));
-        }
+        push(self.source_files, "source files");
+        push(self.bytes_read, "bytes read");
+        push(self.bytes_stored, "bytes stored");
         parts.push(format!("{} errors", self.errors));
         parts.push(format!("{} s", self.elapsed_seconds));
         write!(f, "{}: {}", self.stage, parts.join(", "))
@@ -682,7 +699,10 @@ mod tests {
         assert_eq!(l, "10% 123456/1234567 items 300.0 MiB/3.0 GiB ETA 1h02m");
         assert_eq!(line(&c, 75), "10% 123456/1234567 items 300.0 MiB/3.0 GiB ETA 1h02m 25.0 MiB/s …he-end.txt");
         let wide = line(&c, 200);
-        assert!(wide.ends_with(" 25.0 MiB/s home/someone/a/very/long/directory/name/with/a/file-at-the-end.txt"), "{wide}");
+        assert!(
+            wide.ends_with(" 25.0 MiB/s home/someone/a/very/long/directory/name/with/a/file-at-the-end.txt"),
+            "{wide}"
+        );
         // Narrow: the parts at the end go first, never past the width.
         for w in [1, 5, 20, 40] {
             assert!(line(&c, w).chars().count() <= w, "{w}: {}", line(&c, w));
