@@ -143,7 +143,7 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
     // continued (its time; volumes packed again unchanged are not sent).
     let resume = pack::Resume::load(&a.storage, &a.cache)?;
     let basis_end = basis_state.as_ref().map(|s| s.end_time);
-    let now = resume.time(&a.naming, basis_end).unwrap_or_else(|| time::now_after(basis_end));
+    let now = resume.time(basis_end).unwrap_or_else(|| time::now_after(basis_end));
     let src = Source::open(opts.source.as_os_str().as_encoded_bytes())?;
     let sel = Selection::new(&src.root(), &opts.selection, false)?;
     let popts = pack::Options {

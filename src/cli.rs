@@ -307,19 +307,28 @@ struct Logger {
 
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        self.env.enabled(m) || OUTPUT.get().is_some_and(|o| Level::from_log(m.level()) <= o.level)
+        self.env.enabled(m) || to_logs(m)
     }
 
     fn log(&self, r: &log::Record) {
         if self.env.matches(r) {
             stderr_line(&format!("{}: {}: {}", self.name, r.level().as_str().to_lowercase(), r.args()));
         }
-        if let Some(o) = OUTPUT.get() {
+        if to_logs(r.metadata())
+            && let Some(o) = OUTPUT.get()
+        {
             o.log(Level::from_log(r.level()), crate::progress::code::GENERIC, &r.args().to_string());
         }
     }
 
     fn flush(&self) {}
+}
+
+/// Whether a record goes to the logs: at their level, and from dup itself
+/// unless it is a warning or an error (the libraries' chatter stays out).
+fn to_logs(m: &log::Metadata) -> bool {
+    let ours = m.target().starts_with("dup") || m.level() <= log::Level::Warn;
+    ours && OUTPUT.get().is_some_and(|o| Level::from_log(m.level()) <= o.level)
 }
 
 fn init_logging(name: &str) {
