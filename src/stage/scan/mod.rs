@@ -116,10 +116,7 @@ pub fn walk_counted(src: &Source, sel: &Selection, mut out: impl FnMut(&Record) 
             );
             let _ = tx.send(counted.map(|_| Record::Total { files, bytes }));
         });
-        let mut total = match rx.recv_timeout(COUNT_HEAD_START) {
-            Ok(t) => Some(t),
-            Err(_) => None,
-        };
+        let mut total = rx.recv_timeout(COUNT_HEAD_START).ok();
         let mut pending = true;
         walk(src, sel, |rec| {
             if pending {
