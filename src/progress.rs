@@ -519,6 +519,15 @@ pub fn line(c: &Counters, width: usize) -> String {
 /// then, and starts a fresh line after, so a prompt is never drawn over.
 pub static PROMPTING: AtomicBool = AtomicBool::new(false);
 
+/// Set while a [`Bar`]'s line is the terminal's current line.
+static DRAWN: AtomicBool = AtomicBool::new(false);
+
+/// Whether a bar's line is the current line (and it is left there): a
+/// prompt then starts on a line of its own.
+pub fn leave_bar_line() -> bool {
+    DRAWN.swap(false, Ordering::Relaxed)
+}
+
 /// One line on a terminal (stderr) for `progress` events, as wide as the
 /// terminal less one column (no wrapping); messages are printed above it.
 pub struct Bar {
@@ -547,11 +556,19 @@ impl Bar {
         let Ok(mut s) = self.state.lock() else { return };
         let mut err = std::io::stderr().lock();
         let redraw = s.shown.take();
-        let clear = if redraw.is_some() { "\r\x1b[K" } else { "" };
+        let prompting = PROMPTING.load(Ordering::Relaxed);
+        // Over the bar's line; below a prompt's, which stays.
+        let clear = match (prompting, redraw.is_some()) {
+            (true, _) => "\n",
+            (false, true) => "\r\x1b[K",
+            (false, false) => "",
+        };
         let _ = writeln!(err, "{clear}{text}");
-        if let Some(l) = redraw.filter(|_| !PROMPTING.load(Ordering::Relaxed)) {
+        DRAWN.store(false, Ordering::Relaxed);
+        if let Some(l) = redraw.filter(|_| !prompting) {
             let _ = write!(err, "{l}");
             s.shown = Some(l);
+            DRAWN.store(true, Ordering::Relaxed);
         }
         let _ = err.flush();
     }
@@ -559,7 +576,7 @@ impl Bar {
     /// Leaves the bar's last line on the screen and moves below it.
     pub fn end(&self) {
         let Ok(mut s) = self.state.lock() else { return };
-        if s.shown.take().is_some() {
+        if s.shown.take().is_some() && leave_bar_line() {
             let _ = writeln!(std::io::stderr());
         }
     }
@@ -595,6 +612,7 @@ impl Progress for Bar {
                 let _ = write!(err, "\r\x1b[K{l}");
                 let _ = err.flush();
                 s.shown = Some(l);
+                DRAWN.store(true, Ordering::Relaxed);
             }
             Event::Warning { path, message } => {
                 self.message(&format!("warning: {}{message}", path.map(|p| format!("{p}: ")).unwrap_or_default()))

@@ -122,6 +122,9 @@ pub(super) fn prompt_tty(prompt: &str) -> Option<Password> {
     });
     // A progress bar draws nothing while the prompt waits (progress::PROMPTING).
     let _asking = Asking::start();
+    if crate::progress::leave_bar_line() {
+        tty.write_all(b"\n").ok()?;
+    }
     tty.write_all(prompt.as_bytes()).ok()?;
     tty.flush().ok()?;
     let mut line = Vec::new();
