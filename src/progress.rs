@@ -466,7 +466,8 @@ pub fn human_seconds(s: f64) -> String {
 pub fn line(c: &Counters, width: usize) -> String {
     let mut parts = Vec::new();
     if let Some(p) = c.percent {
-        parts.push(format!("{p:.0}%"));
+        // Down: 99.9 is not done.
+        parts.push(format!("{}%", p.floor() as u64));
     }
     parts.push(match c.files_total {
         Some(t) => format!("{}/{t} items", c.files_done),
@@ -714,8 +715,8 @@ mod tests {
         };
         let l = line(&c, 59);
         assert!(l.chars().count() <= 59, "{l}");
-        assert_eq!(l, "10% 123456/1234567 items 300.0 MiB/3.0 GiB ETA 1h02m");
-        assert_eq!(line(&c, 75), "10% 123456/1234567 items 300.0 MiB/3.0 GiB ETA 1h02m 25.0 MiB/s …he-end.txt");
+        assert_eq!(l, "9% 123456/1234567 items 300.0 MiB/3.0 GiB ETA 1h02m");
+        assert_eq!(line(&c, 75), "9% 123456/1234567 items 300.0 MiB/3.0 GiB ETA 1h02m 25.0 MiB/s …the-end.txt");
         let wide = line(&c, 200);
         assert!(
             wide.ends_with(" 25.0 MiB/s home/someone/a/very/long/directory/name/with/a/file-at-the-end.txt"),
@@ -725,10 +726,12 @@ mod tests {
         for w in [1, 5, 20, 40] {
             assert!(line(&c, w).chars().count() <= w, "{w}: {}", line(&c, w));
         }
-        assert_eq!(line(&c, 20), "10% …-at-the-end.txt");
+        assert_eq!(line(&c, 20), "9% …e-at-the-end.txt");
         // Unknown totals: counts alone.
         let u = Counters { files_done: 3, bytes_done: 2048, ..Default::default() };
         assert_eq!(line(&u, 59), "3 items 2.0 KiB");
+        let almost = Counters { percent: Some(99.9), ..u };
+        assert!(line(&almost, 59).starts_with("99% "));
     }
 
     #[test]
