@@ -9,6 +9,7 @@ use dup::progress::Event;
 use dup::record::{Encoding, Reader, Writer};
 use dup::stage::delta;
 
+dup::args_with_log_options! {
 /// Read entries (from dup-scan) or snapshots (from dup-get --stream) on
 /// standard input, join them with a basis signature stream (from dup-sig; none
 /// for a full backup), and write snapshot, diff and deleted records with their
@@ -31,18 +32,7 @@ struct Args {
     /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
-    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
-    #[argh(option, arg_name = "N")]
-    log_fd: Option<i32>,
-    /// append every message and event to this file, as --log-fd
-    #[argh(option, arg_name = "FILE")]
-    log_file: Option<OsArg>,
-    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
-    #[argh(switch)]
-    log_json: bool,
-    /// the least severe messages --log-fd and --log-file get: error, warning, notice, info (the default) or debug
-    #[argh(option, arg_name = "LEVEL")]
-    log_level: Option<String>,
+}
 }
 
 fn main() {
@@ -51,13 +41,7 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<Status> {
-    let progress = cli::output(&cli::OutputArgs {
-        progress: args.progress,
-        log_fd: args.log_fd,
-        log_file: args.log_file.as_ref(),
-        log_json: args.log_json,
-        log_level: args.log_level.as_deref(),
-    })?;
+    let progress = cli::output(&args.output_args(args.progress))?;
     let mut input = cli::stdin_records()?;
     let mut basis = match &args.basis {
         Some(p) => {

@@ -9,6 +9,7 @@ use dup::error::{Error, Result};
 use dup::record::Encoding;
 use dup::stage::get::{self, Action, Difference};
 
+dup::args_with_log_options! {
 /// Restore the backup at URL as it was at a time (default: now) into DEST;
 /// or compare it with a local tree (--verify SRC); or write it on standard
 /// output as a record stream (--stream). Only the volumes the restore needs
@@ -81,18 +82,7 @@ struct Args {
     /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
-    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
-    #[argh(option, arg_name = "N")]
-    log_fd: Option<i32>,
-    /// append every message and event to this file, as --log-fd
-    #[argh(option, arg_name = "FILE")]
-    log_file: Option<OsArg>,
-    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
-    #[argh(switch)]
-    log_json: bool,
-    /// the least severe messages --log-fd and --log-file get: error, warning, notice, info (the default) or debug
-    #[argh(option, arg_name = "LEVEL")]
-    log_level: Option<String>,
+}
 }
 
 fn main() {
@@ -112,13 +102,7 @@ fn run(args: &Args) -> Result<Status> {
     if args.force && args.dest.is_none() {
         return Err(Error::usage("--force goes with DEST"));
     }
-    let progress = cli::output(&cli::OutputArgs {
-        progress: args.progress,
-        log_fd: args.log_fd,
-        log_file: args.log_file.as_ref(),
-        log_json: args.log_json,
-        log_level: args.log_level.as_deref(),
-    })?;
+    let progress = cli::output(&args.output_args(args.progress))?;
     let keys = cli::KeyArgs {
         passphrase_file: args.passphrase_file.as_ref(),
         passphrase_fd: args.passphrase_fd,

@@ -10,6 +10,7 @@ use dup::record::{self, Encoding, Record, StreamHead, StreamKind};
 use dup::stage::ls::retention::{self, Policy};
 use dup::stage::ls::{status, table};
 
+dup::args_with_log_options! {
 /// List the backup sets of the archive at URL (collection status), or with
 /// --files the files present at a time, read from the signatures alone (no
 /// volume is downloaded). With no URL, read any dup record stream on standard
@@ -63,30 +64,13 @@ struct Args {
     /// archive URL (file:///path ...); omit to read a stream from standard input
     #[argh(positional)]
     url: Option<String>,
-    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
-    #[argh(option, arg_name = "N")]
-    log_fd: Option<i32>,
-    /// append every message and event to this file, as --log-fd
-    #[argh(option, arg_name = "FILE")]
-    log_file: Option<OsArg>,
-    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
-    #[argh(switch)]
-    log_json: bool,
-    /// the least severe messages --log-fd and --log-file get: error, warning, notice, info (the default) or debug
-    #[argh(option, arg_name = "LEVEL")]
-    log_level: Option<String>,
+}
 }
 
 fn main() {
     let args: Args = cli::args("dup-ls");
     cli::main("dup-ls", || {
-        cli::output(&cli::OutputArgs {
-            log_fd: args.log_fd,
-            log_file: args.log_file.as_ref(),
-            log_json: args.log_json,
-            log_level: args.log_level.as_deref(),
-            ..Default::default()
-        })?;
+        cli::output(&args.output_args(false))?;
         match &args.url {
             None => render(args.json),
             Some(url) if args.check => check(&args, url),

@@ -9,6 +9,7 @@ use dup::io::storage::Storage;
 use dup::record::StreamKind;
 use dup::stage::pack;
 
+dup::args_with_log_options! {
 /// Read a change stream (from dup-delta) on standard input and write
 /// duplicity's archive files as file records: the difftar volumes as each is
 /// full, then the signature tar, then the manifest. A stream whose header
@@ -76,18 +77,7 @@ struct Args {
     /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
-    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
-    #[argh(option, arg_name = "N")]
-    log_fd: Option<i32>,
-    /// append every message and event to this file, as --log-fd
-    #[argh(option, arg_name = "FILE")]
-    log_file: Option<OsArg>,
-    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
-    #[argh(switch)]
-    log_json: bool,
-    /// the least severe messages --log-fd and --log-file get: error, warning, notice, info (the default) or debug
-    #[argh(option, arg_name = "LEVEL")]
-    log_level: Option<String>,
+}
 }
 
 fn main() {
@@ -102,13 +92,7 @@ fn run(args: &Args) -> Result<Status> {
     if args.volsize == 0 {
         return Err(Error::usage("--volsize must be at least 1 (MiB)"));
     }
-    let progress = cli::output(&cli::OutputArgs {
-        progress: args.progress,
-        log_fd: args.log_fd,
-        log_file: args.log_file.as_ref(),
-        log_json: args.log_json,
-        log_level: args.log_level.as_deref(),
-    })?;
+    let progress = cli::output(&args.output_args(args.progress))?;
     let t = args.time.as_deref().map(|s| time::parse_time(s, time::now())).transpose()?;
     // The stream's header says whether this is a full (a new chain: a
     // passphrase asked on the terminal is asked twice) or an incremental.

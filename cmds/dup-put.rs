@@ -8,6 +8,7 @@ use dup::io::storage::Storage;
 use dup::progress::{Event, Summary};
 use dup::stage::put;
 
+dup::args_with_log_options! {
 /// Read a stream of archive files (from dup-pack, or deletions selected by
 /// dup-ls) on standard input and apply it to the backend at URL: volumes are
 /// uploaded several at a time, a manifest strictly last (once every volume
@@ -33,18 +34,7 @@ struct Args {
     /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
-    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
-    #[argh(option, arg_name = "N")]
-    log_fd: Option<i32>,
-    /// append every message and event to this file, as --log-fd
-    #[argh(option, arg_name = "FILE")]
-    log_file: Option<OsArg>,
-    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
-    #[argh(switch)]
-    log_json: bool,
-    /// the least severe messages --log-fd and --log-file get: error, warning, notice, info (the default) or debug
-    #[argh(option, arg_name = "LEVEL")]
-    log_level: Option<String>,
+}
 }
 
 const MAX_CONCURRENCY: usize = 64;
@@ -58,13 +48,7 @@ fn run(args: &Args) -> Result<Status> {
     if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
         return Err(Error::usage(format!("--concurrency must be between 1 and {MAX_CONCURRENCY}")));
     }
-    let progress = cli::output(&cli::OutputArgs {
-        progress: args.progress,
-        log_fd: args.log_fd,
-        log_file: args.log_file.as_ref(),
-        log_json: args.log_json,
-        log_level: args.log_level.as_deref(),
-    })?;
+    let progress = cli::output(&args.output_args(args.progress))?;
     let mut storage = Storage::open(&args.url)?;
     // About four S3 parts in flight in all, each buffered in memory.
     storage.set_part_concurrency(4 / args.concurrency);

@@ -8,6 +8,7 @@ use dup::record::{Encoding, StreamKind, Writer};
 use dup::stage::scan::select::{self, Selection};
 use dup::stage::scan::{self, Source};
 
+dup::args_with_log_options! {
 /// Walk SRC and write an entry record for each item a duplicity 0.8 backup
 /// of SRC would hold (paths relative to SRC, the root as "."), in
 /// duplicity's order, with duplicity's selection options. Unreadable items
@@ -84,18 +85,7 @@ struct Args {
     /// the directory to walk
     #[argh(positional, arg_name = "SRC")]
     src: OsArg,
-    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
-    #[argh(option, arg_name = "N")]
-    log_fd: Option<i32>,
-    /// append every message and event to this file, as --log-fd
-    #[argh(option, arg_name = "FILE")]
-    log_file: Option<OsArg>,
-    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
-    #[argh(switch)]
-    log_json: bool,
-    /// the least severe messages --log-fd and --log-file get: error, warning, notice, info (the default) or debug
-    #[argh(option, arg_name = "LEVEL")]
-    log_level: Option<String>,
+}
 }
 
 fn main() {
@@ -104,13 +94,7 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<Status> {
-    cli::output(&cli::OutputArgs {
-        log_fd: args.log_fd,
-        log_file: args.log_file.as_ref(),
-        log_json: args.log_json,
-        log_level: args.log_level.as_deref(),
-        ..Default::default()
-    })?;
+    cli::output(&args.output_args(false))?;
     let opts = select::options_from_args(std::env::args_os().skip(1))?;
     let src = Source::open(&args.src.0)?;
     let sel = Selection::new(&src.root(), &opts, args.null_separator)?;

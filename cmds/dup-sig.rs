@@ -12,6 +12,7 @@ use dup::record::{Encoding, StreamHead, StreamKind, Writer};
 use dup::stage::delta;
 use dup::stage::sig::SigState;
 
+dup::args_with_log_options! {
 /// Write a signature stream: with --archive, the combined signature state of
 /// that archive at a time (the full signature and the chain's new signatures,
 /// newest entry per path), read from the local cache that dup-sync keeps;
@@ -59,30 +60,13 @@ struct Args {
     /// write JSON Lines instead of CBOR
     #[argh(switch)]
     json: bool,
-    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
-    #[argh(option, arg_name = "N")]
-    log_fd: Option<i32>,
-    /// append every message and event to this file, as --log-fd
-    #[argh(option, arg_name = "FILE")]
-    log_file: Option<OsArg>,
-    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
-    #[argh(switch)]
-    log_json: bool,
-    /// the least severe messages --log-fd and --log-file get: error, warning, notice, info (the default) or debug
-    #[argh(option, arg_name = "LEVEL")]
-    log_level: Option<String>,
+}
 }
 
 fn main() {
     let args: Args = cli::args("dup-sig");
     cli::main("dup-sig", || {
-        cli::output(&cli::OutputArgs {
-            log_fd: args.log_fd,
-            log_file: args.log_file.as_ref(),
-            log_json: args.log_json,
-            log_level: args.log_level.as_deref(),
-            ..Default::default()
-        })?;
+        cli::output(&args.output_args(false))?;
         match &args.archive {
             Some(url) => archive(&args, url),
             None => local(&args),

@@ -5,6 +5,7 @@ use dup::cli::{self, OsArg, Status};
 use dup::error::Result;
 use dup::stage::sync;
 
+dup::args_with_log_options! {
 /// Make the local metadata cache of the archive at URL agree with the
 /// backend, which is authoritative: copy in the manifests and signatures the
 /// cache lacks (manifests plain, signatures as .sigtar.gz, as duplicity keeps
@@ -35,18 +36,7 @@ struct Args {
     /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
-    /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
-    #[argh(option, arg_name = "N")]
-    log_fd: Option<i32>,
-    /// append every message and event to this file, as --log-fd
-    #[argh(option, arg_name = "FILE")]
-    log_file: Option<OsArg>,
-    /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
-    #[argh(switch)]
-    log_json: bool,
-    /// the least severe messages --log-fd and --log-file get: error, warning, notice, info (the default) or debug
-    #[argh(option, arg_name = "LEVEL")]
-    log_level: Option<String>,
+}
 }
 
 fn main() {
@@ -55,13 +45,7 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<Status> {
-    let progress = cli::output(&cli::OutputArgs {
-        progress: args.progress,
-        log_fd: args.log_fd,
-        log_file: args.log_file.as_ref(),
-        log_json: args.log_json,
-        log_level: args.log_level.as_deref(),
-    })?;
+    let progress = cli::output(&args.output_args(args.progress))?;
     let archive = cli::ArchiveArgs {
         url: &args.url,
         archive_dir: args.archive_dir.as_ref(),

@@ -193,6 +193,44 @@ pub struct OutputArgs<'a> {
     pub log_level: Option<&'a str>,
 }
 
+/// Declares a binary's arguments (argh): its own fields, then the log
+/// options every binary takes (argh has no flatten), with `output_args` to
+/// hand them, and `--progress` when the binary has it, to [`output`].
+#[macro_export]
+macro_rules! args_with_log_options {
+    ($(#[$m:meta])* struct $name:ident { $($fields:tt)* }) => {
+        $(#[$m])*
+        struct $name {
+            $($fields)*
+            /// write every message and event to this file descriptor, in duplicity's log-fd format (or JSON Lines with --log-json)
+            #[argh(option, arg_name = "N")]
+            log_fd: Option<i32>,
+            /// append every message and event to this file, as --log-fd
+            #[argh(option, arg_name = "FILE")]
+            log_file: Option<$crate::cli::OsArg>,
+            /// write --log-fd and --log-file as JSON Lines (the events of dup-records(5))
+            #[argh(switch)]
+            log_json: bool,
+            /// the least severe messages --log-fd and --log-file get: error, warning, notice, info (the default) or debug
+            #[argh(option, arg_name = "LEVEL")]
+            log_level: Option<String>,
+        }
+
+        impl $name {
+            /// The log options, and `progress`, for `cli::output`.
+            fn output_args(&self, progress: bool) -> $crate::cli::OutputArgs<'_> {
+                $crate::cli::OutputArgs {
+                    progress,
+                    log_fd: self.log_fd,
+                    log_file: self.log_file.as_ref(),
+                    log_json: self.log_json,
+                    log_level: self.log_level.as_deref(),
+                }
+            }
+        }
+    };
+}
+
 /// Where a binary's events and messages go; set once by [`output`].
 struct Output {
     /// Progress events: the bar or JSON on stderr, and the logs.
