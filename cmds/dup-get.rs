@@ -10,6 +10,7 @@ use dup::record::Encoding;
 use dup::stage::get::{self, Action, Difference};
 
 dup::args_with_log_options! {
+archive_keys;
 /// Restore the backup at URL as it was at a time (default: now) into DEST;
 /// or compare it with a local tree (--verify SRC); or write it on standard
 /// output as a record stream (--stream). Only the volumes the restore needs
@@ -60,25 +61,6 @@ struct Args {
     /// write JSON Lines (the stream of --stream, the differences of --verify)
     #[argh(switch)]
     json: bool,
-    /// directory of the local metadata caches (default $XDG_CACHE_HOME/dup;
-    /// ~/.cache/duplicity shares duplicity's)
-    #[argh(option, arg_name = "DIR")]
-    archive_dir: Option<OsArg>,
-    /// name of this archive's cache (default: the MD5 of the URL, as duplicity)
-    #[argh(option)]
-    name: Option<String>,
-    /// read the passphrase of an encrypted archive from this file's first line (else $PASSPHRASE)
-    #[argh(option)]
-    passphrase_file: Option<OsArg>,
-    /// read the passphrase from this file descriptor
-    #[argh(option)]
-    passphrase_fd: Option<i32>,
-    /// a secret key file to decrypt with (armored or binary; repeatable; else the GnuPG keyring)
-    #[argh(option)]
-    key_file: Vec<OsArg>,
-    /// require every decrypted file to be signed by this key
-    #[argh(option)]
-    sign_key: Option<String>,
     /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
@@ -103,13 +85,7 @@ fn run(args: &Args) -> Result<Status> {
         return Err(Error::usage("--force goes with DEST"));
     }
     let progress = cli::output(&args.output_args(args.progress))?;
-    let keys = cli::KeyArgs {
-        passphrase_file: args.passphrase_file.as_ref(),
-        passphrase_fd: args.passphrase_fd,
-        key_files: &args.key_file,
-        sign_key: args.sign_key.as_deref(),
-    }
-    .decrypt()?;
+    let keys = args.archive_args(&args.url).keys.decrypt()?;
     let opts = get::Options {
         keys: Some(keys),
         url: args.url.clone(),

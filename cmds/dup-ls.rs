@@ -3,7 +3,7 @@
 use std::io::{self, BufWriter, IsTerminal, Write};
 
 use argh::FromArgs;
-use dup::cli::{self, OsArg, Status};
+use dup::cli::{self, Status};
 use dup::dupfmt::time;
 use dup::error::{Error, Result};
 use dup::record::{self, Encoding, Record, StreamHead, StreamKind};
@@ -11,6 +11,7 @@ use dup::stage::ls::retention::{self, Policy};
 use dup::stage::ls::{status, table};
 
 dup::args_with_log_options! {
+archive_keys;
 /// List the backup sets of the archive at URL (collection status), or with
 /// --files the files present at a time, read from the signatures alone (no
 /// volume is downloaded). With no URL, read any dup record stream on standard
@@ -46,21 +47,6 @@ struct Args {
     /// test the connection to URL instead (list, then write, read back and delete a small file; no retries, 5 s at most per request; a missing directory is not_found, never created) and print the answer as a check record; the exit code tells it too
     #[argh(switch)]
     check: bool,
-    /// directory of the local metadata caches (default $XDG_CACHE_HOME/dup)
-    #[argh(option)]
-    archive_dir: Option<OsArg>,
-    /// name of this archive's cache (default: the MD5 of the URL, as duplicity)
-    #[argh(option)]
-    name: Option<String>,
-    /// read the passphrase of an encrypted archive from this file's first line (else $PASSPHRASE)
-    #[argh(option)]
-    passphrase_file: Option<OsArg>,
-    /// read the passphrase from this file descriptor
-    #[argh(option)]
-    passphrase_fd: Option<i32>,
-    /// a secret key file to decrypt with (armored or binary; repeatable; else the GnuPG keyring)
-    #[argh(option)]
-    key_file: Vec<OsArg>,
     /// archive URL (file:///path ...); omit to read a stream from standard input
     #[argh(positional)]
     url: Option<String>,
@@ -140,18 +126,7 @@ fn list(args: &Args, url: &str) -> Result<Status> {
     if args.time.is_some() && !args.files {
         return Err(Error::usage("--time applies to --files"));
     }
-    let a = cli::ArchiveArgs {
-        url,
-        archive_dir: args.archive_dir.as_ref(),
-        name: args.name.as_deref(),
-        keys: cli::KeyArgs {
-            passphrase_file: args.passphrase_file.as_ref(),
-            passphrase_fd: args.passphrase_fd,
-            key_files: &args.key_file,
-            sign_key: None,
-        },
-    }
-    .open()?;
+    let a = args.archive_args(url).open()?;
     let coll = a.collection()?;
     for w in &coll.warnings {
         log::warn!("{w}");

@@ -198,6 +198,51 @@ pub struct OutputArgs<'a> {
 /// hand them, and `--progress` when the binary has it, to [`output`].
 #[macro_export]
 macro_rules! args_with_log_options {
+    // With the options that say which archive and its keys too (the reading
+    // binaries), and `archive_args` to hand them to [`ArchiveArgs`].
+    (archive_keys; $(#[$m:meta])* struct $name:ident { $($fields:tt)* }) => {
+        $crate::args_with_log_options! {
+            $(#[$m])*
+            struct $name {
+                $($fields)*
+                /// directory of the local metadata caches (default $XDG_CACHE_HOME/dup; ~/.cache/duplicity shares duplicity's)
+                #[argh(option, arg_name = "DIR")]
+                archive_dir: Option<$crate::cli::OsArg>,
+                /// name of this archive's cache (default: the MD5 of the URL, as duplicity)
+                #[argh(option)]
+                name: Option<String>,
+                /// read the passphrase of an encrypted archive from this file's first line (else $PASSPHRASE)
+                #[argh(option)]
+                passphrase_file: Option<$crate::cli::OsArg>,
+                /// read the passphrase from this file descriptor
+                #[argh(option)]
+                passphrase_fd: Option<i32>,
+                /// a secret key file to decrypt with (armored or binary; repeatable; else the GnuPG keyring)
+                #[argh(option)]
+                key_file: Vec<$crate::cli::OsArg>,
+                /// require what is decrypted to be signed by this key
+                #[argh(option)]
+                sign_key: Option<String>,
+            }
+        }
+
+        impl $name {
+            /// Which archive (at `url`) and the keys to read it with.
+            fn archive_args<'a>(&'a self, url: &'a str) -> $crate::cli::ArchiveArgs<'a> {
+                $crate::cli::ArchiveArgs {
+                    url,
+                    archive_dir: self.archive_dir.as_ref(),
+                    name: self.name.as_deref(),
+                    keys: $crate::cli::KeyArgs {
+                        passphrase_file: self.passphrase_file.as_ref(),
+                        passphrase_fd: self.passphrase_fd,
+                        key_files: &self.key_file,
+                        sign_key: self.sign_key.as_deref(),
+                    },
+                }
+            }
+        }
+    };
     ($(#[$m:meta])* struct $name:ident { $($fields:tt)* }) => {
         $(#[$m])*
         struct $name {
