@@ -5,10 +5,11 @@ use std::io::BufReader;
 use argh::FromArgs;
 use dup::cli::{self, OsArg, Status};
 use dup::error::{Context, Result};
-use dup::progress;
+use dup::progress::Event;
 use dup::record::{Encoding, Reader, Writer};
 use dup::stage::delta;
 
+dup::args_with_log_options! {
 /// Read entries (from dup-scan) or snapshots (from dup-get --stream) on
 /// standard input, join them with a basis signature stream (from dup-sig; none
 /// for a full backup), and write snapshot, diff and deleted records with their
@@ -28,12 +29,10 @@ struct Args {
     /// write JSON Lines instead of CBOR
     #[argh(switch)]
     json: bool,
-    /// report progress (a bar on a terminal, JSON events on stderr otherwise)
+    /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
-    /// write progress events as JSON Lines to this file descriptor
-    #[argh(option)]
-    log_fd: Option<i32>,
+}
 }
 
 fn main() {
@@ -42,7 +41,7 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<Status> {
-    let progress = progress::for_cli(args.progress, args.log_fd)?;
+    let progress = cli::output(&args.output_args(args.progress))?;
     let mut input = cli::stdin_records()?;
     let mut basis = match &args.basis {
         Some(p) => {
@@ -59,7 +58,9 @@ fn run(args: &Args) -> Result<Status> {
         signatures_only: false,
         cancel: dup::cancel::Cancel::on_signals(),
     };
-    let (_, stats) = delta::run(&mut input, basis.as_mut(), out, &opts, progress.as_ref())?;
+    let started = std::time::Instant::now();
+    let (_, stats) = delta::run(&mut input, basis.as_mut(), out, &opts, progress)?;
+    // The wrapper's statistics block reads this line.
     log::info!(
         "{} new, {} changed, {} deleted, {} unchanged; {} files read",
         stats.new,
@@ -68,6 +69,7 @@ fn run(args: &Args) -> Result<Status> {
         stats.unchanged,
         stats.files_read
     );
+    progress.event(Event::Summary(stats.summary(started.elapsed().as_secs())));
     if stats.warnings > 0 {
         return Ok(Status::Partial(format!("{} items could not be read and were left out", stats.warnings)));
     }

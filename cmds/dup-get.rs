@@ -6,10 +6,11 @@ use argh::FromArgs;
 use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::time;
 use dup::error::{Error, Result};
-use dup::progress;
 use dup::record::Encoding;
 use dup::stage::get::{self, Action, Difference};
 
+dup::args_with_log_options! {
+archive_keys;
 /// Restore the backup at URL as it was at a time (default: now) into DEST;
 /// or compare it with a local tree (--verify SRC); or write it on standard
 /// output as a record stream (--stream). Only the volumes the restore needs
@@ -60,31 +61,10 @@ struct Args {
     /// write JSON Lines (the stream of --stream, the differences of --verify)
     #[argh(switch)]
     json: bool,
-    /// directory of the local metadata caches (default $XDG_CACHE_HOME/dup;
-    /// ~/.cache/duplicity shares duplicity's)
-    #[argh(option, arg_name = "DIR")]
-    archive_dir: Option<OsArg>,
-    /// name of this archive's cache (default: the MD5 of the URL, as duplicity)
-    #[argh(option)]
-    name: Option<String>,
-    /// read the passphrase of an encrypted archive from this file's first line (else $PASSPHRASE)
-    #[argh(option)]
-    passphrase_file: Option<OsArg>,
-    /// read the passphrase from this file descriptor
-    #[argh(option)]
-    passphrase_fd: Option<i32>,
-    /// a secret key file to decrypt with (armored or binary; repeatable; else the GnuPG keyring)
-    #[argh(option)]
-    key_file: Vec<OsArg>,
-    /// require every decrypted file to be signed by this key
-    #[argh(option)]
-    sign_key: Option<String>,
-    /// report progress (a bar on a terminal, JSON events on stderr otherwise)
+    /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
-    /// write progress events as JSON Lines to this file descriptor
-    #[argh(option, arg_name = "N")]
-    log_fd: Option<i32>,
+}
 }
 
 fn main() {
@@ -104,9 +84,8 @@ fn run(args: &Args) -> Result<Status> {
     if args.force && args.dest.is_none() {
         return Err(Error::usage("--force goes with DEST"));
     }
-    let progress = progress::for_cli(args.progress, args.log_fd)?;
-    let keys =
-        cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, args.sign_key.as_deref())?;
+    let progress = cli::output(&args.output_args(args.progress))?;
+    let keys = args.archive_args(&args.url).keys.decrypt()?;
     let opts = get::Options {
         keys: Some(keys),
         url: args.url.clone(),
@@ -140,7 +119,7 @@ fn run(args: &Args) -> Result<Status> {
     } else {
         Action::Stream { out: &mut stream_out, encoding: Encoding::for_stdout(args.json) }
     };
-    let stats = get::run(&opts, action, progress.as_ref())?;
+    let stats = get::run(&opts, action, progress)?;
     out.flush().map_err(|e| Error::io("writing to standard output", e))?;
     if let Some(e) = write_error {
         return Err(e);

@@ -3,14 +3,15 @@
 use std::io::{self, BufWriter, IsTerminal, Write};
 
 use argh::FromArgs;
-use dup::archive::Archive;
-use dup::cli::{self, OsArg, Status};
+use dup::cli::{self, Status};
 use dup::dupfmt::time;
 use dup::error::{Error, Result};
 use dup::record::{self, Encoding, Record, StreamHead, StreamKind};
 use dup::stage::ls::retention::{self, Policy};
 use dup::stage::ls::{status, table};
 
+dup::args_with_log_options! {
+archive_keys;
 /// List the backup sets of the archive at URL (collection status), or with
 /// --files the files present at a time, read from the signatures alone (no
 /// volume is downloaded). With no URL, read any dup record stream on standard
@@ -46,32 +47,21 @@ struct Args {
     /// test the connection to URL instead (list, then write, read back and delete a small file; no retries, 5 s at most per request; a missing directory is not_found, never created) and print the answer as a check record; the exit code tells it too
     #[argh(switch)]
     check: bool,
-    /// directory of the local metadata caches (default $XDG_CACHE_HOME/dup)
-    #[argh(option)]
-    archive_dir: Option<OsArg>,
-    /// name of this archive's cache (default: the MD5 of the URL, as duplicity)
-    #[argh(option)]
-    name: Option<String>,
-    /// read the passphrase of an encrypted archive from this file's first line (else $PASSPHRASE)
-    #[argh(option)]
-    passphrase_file: Option<OsArg>,
-    /// read the passphrase from this file descriptor
-    #[argh(option)]
-    passphrase_fd: Option<i32>,
-    /// a secret key file to decrypt with (armored or binary; repeatable; else the GnuPG keyring)
-    #[argh(option)]
-    key_file: Vec<OsArg>,
     /// archive URL (file:///path ...); omit to read a stream from standard input
     #[argh(positional)]
     url: Option<String>,
 }
+}
 
 fn main() {
     let args: Args = cli::args("dup-ls");
-    cli::main("dup-ls", || match &args.url {
-        None => render(args.json),
-        Some(url) if args.check => check(&args, url),
-        Some(url) => list(&args, url),
+    cli::main("dup-ls", || {
+        cli::output(&args.output_args(false))?;
+        match &args.url {
+            None => render(args.json),
+            Some(url) if args.check => check(&args, url),
+            Some(url) => list(&args, url),
+        }
     })
 }
 
@@ -136,9 +126,7 @@ fn list(args: &Args, url: &str) -> Result<Status> {
     if args.time.is_some() && !args.files {
         return Err(Error::usage("--time applies to --files"));
     }
-    let keys = cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, None)?;
-    let a =
-        Archive::open(url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?.with_keys(Some(keys));
+    let a = args.archive_args(url).open()?;
     let coll = a.collection()?;
     for w in &coll.warnings {
         log::warn!("{w}");
@@ -148,7 +136,7 @@ fn list(args: &Args, url: &str) -> Result<Status> {
     if let Some(policy) = policy(args)? {
         let plan = retention::plan(&coll, policy);
         for n in &plan.notes {
-            eprintln!("dup-ls: {n}");
+            log::warn!("{n}");
         }
         if table {
             for r in &plan.deletes {

@@ -5,12 +5,11 @@ use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::names::Naming;
 use dup::dupfmt::time;
 use dup::error::{Error, Kind, Result};
-use dup::io::cache::Cache;
 use dup::io::storage::Storage;
-use dup::progress;
 use dup::record::StreamKind;
 use dup::stage::pack;
 
+dup::args_with_log_options! {
 /// Read a change stream (from dup-delta) on standard input and write
 /// duplicity's archive files as file records: the difftar volumes as each is
 /// full, then the signature tar, then the manifest. A stream whose header
@@ -75,12 +74,10 @@ struct Args {
     /// write JSON Lines instead of CBOR
     #[argh(switch)]
     json: bool,
-    /// report progress (a bar on a terminal, JSON events on stderr otherwise)
+    /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
-    /// write progress events as JSON Lines to this file descriptor
-    #[argh(option)]
-    log_fd: Option<i32>,
+}
 }
 
 fn main() {
@@ -95,7 +92,7 @@ fn run(args: &Args) -> Result<Status> {
     if args.volsize == 0 {
         return Err(Error::usage("--volsize must be at least 1 (MiB)"));
     }
-    let progress = progress::for_cli(args.progress, args.log_fd)?;
+    let progress = cli::output(&args.output_args(args.progress))?;
     let t = args.time.as_deref().map(|s| time::parse_time(s, time::now())).transpose()?;
     // The stream's header says whether this is a full (a new chain: a
     // passphrase asked on the terminal is asked twice) or an incremental.
@@ -112,7 +109,13 @@ fn run(args: &Args) -> Result<Status> {
         keys: encryption_keys(args, new_chain)?,
         resume: match &args.resume {
             Some(url) => {
-                let cache = Cache::open(args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref(), url)?;
+                let which = cli::ArchiveArgs {
+                    url,
+                    archive_dir: args.archive_dir.as_ref(),
+                    name: args.name.as_deref(),
+                    keys: cli::KeyArgs::default(),
+                };
+                let cache = which.cache()?;
                 Some(pack::Resume::load(&Storage::open(url)?, &cache)?)
             }
             None => None,
@@ -121,7 +124,7 @@ fn run(args: &Args) -> Result<Status> {
         cancel: dup::cancel::Cancel::on_signals(),
     };
     let out = cli::stdout_records(args.json, StreamKind::Files, "dup-pack")?;
-    let (_, stats) = pack::run(&mut input, out, &opts, progress.as_ref())?;
+    let (_, stats) = pack::run(&mut input, out, &opts, progress)?;
     log::info!("{} volumes, {} bytes", stats.volumes, stats.volume_bytes);
     Ok(Status::Ok)
 }

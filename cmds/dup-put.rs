@@ -4,11 +4,11 @@ use argh::FromArgs;
 use dup::cli::{self, OsArg, Status};
 use dup::dupfmt::names::Naming;
 use dup::error::{Error, Result};
-use dup::io::cache::Cache;
 use dup::io::storage::Storage;
-use dup::progress;
+use dup::progress::{Event, Summary};
 use dup::stage::put;
 
+dup::args_with_log_options! {
 /// Read a stream of archive files (from dup-pack, or deletions selected by
 /// dup-ls) on standard input and apply it to the backend at URL: volumes are
 /// uploaded several at a time, a manifest strictly last (once every volume
@@ -31,12 +31,10 @@ struct Args {
     /// uploads in flight at once (default 4)
     #[argh(option, default = "put::DEFAULT_CONCURRENCY")]
     concurrency: usize,
-    /// report progress (a bar on a terminal, JSON events on stderr otherwise)
+    /// report progress: a bar on a terminal, JSON events on stderr otherwise
     #[argh(switch)]
     progress: bool,
-    /// write progress events as JSON Lines to this file descriptor
-    #[argh(option)]
-    log_fd: Option<i32>,
+}
 }
 
 const MAX_CONCURRENCY: usize = 64;
@@ -51,15 +49,22 @@ fn run(args: &Args) -> Result<Status> {
         return Err(Error::usage(format!("--concurrency must be between 1 and {MAX_CONCURRENCY}")));
     }
     let cancel = dup::cancel::Cancel::on_signals();
-    let progress = progress::for_cli(args.progress, args.log_fd)?;
+    let progress = cli::output(&args.output_args(args.progress))?;
     let mut storage = Storage::open(&args.url)?;
     // About four S3 parts in flight in all, each buffered in memory.
     storage.set_part_concurrency(4 / args.concurrency);
-    let cache = Cache::open(args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref(), &args.url)?;
+    let which = cli::ArchiveArgs {
+        url: &args.url,
+        archive_dir: args.archive_dir.as_ref(),
+        name: args.name.as_deref(),
+        keys: cli::KeyArgs::default(),
+    };
+    let cache = which.cache()?;
     let _lock = cache.lock()?;
     let mut input = cli::stdin_records()?;
     let opts = put::Options { concurrency: args.concurrency, cancel };
-    let stats = put::run_with(&mut input, &storage, Some(&cache), &Naming::default(), progress.as_ref(), &opts)?;
+    let started = std::time::Instant::now();
+    let stats = put::run_with(&mut input, &storage, Some(&cache), &Naming::default(), progress, &opts)?;
     log::info!(
         "stored {} files ({} bytes), skipped {} already stored ({} bytes), deleted {}",
         stats.stored,
@@ -68,5 +73,11 @@ fn run(args: &Args) -> Result<Status> {
         stats.skipped_bytes,
         stats.deleted
     );
+    progress.event(Event::Summary(Summary {
+        stage: "put".into(),
+        bytes_stored: Some(stats.bytes),
+        elapsed_seconds: started.elapsed().as_secs(),
+        ..Summary::default()
+    }));
     Ok(Status::Ok)
 }

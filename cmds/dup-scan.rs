@@ -8,6 +8,7 @@ use dup::record::{Encoding, StreamKind, Writer};
 use dup::stage::scan::select::{self, Selection};
 use dup::stage::scan::{self, Source};
 
+dup::args_with_log_options! {
 /// Walk SRC and write an entry record for each item a duplicity 0.8 backup
 /// of SRC would hold (paths relative to SRC, the root as "."), in
 /// duplicity's order, with duplicity's selection options. Unreadable items
@@ -70,6 +71,10 @@ struct Args {
     /// interval before now such as 3D or 1h30m, or now
     #[argh(option, arg_name = "TIME")]
     exclude_older_than: Vec<OsArg>,
+    /// count the items and bytes alongside the walk and write a total record
+    /// as soon as the count is done (for dup-delta's progress)
+    #[argh(switch)]
+    total: bool,
     /// filelists are separated by NUL bytes instead of line ends
     #[argh(switch)]
     null_separator: bool,
@@ -81,6 +86,7 @@ struct Args {
     #[argh(positional, arg_name = "SRC")]
     src: OsArg,
 }
+}
 
 fn main() {
     let args: Args = cli::args("dup-scan");
@@ -88,16 +94,18 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<Status> {
+    cli::output(&args.output_args(false))?;
     let opts = select::options_from_args(std::env::args_os().skip(1))?;
     let src = Source::open(&args.src.0)?;
     let sel = Selection::new(&src.root(), &opts, args.null_separator)?;
     let enc = Encoding::for_stdout(args.json);
     let mut out = Writer::with_source(cli::stdout(), enc, StreamKind::Entries, "dup-scan", Some(src.name()))?;
     let cancel = dup::cancel::Cancel::on_signals();
-    let summary = scan::walk(&src, &sel, |rec| {
+    let emit = |rec: &_| {
         cancel.check()?;
         out.write(rec)
-    })?;
+    };
+    let summary = if args.total { scan::walk_counted(&src, &sel, emit)? } else { scan::walk(&src, &sel, emit)? };
     out.finish()?;
     Ok(match summary.warnings {
         0 => Status::Ok,

@@ -4,8 +4,7 @@ use std::io;
 
 use argh::FromArgs;
 use dup::api::BackupMode;
-use dup::archive::Archive;
-use dup::cli::{self, OsArg, Status};
+use dup::cli::{self, Status};
 use dup::dupfmt::time;
 use dup::error::{Error, Result};
 use dup::progress;
@@ -13,6 +12,8 @@ use dup::record::{Encoding, StreamHead, StreamKind, Writer};
 use dup::stage::delta;
 use dup::stage::sig::SigState;
 
+dup::args_with_log_options! {
+archive_keys;
 /// Write a signature stream: with --archive, the combined signature state of
 /// that archive at a time (the full signature and the chain's new signatures,
 /// newest entry per path), read from the local cache that dup-sync keeps;
@@ -39,42 +40,26 @@ struct Args {
     /// do not check that the passphrase opens the chain, and hand dup-pack nothing to check its own against
     #[argh(switch)]
     no_check_passphrase: bool,
-    /// read the passphrase of an encrypted archive from this file's first line (else $PASSPHRASE)
-    #[argh(option)]
-    passphrase_file: Option<OsArg>,
-    /// read the passphrase from this file descriptor
-    #[argh(option)]
-    passphrase_fd: Option<i32>,
-    /// a secret key file to decrypt with (armored or binary; repeatable; else the GnuPG keyring)
-    #[argh(option)]
-    key_file: Vec<OsArg>,
-    /// require signatures by this key on what is decrypted
-    #[argh(option)]
-    sign_key: Option<String>,
-    /// directory of the local metadata caches (default $XDG_CACHE_HOME/dup)
-    #[argh(option)]
-    archive_dir: Option<OsArg>,
-    /// name of this archive's cache (default: the MD5 of the URL, as duplicity)
-    #[argh(option)]
-    name: Option<String>,
     /// write JSON Lines instead of CBOR
     #[argh(switch)]
     json: bool,
 }
+}
 
 fn main() {
     let args: Args = cli::args("dup-sig");
-    cli::main("dup-sig", || match &args.archive {
-        Some(url) => archive(&args, url),
-        None => local(&args),
+    cli::main("dup-sig", || {
+        cli::output(&args.output_args(false))?;
+        match &args.archive {
+            Some(url) => archive(&args, url),
+            None => local(&args),
+        }
     })
 }
 
 fn archive(args: &Args, url: &str) -> Result<Status> {
-    let keys =
-        cli::decrypt_keys(args.passphrase_file.as_ref(), args.passphrase_fd, &args.key_file, args.sign_key.as_deref())?;
-    let a = Archive::open(url, args.archive_dir.as_ref().map(|d| d.as_path()), args.name.as_deref())?
-        .with_keys(Some(keys.clone()));
+    let a = args.archive_args(url).open()?;
+    let keys = a.keys.clone().expect("opened with keys");
     if args.check_passphrase && args.no_check_passphrase {
         return Err(Error::usage("--check-passphrase contradicts --no-check-passphrase"));
     }

@@ -458,7 +458,7 @@ impl Suite {
                 }
                 seen
             });
-            let out = sh(dir, &format!("dup-put {c} --log-fd 3 {u} < {} 3> {}", q(&stream), q(&events)));
+            let out = sh(dir, &format!("dup-put {c} --log-fd 3 --log-json {u} < {} 3> {}", q(&stream), q(&events)));
             done.store(true, Ordering::Relaxed);
             (out, watcher.join().unwrap())
         });
@@ -514,7 +514,10 @@ impl Suite {
         // The same command again, a few seconds later.
         let t = Instant::now();
         let events = dir.join("events.jsonl");
-        sh_ok(dir, &format!("export PASSPHRASE=resume-pass; {pack} | dup-put {c} --log-fd 3 {u} 3> {}", q(&events)));
+        sh_ok(
+            dir,
+            &format!("export PASSPHRASE=resume-pass; {pack} | dup-put {c} --log-fd 3 --log-json {u} 3> {}", q(&events)),
+        );
         self.say("resumed", t);
         let (skipped, stored) = file_events(&events);
         assert_eq!(skipped, before, "the volumes stored before the kill were not sent again");

@@ -170,7 +170,7 @@ pub(super) fn pack_options(
     cancel: &Cancel,
 ) -> Result<pack::Options> {
     let resume = pack::Resume::load(&a.storage, &a.cache)?;
-    let now = resume.time(&a.naming, basis_end).unwrap_or_else(|| time::now_after(newest.max(basis_end)));
+    let now = resume.time(basis_end).unwrap_or_else(|| time::now_after(newest.max(basis_end)));
     Ok(pack::Options {
         volsize: opts.volsize,
         compress: opts.compress,

@@ -83,6 +83,22 @@ impl Drop for EchoGuard {
     }
 }
 
+/// Sets `progress::PROMPTING` while it lives.
+struct Asking;
+
+impl Asking {
+    fn start() -> Asking {
+        crate::progress::PROMPTING.store(true, std::sync::atomic::Ordering::Relaxed);
+        Asking
+    }
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        crate::progress::PROMPTING.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Reads a line from the controlling terminal with echo off. None when
 /// there is no terminal.
 pub(super) fn prompt_tty(prompt: &str) -> Option<Password> {
@@ -104,6 +120,11 @@ pub(super) fn prompt_tty(prompt: &str) -> Option<Password> {
         unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &t) };
         EchoGuard { fd, saved }
     });
+    // A progress bar draws nothing while the prompt waits (progress::PROMPTING).
+    let _asking = Asking::start();
+    if crate::progress::leave_bar_line() {
+        tty.write_all(b"\n").ok()?;
+    }
     tty.write_all(prompt.as_bytes()).ok()?;
     tty.flush().ok()?;
     let mut line = Vec::new();

@@ -225,6 +225,11 @@ pub enum Record {
         path: Option<PathBytes>,
         message: String,
     },
+    /// What the rest of an entry stream holds in all (dup-scan --total,
+    /// from a count of the tree made alongside the walk): `files` entries,
+    /// `bytes` of regular files. For progress only; it may come anywhere
+    /// after the header, or not at all.
+    Total { files: u64, bytes: u64 },
     /// A complete item; a regular file's content follows as chunks.
     Snapshot(Entry),
     /// A regular file stored as a librsync delta, which follows as chunks.
@@ -269,6 +274,7 @@ impl Record {
             Record::Header { .. } => "header",
             Record::Entry(_) => "entry",
             Record::Warning { .. } => "warning",
+            Record::Total { .. } => "total",
             Record::Snapshot(_) => "snapshot",
             Record::Diff(_) => "diff",
             Record::Signature(_) => "signature",

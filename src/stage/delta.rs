@@ -61,6 +61,23 @@ pub struct Stats {
     pub warnings: u64,
 }
 
+impl Stats {
+    /// duplicity's statistics as far as the delta knows them.
+    pub fn summary(&self, elapsed_seconds: u64) -> crate::progress::Summary {
+        crate::progress::Summary {
+            stage: "delta".into(),
+            source_files: Some(self.new + self.changed + self.unchanged),
+            new_files: Some(self.new),
+            changed_files: Some(self.changed),
+            deleted_files: Some(self.deleted),
+            bytes_read: Some(self.bytes_read),
+            bytes_stored: None,
+            errors: self.warnings,
+            elapsed_seconds,
+        }
+    }
+}
+
 /// The output stream's header for an input and an optional basis.
 pub fn output_head(input: &StreamHead, basis: Option<&StreamHead>) -> StreamHead {
     StreamHead {
@@ -179,6 +196,10 @@ pub fn run<R: BufRead, B: BufRead, W: Write>(
                 run.out.write(&Record::Warning { path, message })?;
                 continue;
             }
+            Record::Total { files, bytes } => {
+                progress.event(Event::Total { stage: "delta".into(), files, bytes });
+                continue;
+            }
             other => {
                 return Err(Error::stream(format!(
                     "dup-delta reads entry or snapshot records, not {}",
@@ -188,7 +209,13 @@ pub fn run<R: BufRead, B: BufRead, W: Write>(
         };
         order.next(&entry.path.0).map_err(|e| e.hint("feed dup-delta the output of dup-scan or dup-get --stream"))?;
         let content = if from_stream { Some(&mut *input) } else { None };
+        // Every item counts for progress, read or not (as dup-scan --total counts them).
+        let item = Event::Item {
+            path: entry.path.to_string(),
+            bytes: if entry.ftype == FileType::File { entry.size } else { 0 },
+        };
         run.join(&mut basis, entry, content)?;
+        progress.event(item);
     }
     while basis.head.is_some() {
         run.deleted(&basis.head)?;
@@ -289,7 +316,6 @@ impl<W: Write> Run<'_, W> {
     }
 
     fn warn(&mut self, e: &Entry, msg: String) -> Result<()> {
-        log::warn!("{}: {msg}", e.path);
         self.stats.warnings += 1;
         self.progress.event(Event::Warning { path: Some(e.path.to_string()), message: msg.clone() });
         self.out.write(&Record::Warning { path: Some(e.path.clone()), message: msg })
@@ -373,7 +399,6 @@ impl<W: Write> Run<'_, W> {
 
     /// The new signature of a regular file just stored.
     fn signature(&mut self, e: Entry, sig: Spool) -> Result<()> {
-        self.progress.event(Event::Item { path: e.path.to_string(), bytes: e.size });
         self.out.write(&Record::Signature(e))?;
         let mut r = sig.into_reader().map_err(|x| Error::io("reading back a signature", x))?;
         self.out.write_content(&mut r)?;

@@ -18,7 +18,7 @@ use crate::crypto::{self, Keys};
 use crate::dupfmt::hex;
 use crate::dupfmt::index;
 use crate::dupfmt::manifest::{self, Change, FileChange, VolumeInfo};
-use crate::dupfmt::names::{FileKind, Naming, Suffix};
+use crate::dupfmt::names::{FileKind, FileName, Naming, Suffix};
 use crate::dupfmt::tar::{self as dtar, EntryType, Meta};
 use crate::error::{Error, Result, content_error};
 use crate::io::cache::Cache;
@@ -74,7 +74,15 @@ pub struct Options {
 /// the stored file's SHA1.
 #[derive(Debug, Default, Clone)]
 pub struct Resume {
-    pub stored: Vec<journal::Journaled>,
+    pub stored: Vec<Resumed>,
+}
+
+/// A file of an unfinished set: what the journal notes, and its name parsed
+/// (once, by [`Resume::load`]).
+#[derive(Debug, Clone)]
+pub struct Resumed {
+    pub noted: journal::Journaled,
+    pub file: FileName,
 }
 
 impl Resume {
@@ -91,21 +99,22 @@ impl Resume {
         // another run under the same name): not to be continued.
         let naming = Naming::default();
         let published: Vec<_> = listing.keys().filter_map(|n| naming.parse(n)).filter(|f| f.is_manifest()).collect();
-        let unfinished = |name: &str| naming.parse(name).is_some_and(|f| !published.iter().any(|m| m.same_set(&f)));
         Ok(Resume {
             stored: noted
                 .into_iter()
-                .filter(|j| listing.get(&j.name) == Some(&j.size) && unfinished(&j.name))
+                .filter(|j| listing.get(&j.name) == Some(&j.size))
+                .filter_map(|j| naming.parse(&j.name).map(|file| Resumed { noted: j, file }))
+                .filter(|r| !published.iter().any(|m| m.same_set(&r.file)))
                 .collect(),
         })
     }
 
     /// The time of the newest unfinished set a backup continues: a full
     /// (`basis` None) or an incremental from `basis`.
-    pub fn time(&self, naming: &Naming, basis: Option<i64>) -> Option<i64> {
+    pub fn time(&self, basis: Option<i64>) -> Option<i64> {
         self.stored
             .iter()
-            .filter_map(|j| naming.parse(&j.name))
+            .map(|r| &r.file)
             .filter(|f| match basis {
                 None => f.kind.is_full(),
                 Some(t1) => !f.kind.is_full() && f.start == t1,
@@ -116,7 +125,7 @@ impl Resume {
 
     /// The stored file `name` when it has this content.
     fn find(&self, name: &str, sha1: &str, plain: Option<&str>) -> Option<Stored> {
-        let j = self.stored.iter().find(|j| j.name == name)?;
+        let j = &self.stored.iter().find(|r| r.noted.name == name)?.noted;
         let same = match (plain, &j.plain) {
             (Some(ours), Some(theirs)) => ours == theirs,
             (Some(_), None) => false,
@@ -351,7 +360,7 @@ fn check_chain_passphrase(opts: &Options, head: &StreamHead) -> Result<()> {
 /// The set's time: the one given, or an unfinished set's (resumed), or now
 /// (after the chain's end); it must come after the chain it extends.
 fn set_time(opts: &Options, basis: Option<i64>) -> Result<i64> {
-    let resumed = opts.resume.as_ref().and_then(|r| r.time(&opts.naming, basis));
+    let resumed = opts.resume.as_ref().and_then(|r| r.time(basis));
     if let Some(t) = resumed {
         log::info!("resuming the unfinished set of {}", crate::dupfmt::time::to_compact(t));
     }
@@ -544,7 +553,6 @@ impl<W: Write> Pack<'_, W> {
     fn content(&mut self, t: EntryType, e: &Entry, r: &mut impl Read) -> Result<()> {
         let meta = Meta::from_entry(e)?;
         let mut n = self.fill(r, e)?;
-        let mut total = n as u64;
         if n < PIECE {
             self.before_entry(&e.path, None)?;
             let name = dtar::volume_entry_name(t, &e.path, false, None);
@@ -562,10 +570,10 @@ impl<W: Write> Pack<'_, W> {
                 }
                 k += 1;
                 n = self.fill(r, e)?;
-                total += n as u64;
             }
         }
-        self.progress.event(Event::Item { path: e.path.to_string(), bytes: total });
+        // No item event: dup-delta sends one per item (pack's own made a
+        // front end summing both pass 100 %).
         Ok(())
     }
 
@@ -652,13 +660,15 @@ impl<W: Write> Pack<'_, W> {
 mod tests {
     use super::*;
 
-    fn noted(name: String, sha1: char, plain: Option<char>) -> journal::Journaled {
-        journal::Journaled {
+    fn noted(name: String, sha1: char, plain: Option<char>) -> Resumed {
+        let file = Naming::default().parse(&name).expect("a volume's name");
+        let noted = journal::Journaled {
             name,
             size: 10,
             sha1: sha1.to_string().repeat(40),
             plain: plain.map(|c| c.to_string().repeat(64)),
-        }
+        };
+        Resumed { noted, file }
     }
 
     #[test]
@@ -672,11 +682,11 @@ mod tests {
                 noted(n.name(FileKind::IncVolume(1), t2, t3, Suffix::Gzip, false), 'c', None),
             ],
         };
-        assert_eq!(r.time(&n, None), Some(t1), "a full continues the unfinished full");
-        assert_eq!(r.time(&n, Some(t1)), Some(t2), "an incremental from T1 continues T1 → T2");
-        assert_eq!(r.time(&n, Some(t2)), Some(t3));
-        assert_eq!(r.time(&n, Some(t3)), None, "nothing unfinished extends T3");
-        assert_eq!(Resume::default().time(&n, None), None);
+        assert_eq!(r.time(None), Some(t1), "a full continues the unfinished full");
+        assert_eq!(r.time(Some(t1)), Some(t2), "an incremental from T1 continues T1 → T2");
+        assert_eq!(r.time(Some(t2)), Some(t3));
+        assert_eq!(r.time(Some(t3)), None, "nothing unfinished extends T3");
+        assert_eq!(Resume::default().time(None), None);
     }
 
     #[test]

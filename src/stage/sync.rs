@@ -13,7 +13,7 @@ use crate::archive::Archive;
 use crate::dupfmt::manifest::Manifest;
 use crate::dupfmt::names::{FileKind, FileName, Naming, Suffix};
 use crate::error::{Error, Result};
-use crate::io::cache::{cache_name, index};
+use crate::io::cache::{cache_file, cache_name, index};
 use crate::progress::{Event, Progress};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -43,6 +43,8 @@ pub fn run(archive: &Archive, progress: &dyn Progress) -> Result<Stats> {
     }
     let mut stats = Stats::default();
     let mut local_keys = BTreeMap::new();
+    // What the cache holds in the end, parsed once: kept and copied files.
+    let mut cached: BTreeMap<String, FileName> = BTreeMap::new();
     for name in cache.list()? {
         let Some(f) = naming.parse(&name) else { continue };
         let k = key(naming, &f);
@@ -51,14 +53,16 @@ pub fn run(archive: &Archive, progress: &dyn Progress) -> Result<Stats> {
             cache.remove(&name)?;
             stats.removed.push(name);
         } else {
-            local_keys.insert(k, name);
+            local_keys.insert(k, name.clone());
+            cached.insert(name, f);
         }
     }
     for (k, (name, f)) in &remote {
         if local_keys.contains_key(k) {
             continue;
         }
-        let Some(cn) = cache_name(naming, f) else { continue };
+        let Some(cf) = cache_file(f) else { continue };
+        let cn = naming.format(&cf);
         let r = archive.plaintext(name, storage.reader(name)?)?;
         let n = if f.is_signature() {
             // The cache always holds gzip; re-compress whatever the remote form.
@@ -68,8 +72,9 @@ pub fn run(archive: &Archive, progress: &dyn Progress) -> Result<Stats> {
         };
         progress.event(Event::File { name: name.clone(), bytes: n, action: "cached".into() });
         stats.copied.push(name.clone());
+        cached.insert(cn, cf);
     }
-    reindex(archive, &mut stats)?;
+    reindex(archive, &cached, &mut stats)?;
     Ok(stats)
 }
 
@@ -77,7 +82,7 @@ pub fn run(archive: &Archive, progress: &dyn Progress) -> Result<Stats> {
 /// (re)builds those missing, damaged or made from another copy of their
 /// signature (see [`index`]); a signature that cannot be indexed is only a
 /// warning.
-fn reindex(archive: &Archive, stats: &mut Stats) -> Result<()> {
+fn reindex(archive: &Archive, cached: &BTreeMap<String, FileName>, stats: &mut Stats) -> Result<()> {
     let (cache, naming) = (&archive.cache, &archive.naming);
     let names = cache.list()?;
     for name in &names {
@@ -88,8 +93,7 @@ fn reindex(archive: &Archive, stats: &mut Stats) -> Result<()> {
             stats.removed.push(name.clone());
         }
     }
-    for name in &names {
-        let Some(f) = naming.parse(name) else { continue };
+    for (name, &f) in cached {
         if !f.is_signature() || index::is_sound(cache, name) {
             continue;
         }

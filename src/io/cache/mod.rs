@@ -237,15 +237,17 @@ impl Cache {
 /// The name a manifest or signature has in the cache: manifests plain,
 /// signatures `.sigtar.gz` (FORMAT-duplicity.md §1.8).
 pub fn cache_name(naming: &Naming, f: &FileName) -> Option<String> {
+    cache_file(f).map(|c| naming.format(&c))
+}
+
+/// The parsed form of [`cache_name`].
+pub fn cache_file(f: &FileName) -> Option<FileName> {
     let suffix = match f.kind {
         FileKind::FullManifest | FileKind::IncManifest => Suffix::None,
         FileKind::FullSig | FileKind::NewSig => Suffix::Gzip,
         _ => return None,
     };
-    let mut c = *f;
-    c.suffix = suffix;
-    c.partial = false;
-    Some(naming.format(&c))
+    Some(FileName { suffix, partial: false, ..*f })
 }
 
 #[cfg(test)]

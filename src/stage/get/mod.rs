@@ -150,7 +150,7 @@ impl Reporter<'_> {
     }
 
     pub(crate) fn problem(&self, kind: Kind, message: String) {
-        log::warn!("{message}");
+        // The warning event is the message (the binaries show it on stderr and log it).
         self.progress.event(Event::Warning { path: None, message: message.clone() });
         let mut s = self.stats.borrow_mut();
         s.problem_count += 1;
@@ -286,7 +286,6 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
             crate::dupfmt::time::to_compact(t),
             crate::dupfmt::time::to_compact(chain.start_time())
         );
-        log::warn!("{msg}");
         progress.event(Event::Warning { path: None, message: msg });
     }
     let sets = chain.sets_at(t);

@@ -132,6 +132,7 @@ pub fn line(rec: &Record, content: Option<u64>) -> String {
         Record::Deleted { path, .. } => format!("{:<9} {path}", "deleted"),
         Record::Warning { path: Some(p), message } => format!("{:<9} {p}: {message}", "warning"),
         Record::Warning { path: None, message } => format!("{:<9} {message}", "warning"),
+        Record::Total { files, bytes } => format!("{:<9} {files} items, {bytes} bytes", "total"),
         Record::Chunk { data, last } => {
             format!("{:<9} {} bytes{}", "chunk", data.0.len(), if *last { " (last)" } else { "" })
         }

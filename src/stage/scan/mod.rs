@@ -85,7 +85,58 @@ impl Source {
 /// duplicity's order, and a `warning` record for each item skipped because
 /// it could not be read (also logged). Stops at the first error of `out`.
 pub fn walk(src: &Source, sel: &Selection, out: impl FnMut(&Record) -> Result<()>) -> Result<Summary> {
-    let mut emit = Emitter::new(out);
+    walk_with(src, sel, Emitter::new(out))
+}
+
+/// How long [`walk_counted`] waits for its count before it starts the walk:
+/// a small tree gets its total first, a large one while it is walked.
+const COUNT_HEAD_START: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Like [`walk`], with a `total` record (the count of the entries and of the
+/// regular files' bytes it will write) as soon as a second, quiet walk made
+/// alongside has counted them: a progress bar's total without a pass before.
+pub fn walk_counted(src: &Source, sel: &Selection, mut out: impl FnMut(&Record) -> Result<()>) -> Result<Summary> {
+    use std::sync::mpsc;
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let (mut files, mut bytes) = (0u64, 0u64);
+            let counted = walk_with(
+                src,
+                sel,
+                Emitter::quiet(|r: &Record| {
+                    if let Record::Entry(e) = r {
+                        files += 1;
+                        if e.ftype == FileType::File {
+                            bytes += e.size;
+                        }
+                    }
+                    Ok(())
+                }),
+            );
+            let _ = tx.send(counted.map(|_| Record::Total { files, bytes }));
+        });
+        let mut total = rx.recv_timeout(COUNT_HEAD_START).ok();
+        let mut pending = true;
+        walk(src, sel, |rec| {
+            if pending {
+                if total.is_none() {
+                    total = rx.try_recv().ok();
+                }
+                if let Some(t) = total.take() {
+                    pending = false;
+                    // A count that failed gives no total; the walk says why.
+                    if let Ok(t) = t {
+                        out(&t)?;
+                    }
+                }
+            }
+            out(rec)
+        })
+    })
+}
+
+fn walk_with<F: FnMut(&Record) -> Result<()>>(src: &Source, sel: &Selection, mut emit: Emitter<F>) -> Result<Summary> {
     emit.entry(index::ROOT, &src.meta, src.ftype, src.target.as_deref())?;
     if src.ftype == FileType::Dir {
         Walker {
@@ -453,7 +504,9 @@ impl<F: FnMut(&Record) -> Result<()>> Walker<'_, F> {
             let meta = match child.meta {
                 Ok(m) => m,
                 Err(libc::ENOENT) => {
-                    log::info!("{} vanished during the walk", PathBytes(self.full.clone()));
+                    if !self.emit.quiet {
+                        log::info!("{} vanished during the walk", PathBytes(self.full.clone()));
+                    }
                     continue;
                 }
                 Err(e) => {
@@ -463,7 +516,9 @@ impl<F: FnMut(&Record) -> Result<()>> Walker<'_, F> {
                 }
             };
             let Some(ftype) = meta.ftype() else {
-                log::info!("skipping socket {}", PathBytes(self.full.clone()));
+                if !self.emit.quiet {
+                    log::info!("skipping socket {}", PathBytes(self.full.clone()));
+                }
                 continue;
             };
             let is_dir = ftype == FileType::Dir;
@@ -547,6 +602,8 @@ impl<F: FnMut(&Record) -> Result<()>> Walker<'_, F> {
 /// Writes entry and warning records, reusing one entry's buffers.
 struct Emitter<F> {
     out: F,
+    /// Log nothing (a count beside the real walk).
+    quiet: bool,
     entry: Entry,
     owners: Owners,
     summary: Summary,
@@ -556,6 +613,7 @@ impl<F: FnMut(&Record) -> Result<()>> Emitter<F> {
     fn new(out: F) -> Self {
         Emitter {
             out,
+            quiet: false,
             entry: Entry::new(Vec::new(), FileType::File),
             owners: Owners::default(),
             summary: Summary::default(),
@@ -593,8 +651,14 @@ impl<F: FnMut(&Record) -> Result<()>> Emitter<F> {
         r
     }
 
+    fn quiet(out: F) -> Self {
+        Emitter { quiet: true, ..Emitter::new(out) }
+    }
+
     fn warning(&mut self, path: &[u8], full: &[u8], message: String) -> Result<()> {
-        log::warn!("{}: {message}", PathBytes(full.to_vec()));
+        if !self.quiet {
+            log::warn!("{}: {message}", PathBytes(full.to_vec()));
+        }
         self.summary.warnings += 1;
         (self.out)(&Record::Warning { path: Some(PathBytes(path.to_vec())), message })
     }
