@@ -51,20 +51,28 @@ fn two_jobs_at_once_then_list_and_increment() {
         );
         assert!(ev.iter().any(|e| matches!(e, Event::Finish { stage, .. } if stage == "backup")));
     }
-    // Each job's progress saw only its own files.
-    let names = |i: usize| -> Vec<String> {
-        events[i]
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|e| match e {
-                Event::Item { path, .. } => Some(path.clone()),
-                _ => None,
-            })
-            .collect()
-    };
-    assert!(names(0).iter().any(|p| p == "big.bin") && !names(0).iter().any(|p| p == "f07"));
-    assert!(names(1).iter().any(|p| p == "f07") && !names(1).iter().any(|p| p == "big.bin"));
+    // Each job's progress counted its own tree, knew its total early, and
+    // reached 100 % once, at the end; then a summary.
+    for (i, r) in reports.iter().enumerate() {
+        let ev = events[i].lock().unwrap();
+        let counters: Vec<_> =
+            ev.iter().filter_map(|e| if let Event::Progress(c) = e { Some(c) } else { None }).collect();
+        let last = counters.last().expect("progress events");
+        assert_eq!(
+            last.files_done,
+            r.changes.new + r.changes.changed + r.changes.unchanged + r.changes.warnings,
+            "job {i}: {last:?}"
+        );
+        assert_eq!(last.files_total, Some(last.files_done), "job {i}");
+        assert_eq!(counters.iter().filter(|c| c.percent == Some(100.0)).count(), 1, "job {i}");
+        assert!(counters.windows(2).all(|w| w[0].files_done <= w[1].files_done && w[0].bytes_done <= w[1].bytes_done));
+        assert!(!ev.iter().any(|e| matches!(e, Event::Item { .. })), "job {i}: items are metered");
+        assert!(
+            matches!(ev.last(), Some(Event::Summary(s)) if s.stage == "backup" && s.bytes_stored == Some(r.stored.bytes)),
+            "job {i}: {:?}",
+            ev.last()
+        );
+    }
 
     let a0 = ArchiveOptions {
         url: format!("file://{}", archs[0].display()),

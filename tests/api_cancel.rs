@@ -93,6 +93,7 @@ fn spawn_group(cwd: &Path, script: &str) -> Child {
         .args(["-c", script])
         .current_dir(cwd)
         .env("PATH", bin_path())
+        .env("DUP_BIN", bin_dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)

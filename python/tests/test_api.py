@@ -96,14 +96,20 @@ def test_progress_events(world):
 
     dup.backup(src, world.url(), archive_dir=world.cache, progress=on_event)
     kinds = {e["event"] for e in events}
-    assert {"start", "item", "file", "finish"} <= kinds, kinds
+    assert {"start", "progress", "file", "finish", "summary"} <= kinds, kinds
     stored = [e for e in events if e["event"] == "file" and e["action"] == "stored"]
     assert any(e["name"].endswith(".manifest") for e in stored)
-    assert events[-1] == {"event": "finish", "stage": "backup", "items": 30, "bytes": events[-1]["bytes"]}
+    assert events[-2] == {"event": "finish", "stage": "backup", "items": 30, "bytes": events[-2]["bytes"]}
+    # A backup's items come metered: progress with totals, 100 % once, last.
+    progress = [e for e in events if e["event"] == "progress"]
+    assert "item" not in kinds
+    assert [e["percent"] for e in progress].count(100.0) == 1 and progress[-1]["percent"] == 100.0
+    assert progress[-1]["files_done"] == progress[-1]["files_total"]
+    summary = events[-1]
+    assert summary["event"] == "summary" and summary["stage"] == "backup", summary
+    assert summary["bytes_stored"] == events[-2]["bytes"]
     # Called from the job's stage threads too (with the GIL taken again).
     assert threads - {threading.get_ident()}
-    # Item events are thinned to about 10 a second; the others all come.
-    assert len([e for e in events if e["event"] == "item"]) <= 30
 
 
 def test_callback_exception_stops_the_job_and_is_raised(world):

@@ -12,7 +12,7 @@ use crate::dupfmt::rsync;
 use crate::dupfmt::time;
 use crate::error::{Error, Kind, Result};
 use crate::io::pipe::{PipeReader, PipeWriter, pipe};
-use crate::progress::{Event, Progress};
+use crate::progress::{Event, Meter, Progress};
 use crate::record::{Encoding, Reader, StreamKind, Writer};
 use crate::stage::scan::select::{Opt, Selection};
 use crate::stage::scan::{self, Source};
@@ -123,7 +123,12 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress, cancel: &Cancel) ->
     off_runtime(|| backup_here(opts, progress, cancel))
 }
 
-fn backup_here(opts: &BackupOptions, progress: &dyn Progress, cancel: &Cancel) -> Result<BackupReport> {
+fn backup_here(opts: &BackupOptions, caller: &dyn Progress, cancel: &Cancel) -> Result<BackupReport> {
+    let started = std::time::Instant::now();
+    // The caller sees `progress` events (done/total, percent, ETA) instead
+    // of one `item` per file: the scan counts the tree alongside its walk.
+    let meter = Meter::new(|ev: Event| caller.event(ev));
+    let progress: &dyn Progress = &meter;
     let a = opts.archive.open()?;
     let _lock = a.cache.lock_for(&format!("a backup of {} to {}", opts.source.display(), opts.archive.url))?;
     sync::run(&a, progress)?;
@@ -153,6 +158,10 @@ fn backup_here(opts: &BackupOptions, progress: &dyn Progress, cancel: &Cancel) -
     let scan = |w: PipeWriter| scan_stage(&src, &sel, w, cancel);
     let (changes, packed, stored, warnings) = run_pipeline(&a, scan, basis_state, &dopts, &popts, progress, cancel)?;
     progress.event(Event::Finish { stage: "backup".into(), items: changes.files_read, bytes: stored.bytes });
+    let mut summary = changes.summary(started.elapsed().as_secs());
+    summary.stage = "backup".into();
+    summary.bytes_stored = Some(stored.bytes);
+    progress.event(Event::Summary(summary));
     Ok(BackupReport { full, time: now, warnings, changes, packed, stored })
 }
 
@@ -284,7 +293,7 @@ pub(super) fn run_pipeline(
 fn scan_stage(src: &Source, sel: &Selection, w: PipeWriter, cancel: &Cancel) -> Result<u64> {
     let mut out =
         Writer::with_source(BufWriter::new(w), Encoding::Cbor, StreamKind::Entries, "dup-scan", Some(src.name()))?;
-    let sum = scan::walk(src, sel, |rec| {
+    let sum = scan::walk_counted(src, sel, |rec| {
         cancel.check()?;
         out.write(rec)
     })?;
