@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use md5::Md5;
 use sha1::{Digest, Sha1};
 
-use super::{Reporter, show};
+use super::{Reporter, VolId, show};
 use crate::archive::Archive;
 use crate::dupfmt::index;
 use crate::dupfmt::tar::{EntryName, EntryType, Item, parse_entry_name};
@@ -48,6 +48,8 @@ pub(crate) struct Head {
     pub entry: Entry,
     /// The data's size when it is one tar entry (not multivol).
     pub size: Option<u64>,
+    /// The volume it was read from.
+    pub vol: VolId,
 }
 
 /// A multivol series being read: its type, path and next chunk number.
@@ -84,10 +86,13 @@ pub(crate) struct SetStream<'a> {
     in_data: bool,
     /// The current tar entry's data belongs to the head.
     data_open: bool,
+    /// OpenPGP volumes are read as they are decrypted (their end checked
+    /// last, see [`Reporter::volume_opened`]), not staged whole first.
+    streamed: bool,
 }
 
 impl<'a> SetStream<'a> {
-    pub fn new(archive: &'a Archive, volumes: Vec<VolPlan>, prefix: &[u8]) -> Self {
+    pub fn new(archive: &'a Archive, volumes: Vec<VolPlan>, prefix: &[u8], streamed: bool) -> Self {
         SetStream {
             archive,
             volumes: volumes.into(),
@@ -100,6 +105,7 @@ impl<'a> SetStream<'a> {
             head: None,
             in_data: false,
             data_open: false,
+            streamed,
         }
     }
 
@@ -147,7 +153,7 @@ impl<'a> SetStream<'a> {
                 if index::cmp(&name.index, &self.prefix).is_gt() {
                     // Past the prefix's range: nothing more of this set is wanted.
                     self.volumes.clear();
-                    self.tar = None;
+                    self.finish_volume(rep);
                     return;
                 }
                 continue;
@@ -181,7 +187,8 @@ impl<'a> SetStream<'a> {
             }
             self.in_data = has_data;
             self.data_open = has_data;
-            self.head = Some(Head { kind, size: (!name.kind.is_multivol()).then_some(item.size), entry });
+            let vol = self.tar.as_ref().map_or(0, |v| v.id);
+            self.head = Some(Head { kind, size: (!name.kind.is_multivol()).then_some(item.size), entry, vol });
         }
     }
 
@@ -216,8 +223,11 @@ impl<'a> SetStream<'a> {
                 let Some(v) = self.volumes.pop_front() else {
                     return Raw::End;
                 };
-                match open_volume(self.archive, &v, &self.prefix, rep) {
-                    Ok(stream) => self.tar = Some(Volume { stream, name: v.name, range: v.range }),
+                match open_volume(self.archive, &v, &self.prefix, rep, self.streamed) {
+                    Ok((stream, checked)) => {
+                        let id = rep.volume_opened(checked);
+                        self.tar = Some(Volume { stream, name: v.name, range: v.range, id });
+                    }
                     Err(e) if e.kind == Kind::Unwritable => {
                         // The staging disk is full: not the volume's fault.
                         rep.stop(e);
@@ -232,10 +242,17 @@ impl<'a> SetStream<'a> {
             }
             let Some(vol) = self.tar.as_mut() else { continue };
             match vol.stream.next_item() {
-                Ok(Some(i)) => return Raw::Item(i),
+                Ok(Some(i)) => {
+                    rep.touch(vol.id);
+                    return Raw::Item(i);
+                }
                 // The tar ended; TarStream has checked what follows it
-                // (gzip checksums, at most 1 MiB).
-                Ok(None) => self.tar = None,
+                // (gzip checksums, at most 1 MiB; an OpenPGP volume's MDC
+                // and signature come with its end).
+                Ok(None) => {
+                    rep.volume_verified(vol.id);
+                    self.tar = None;
+                }
                 Err(e) => {
                     let name = vol.name.clone();
                     self.lost(rep, &name, &e);
@@ -254,9 +271,37 @@ impl<'a> SetStream<'a> {
             None => format!("skipping the damaged volume {volume}: {}", e.message),
         };
         rep.problem(Kind::Corrupt, msg);
-        self.tar = None;
+        if let Some(v) = self.tar.take() {
+            rep.volume_lost(v.id);
+        }
         self.series = None;
         self.after_loss = true;
+    }
+}
+
+impl SetStream<'_> {
+    /// Leaves the current volume; one whose end is not checked yet (read
+    /// as it decrypts) is read to its end first, so what was taken from
+    /// it is verified, or lost.
+    fn finish_volume(&mut self, rep: &Reporter) {
+        let Some(vol) = self.tar.as_mut() else { return };
+        if rep.trust(&[vol.id]) == super::Trust::Pending {
+            loop {
+                match vol.stream.next_item() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        rep.volume_verified(vol.id);
+                        break;
+                    }
+                    Err(e) => {
+                        let name = vol.name.clone();
+                        self.lost(rep, &name, &e);
+                        return;
+                    }
+                }
+            }
+        }
+        self.tar = None;
     }
 }
 
@@ -378,6 +423,7 @@ struct Volume {
     name: String,
     /// See [`VolPlan::range`].
     range: Option<(Vec<u8>, Vec<u8>)>,
+    id: VolId,
 }
 
 /// A reader shared with the [`TarStream`] thread; the thread is done with
@@ -534,8 +580,16 @@ fn check_hash(v: &VolPlan, hasher: Option<Hasher>) -> Result<()> {
 }
 
 /// Downloads a volume to a temporary file, checks its hash and returns its
-/// tar entries.
-fn open_volume(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) -> Result<Entries> {
+/// tar entries, and whether the volume was verified whole: an OpenPGP
+/// volume is, unless `streamed` (then its MDC and signature are checked
+/// when its end is read).
+fn open_volume(
+    archive: &Archive,
+    v: &VolPlan,
+    prefix: &[u8],
+    rep: &Reporter,
+    streamed: bool,
+) -> Result<(Entries, bool)> {
     if v.missing {
         return Err(Error::corrupt(format!("{} is listed in the manifest but missing on the backend", v.name)));
     }
@@ -543,7 +597,7 @@ fn open_volume(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) ->
         && v.encrypted
         && let Some(staged) = open_staged(archive, v, prefix, rep)?
     {
-        return Ok(staged);
+        return Ok((staged, true));
     }
     let mut src = archive.storage.reader(&v.name)?;
     let mut file = crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
@@ -569,7 +623,7 @@ fn open_volume(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) ->
     let r = BufReader::with_capacity(256 << 10, file);
     // Decrypted or gunzipped as its name says.
     let mut input = archive.plaintext(&v.name, r)?;
-    if v.encrypted {
+    if v.encrypted && !streamed {
         // Decrypted whole first: the integrity check (MDC) and the signature
         // come at the end, and nothing may be restored from a volume before
         // they pass.
@@ -582,7 +636,7 @@ fn open_volume(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) ->
         plain.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("{}: temporary copy", v.name), e))?;
         input = Box::new(BufReader::with_capacity(256 << 10, plain));
     }
-    Ok(Entries::Tar(TarStream::new(input, &v.name)))
+    Ok((Entries::Tar(TarStream::new(input, &v.name)), !(v.encrypted && streamed)))
 }
 
 /// The hashes a manifest may name.
