@@ -43,17 +43,23 @@ struct Level {
 
 /// Something restored from volumes not verified yet, waiting for them.
 struct Pending {
-    /// Its path below the destination (empty: the destination itself).
-    comps: Vec<Vec<u8>>,
-    deps: Vec<VolId>,
+    /// Its index below the destination (`.`: the destination itself).
+    path: Vec<u8>,
+    deps: Box<[VolId]>,
     what: Waiting,
+}
+
+impl Pending {
+    fn comps(&self) -> Vec<&[u8]> {
+        index::components(&self.path).collect()
+    }
 }
 
 enum Waiting {
     /// A file, symlink, fifo or device under a temporary name in its directory.
     Item { tmp: CString, bytes: u64 },
     /// A directory's metadata, applied once what is in it is in place.
-    DirMeta(Entry),
+    DirMeta(Box<Entry>),
 }
 
 pub(crate) struct DirTarget {
@@ -156,12 +162,12 @@ impl DirTarget {
     /// metadata. A file system that takes no more writes ends the run.
     fn close_to(&mut self, depth: usize, rep: &Reporter) -> Result<()> {
         while self.stack.len() > depth {
-            let comps: Vec<Vec<u8>> = self.stack[1..].iter().map(|l| l.name.clone()).collect();
+            let path = join(&self.stack[1..].iter().map(|l| l.name.as_slice()).collect::<Vec<_>>());
             let mut lvl = self.stack.pop().expect("len > depth");
             let waits = rep.trust(&lvl.deps) != Trust::Verified
-                || self.pending.back().is_some_and(|p| p.comps.starts_with(&comps));
+                || self.pending.back().is_some_and(|p| index::is_within(&p.path, &path));
             if waits && let Some(meta) = lvl.meta.take() {
-                self.pending.push_back(Pending { comps, deps: lvl.deps, what: Waiting::DirMeta(meta) });
+                self.pending.push_back(Pending { path, deps: lvl.deps.into(), what: Waiting::DirMeta(Box::new(meta)) });
                 continue;
             }
             if let Some(meta) = &lvl.meta
@@ -342,8 +348,7 @@ impl DirTarget {
         };
         let deps = rep.unverified_deps();
         if !deps.is_empty() {
-            let comps = rel.iter().map(|c| c.to_vec()).collect();
-            self.pending.push_back(Pending { comps, deps, what: Waiting::Item { tmp, bytes } });
+            self.pending.push_back(Pending { path: join(rel), deps: deps.into(), what: Waiting::Item { tmp, bytes } });
             return Ok(None);
         }
         if let Err(e) = self.install(dir, &tmp, name, rel) {
@@ -355,7 +360,7 @@ impl DirTarget {
 
     /// The directory at `comps` below the destination, opened one
     /// component at a time as [`DirTarget::open_parents`] does.
-    fn dir_at(&mut self, comps: &[Vec<u8>]) -> Result<RawFd> {
+    fn dir_at(&mut self, comps: &[&[u8]]) -> Result<RawFd> {
         let root = self.root.as_ref().ok_or_else(|| Error::other("the destination is not open"))?.as_raw_fd();
         let mut keep = 0;
         while keep < self.cursor.len() && keep < comps.len() && self.cursor[keep].0 == comps[keep] {
@@ -364,15 +369,14 @@ impl DirTarget {
         self.cursor.truncate(keep);
         for (i, c) in comps.iter().enumerate().skip(keep) {
             let top = self.cursor.last().map_or(root, |(_, fd)| fd.as_raw_fd());
-            let rel: Vec<&[u8]> = comps[..=i].iter().map(|c| c.as_slice()).collect();
-            let fd = open_dir(top, &cstring(c)?, false).map_err(|e| Error::io(self.local(&rel).display(), e))?;
-            self.cursor.push((c.clone(), fd));
+            let fd = open_dir(top, &cstring(c)?, false).map_err(|e| Error::io(self.local(&comps[..=i]).display(), e))?;
+            self.cursor.push((c.to_vec(), fd));
         }
         Ok(self.cursor.last().map_or(root, |(_, fd)| fd.as_raw_fd()))
     }
 
     /// The directory holding `comps` and its name there.
-    fn parent_of(&mut self, comps: &[Vec<u8>]) -> Result<(RawFd, CString)> {
+    fn parent_of(&mut self, comps: &[&[u8]]) -> Result<(RawFd, CString)> {
         match comps.split_last() {
             None => Ok((self.parent_fd()?, self.dest_name.clone())),
             Some((last, parent)) => Ok((self.dir_at(parent)?, cstring(last)?)),
@@ -401,13 +405,13 @@ impl DirTarget {
                     if all && rep.trust(&p.deps) == Trust::Pending {
                         rep.problem(
                             Kind::Corrupt,
-                            format!("{}: not restored: its volume was not read to its end", show(&join(&p.comps))),
+                            format!("{}: not restored: its volume was not read to its end", show(&p.path)),
                         );
                     }
                     self.discard(p);
                 }
                 Trust::Verified => {
-                    let inside = kept.back().is_some_and(|k| k.comps.starts_with(&p.comps));
+                    let inside = kept.back().is_some_and(|k| index::is_within(&k.path, &p.path));
                     if matches!(p.what, Waiting::DirMeta(_)) && inside {
                         kept.push_back(p);
                     } else {
@@ -423,23 +427,22 @@ impl DirTarget {
 
     /// Puts a verified item in place (or gives a directory its metadata).
     fn commit(&mut self, p: Pending, rep: &Reporter) -> Result<()> {
-        let path = join(&p.comps);
-        let rel: Vec<&[u8]> = p.comps.iter().map(|c| c.as_slice()).collect();
-        let done = match p.what {
-            Waiting::Item { tmp, bytes } => self.parent_of(&p.comps).and_then(|(dir, name)| {
-                self.install(dir, &tmp, &name, &rel).inspect_err(|_| unlink(dir, &tmp)).map(|()| Some(bytes))
+        let rel = p.comps();
+        let done = match &p.what {
+            Waiting::Item { tmp, bytes } => self.parent_of(&rel).and_then(|(dir, name)| {
+                self.install(dir, tmp, &name, &rel).inspect_err(|_| unlink(dir, tmp)).map(|()| Some(*bytes))
             }),
-            Waiting::DirMeta(meta) => self.dir_at(&p.comps).and_then(|fd| {
+            Waiting::DirMeta(meta) => self.dir_at(&rel).and_then(|fd| {
                 apply_fd(fd, &meta, self.owners.as_mut()).map(|()| None).map_err(|e| {
                     Error::io(format!("{}: setting the directory's metadata", self.local(&rel).display()), e)
                 })
             }),
         };
         match done {
-            Ok(Some(bytes)) => rep.item(&path, bytes),
+            Ok(Some(bytes)) => rep.item(&p.path, bytes),
             Ok(None) => {}
             Err(e) if e.kind == Kind::Unwritable => return Err(e),
-            Err(e) => rep.item_problem(&path, &e),
+            Err(e) => rep.item_problem(&p.path, &e),
         }
         Ok(())
     }
@@ -448,16 +451,17 @@ impl DirTarget {
     /// temporary file, a directory that is left empty (what was in it
     /// comes before it and is gone).
     fn discard(&mut self, p: Pending) {
-        log::debug!("{}: not restored: read from a damaged volume", show(&join(&p.comps)));
+        log::debug!("{}: not restored: read from a damaged volume", show(&p.path));
+        let rel = p.comps();
         match &p.what {
             Waiting::Item { tmp, .. } => {
-                if let Ok((dir, _)) = self.parent_of(&p.comps) {
+                if let Ok((dir, _)) = self.parent_of(&rel) {
                     unlink(dir, tmp);
                 }
             }
-            Waiting::DirMeta(_) if !p.comps.is_empty() => {
+            Waiting::DirMeta(_) if !rel.is_empty() => {
                 self.cursor.clear();
-                if let Ok((dir, name)) = self.parent_of(&p.comps) {
+                if let Ok((dir, name)) = self.parent_of(&rel) {
                     // SAFETY: valid descriptor and NUL-terminated name; fails on a non-empty directory.
                     unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) };
                 }
@@ -579,7 +583,7 @@ impl Drop for DirTarget {
 }
 
 /// An index from its components (`.` for none).
-fn join(comps: &[Vec<u8>]) -> Vec<u8> {
+fn join(comps: &[&[u8]]) -> Vec<u8> {
     if comps.is_empty() { index::ROOT.to_vec() } else { comps.join(&b'/') }
 }
 

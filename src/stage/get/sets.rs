@@ -89,6 +89,8 @@ pub(crate) struct SetStream<'a> {
     /// OpenPGP volumes are read as they are decrypted (their end checked
     /// last, see [`Reporter::volume_opened`]), not staged whole first.
     streamed: bool,
+    /// The next volume, being downloaded.
+    prefetch: Option<Prefetch>,
 }
 
 impl<'a> SetStream<'a> {
@@ -106,6 +108,7 @@ impl<'a> SetStream<'a> {
             in_data: false,
             data_open: false,
             streamed,
+            prefetch: None,
         }
     }
 
@@ -223,8 +226,12 @@ impl<'a> SetStream<'a> {
                 let Some(v) = self.volumes.pop_front() else {
                     return Raw::End;
                 };
-                match open_volume(self.archive, &v, &self.prefix, rep, self.streamed) {
+                let prefetched = self.prefetch.take();
+                match open_volume(self.archive, &v, &self.prefix, rep, self.streamed, prefetched) {
                     Ok((stream, checked)) => {
+                        if self.prefix == index::ROOT {
+                            self.prefetch = self.volumes.front().and_then(|n| Prefetch::start(self.archive, n));
+                        }
                         let id = rep.volume_opened(checked);
                         self.tar = Some(Volume { stream, name: v.name, range: v.range, id });
                     }
@@ -589,6 +596,7 @@ fn open_volume(
     prefix: &[u8],
     rep: &Reporter,
     streamed: bool,
+    prefetched: Option<Prefetch>,
 ) -> Result<(Entries, bool)> {
     if v.missing {
         return Err(Error::corrupt(format!("{} is listed in the manifest but missing on the backend", v.name)));
@@ -599,24 +607,11 @@ fn open_volume(
     {
         return Ok((staged, true));
     }
-    let mut src = archive.storage.reader(&v.name)?;
-    let mut file = crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
-    let mut hasher = v.hash.as_ref().map(|(k, _)| Hasher::new(k));
-    let mut buf = vec![0u8; 256 << 10];
-    let mut total = 0u64;
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::corrupt(format!("{}: reading: {e}", v.name))),
-        };
-        if let Some(h) = &mut hasher {
-            h.update(&buf[..n]);
-        }
-        file.write_all(&buf[..n]).map_err(|e| Error::io(format!("{}: writing a temporary copy", v.name), e))?;
-        total += n as u64;
-    }
+    let fetched = match prefetched {
+        Some(p) if p.name == v.name => p.wait(),
+        _ => download(&v.name, archive.storage.reader(&v.name)?, v.hash.as_ref().map(|(k, _)| Hasher::new(k))),
+    };
+    let (mut file, hasher, total) = fetched?;
     check_hash(v, hasher)?;
     rep.fetched(&v.name, total);
     file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("{}: temporary copy", v.name), e))?;
@@ -637,6 +632,59 @@ fn open_volume(
         input = Box::new(BufReader::with_capacity(256 << 10, plain));
     }
     Ok((Entries::Tar(TarStream::new(input, &v.name)), !(v.encrypted && streamed)))
+}
+
+/// A volume's temporary copy, its hash and size.
+type Fetched = (File, Option<Hasher>, u64);
+
+/// Copies a volume to a temporary file, hashing it on the way.
+fn download(name: &str, mut src: impl Read, mut hasher: Option<Hasher>) -> Result<Fetched> {
+    let mut file = crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::corrupt(format!("{name}: reading: {e}"))),
+        };
+        if let Some(h) = &mut hasher {
+            h.update(&buf[..n]);
+        }
+        file.write_all(&buf[..n]).map_err(|e| Error::io(format!("{name}: writing a temporary copy"), e))?;
+        total += n as u64;
+    }
+    Ok((file, hasher, total))
+}
+
+/// The next volume of a set, downloaded by a thread of its own while the
+/// current one is read (a whole restore only: one volume ahead, on disk).
+pub(crate) struct Prefetch {
+    name: String,
+    thread: std::thread::JoinHandle<Result<Fetched>>,
+}
+
+impl Prefetch {
+    /// Starts downloading `v`; `None` when it cannot start (it is then
+    /// fetched when it is needed, and any error reported then).
+    fn start(archive: &Archive, v: &VolPlan) -> Option<Prefetch> {
+        if v.missing {
+            return None;
+        }
+        let src = archive.storage.reader(&v.name).ok()?;
+        let hasher = v.hash.as_ref().map(|(k, _)| Hasher::new(k));
+        let name = v.name.clone();
+        let thread = std::thread::Builder::new()
+            .name("dup-fetch".into())
+            .spawn(move || download(&name, src, hasher))
+            .ok()?;
+        Some(Prefetch { name: v.name.clone(), thread })
+    }
+
+    fn wait(self) -> Result<Fetched> {
+        self.thread.join().unwrap_or_else(|_| Err(Error::other(format!("{}: the download thread failed", self.name))))
+    }
 }
 
 /// The hashes a manifest may name.
