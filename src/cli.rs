@@ -70,6 +70,7 @@ pub fn args<T: argh::FromArgs>(name: &str) -> T {
 /// its error as `NAME: message` (+ `hint:`) on stderr and exits with the
 /// code of its kind.
 pub fn main(name: &str, run: impl FnOnce() -> Result<Status>) -> ! {
+    crate::io::limit_heap();
     let prefix = name.to_string();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format(move |f, rec| writeln!(f, "{prefix}: {}: {}", rec.level().as_str().to_lowercase(), rec.args()))

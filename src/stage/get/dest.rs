@@ -369,7 +369,8 @@ impl DirTarget {
         self.cursor.truncate(keep);
         for (i, c) in comps.iter().enumerate().skip(keep) {
             let top = self.cursor.last().map_or(root, |(_, fd)| fd.as_raw_fd());
-            let fd = open_dir(top, &cstring(c)?, false).map_err(|e| Error::io(self.local(&comps[..=i]).display(), e))?;
+            let fd =
+                open_dir(top, &cstring(c)?, false).map_err(|e| Error::io(self.local(&comps[..=i]).display(), e))?;
             self.cursor.push((c.to_vec(), fd));
         }
         Ok(self.cursor.last().map_or(root, |(_, fd)| fd.as_raw_fd()))

@@ -675,10 +675,8 @@ impl Prefetch {
         let src = archive.storage.reader(&v.name).ok()?;
         let hasher = v.hash.as_ref().map(|(k, _)| Hasher::new(k));
         let name = v.name.clone();
-        let thread = std::thread::Builder::new()
-            .name("dup-fetch".into())
-            .spawn(move || download(&name, src, hasher))
-            .ok()?;
+        let thread =
+            std::thread::Builder::new().name("dup-fetch".into()).spawn(move || download(&name, src, hasher)).ok()?;
         Some(Prefetch { name: v.name.clone(), thread })
     }
 
