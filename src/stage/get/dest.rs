@@ -434,7 +434,7 @@ impl DirTarget {
                 self.install(dir, tmp, &name, &rel).inspect_err(|_| unlink(dir, tmp)).map(|()| Some(*bytes))
             }),
             Waiting::DirMeta(meta) => self.dir_at(&rel).and_then(|fd| {
-                apply_fd(fd, &meta, self.owners.as_mut()).map(|()| None).map_err(|e| {
+                apply_fd(fd, meta, self.owners.as_mut()).map(|()| None).map_err(|e| {
                     Error::io(format!("{}: setting the directory's metadata", self.local(&rel).display()), e)
                 })
             }),
