@@ -349,6 +349,7 @@ impl DirTarget {
         let deps = rep.unverified_deps();
         if !deps.is_empty() {
             self.pending.push_back(Pending { path: join(rel), deps: deps.into(), what: Waiting::Item { tmp, bytes } });
+            rep.set_waiting(self.pending.len());
             return Ok(None);
         }
         if let Err(e) = self.install(dir, &tmp, name, rel) {
@@ -423,6 +424,7 @@ impl DirTarget {
         }
         self.pending = kept;
         self.cursor.clear();
+        rep.set_waiting(self.pending.len());
         Ok(())
     }
 

@@ -165,7 +165,14 @@ struct Vols {
     /// Bumped whenever a volume is verified or lost.
     generation: u64,
     touched: Vec<VolId>,
+    /// Items waiting for their volumes (see [`MAX_WAITING`]).
+    waiting: usize,
 }
+
+/// Items that may wait for their volume's end; with more, the rest of the
+/// volume is decrypted into a temporary file and verified at once, so
+/// memory stays flat however many entries a volume holds.
+pub(crate) const MAX_WAITING: usize = 20_000;
 
 impl Reporter<'_> {
     /// Ends the run with `e` (the first one given) at the next item.
@@ -277,6 +284,16 @@ impl Reporter<'_> {
         } else {
             Trust::Verified
         }
+    }
+
+    /// How many items wait for their volumes (the restore's target says).
+    pub(crate) fn set_waiting(&self, n: usize) {
+        self.vols.borrow_mut().waiting = n;
+    }
+
+    /// Too many items wait: the volume being read should be verified now.
+    pub(crate) fn crowded(&self) -> bool {
+        self.vols.borrow().waiting > MAX_WAITING
     }
 
     /// Changes whenever a volume is verified or lost.

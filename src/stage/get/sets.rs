@@ -228,12 +228,12 @@ impl<'a> SetStream<'a> {
                 };
                 let prefetched = self.prefetch.take();
                 match open_volume(self.archive, &v, &self.prefix, rep, self.streamed, prefetched) {
-                    Ok((stream, checked)) => {
+                    Ok((stream, checked, spill)) => {
                         if self.prefix == index::ROOT {
                             self.prefetch = self.volumes.front().and_then(|n| Prefetch::start(self.archive, n));
                         }
                         let id = rep.volume_opened(checked);
-                        self.tar = Some(Volume { stream, name: v.name, range: v.range, id });
+                        self.tar = Some(Volume { stream, name: v.name, range: v.range, id, spill });
                     }
                     Err(e) if e.kind == Kind::Unwritable => {
                         // The staging disk is full: not the volume's fault.
@@ -248,6 +248,24 @@ impl<'a> SetStream<'a> {
                 }
             }
             let Some(vol) = self.tar.as_mut() else { continue };
+            if let Some(sp) = &vol.spill
+                && rep.crowded()
+                && rep.trust(&[vol.id]) == super::Trust::Pending
+            {
+                match sp.spill(&vol.name) {
+                    Ok(()) => rep.volume_verified(vol.id),
+                    Err(e) if e.kind == Kind::Unwritable => {
+                        rep.stop(e);
+                        self.volumes.clear();
+                        return Raw::End;
+                    }
+                    Err(e) => {
+                        let name = vol.name.clone();
+                        self.lost(rep, &name, &e);
+                        return Raw::Lost;
+                    }
+                }
+            }
             match vol.stream.next_item() {
                 Ok(Some(i)) => {
                     rep.touch(vol.id);
@@ -431,6 +449,46 @@ struct Volume {
     /// See [`VolPlan::range`].
     range: Option<(Vec<u8>, Vec<u8>)>,
     id: VolId,
+    /// A streamed OpenPGP volume's plaintext (see [`Spill`]).
+    spill: Option<Spill>,
+}
+
+/// The plaintext of a volume read as it decrypts, which can be switched to
+/// a temporary file holding the rest (decrypted and verified at once).
+#[derive(Clone)]
+struct Spill(Arc<Mutex<SpillState>>);
+
+/// The decrypting reader, and the temporary file once spilled.
+type SpillState = (Box<dyn Read + Send>, Option<BufReader<File>>);
+
+impl Read for Spill {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut s = self.0.lock().map_err(|_| io::Error::other("volume reader poisoned"))?;
+        match &mut s.1 {
+            Some(f) => f.read(buf),
+            None => s.0.read(buf),
+        }
+    }
+}
+
+impl Spill {
+    /// Decrypts the rest into a temporary file (its MDC and signature are
+    /// checked at its end) and reads on from there.
+    fn spill(&self, name: &str) -> Result<()> {
+        let mut s = self.0.lock().map_err(|_| Error::other("volume reader poisoned"))?;
+        if s.1.is_some() {
+            return Ok(());
+        }
+        let mut f = crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
+        io::copy(&mut s.0, &mut f).map_err(|e| match crate::error::carried(e) {
+            Ok(err) => err,
+            Err(e) if crate::error::is_unwritable(&e) => Error::io(format!("{name}: staging its plaintext"), e),
+            Err(e) => Error::corrupt(format!("{name}: {e}")),
+        })?;
+        f.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("{name}: temporary copy"), e))?;
+        s.1 = Some(BufReader::with_capacity(256 << 10, f));
+        Ok(())
+    }
 }
 
 /// A reader shared with the [`TarStream`] thread; the thread is done with
@@ -597,7 +655,7 @@ fn open_volume(
     rep: &Reporter,
     streamed: bool,
     prefetched: Option<Prefetch>,
-) -> Result<(Entries, bool)> {
+) -> Result<(Entries, bool, Option<Spill>)> {
     if v.missing {
         return Err(Error::corrupt(format!("{} is listed in the manifest but missing on the backend", v.name)));
     }
@@ -605,7 +663,7 @@ fn open_volume(
         && v.encrypted
         && let Some(staged) = open_staged(archive, v, prefix, rep)?
     {
-        return Ok((staged, true));
+        return Ok((staged, true, None));
     }
     let fetched = match prefetched {
         Some(p) if p.name == v.name => p.wait(),
@@ -631,7 +689,11 @@ fn open_volume(
         plain.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("{}: temporary copy", v.name), e))?;
         input = Box::new(BufReader::with_capacity(256 << 10, plain));
     }
-    Ok((Entries::Tar(TarStream::new(input, &v.name)), !(v.encrypted && streamed)))
+    if v.encrypted && streamed {
+        let spill = Spill(Arc::new(Mutex::new((input, None))));
+        return Ok((Entries::Tar(TarStream::new(spill.clone(), &v.name)), false, Some(spill)));
+    }
+    Ok((Entries::Tar(TarStream::new(input, &v.name)), true, None))
 }
 
 /// A volume's temporary copy, its hash and size.
