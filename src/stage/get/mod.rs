@@ -169,10 +169,10 @@ struct Vols {
     waiting: usize,
 }
 
-/// Items that may wait for their volume's end; with more, the rest of the
+/// Items that may wait for their volume's end (~150 B each); with more, the rest of the
 /// volume is decrypted into a temporary file and verified at once, so
 /// memory stays flat however many entries a volume holds.
-pub(crate) const MAX_WAITING: usize = 20_000;
+pub(crate) const MAX_WAITING: usize = 100_000;
 
 impl Reporter<'_> {
     /// Ends the run with `e` (the first one given) at the next item.
