@@ -78,6 +78,7 @@ pub fn args<T: argh::FromArgs>(name: &str) -> T {
 /// error (the stages around it stopped too: a broken stream, a closed
 /// output): exit 130, saying that the next run resumes.
 pub fn main(name: &str, run: impl FnOnce() -> Result<Status>) -> ! {
+    crate::io::limit_heap();
     init_logging(name);
     let code = match run() {
         Ok(Status::Ok) => 0,

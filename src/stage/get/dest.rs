@@ -9,8 +9,14 @@
 //! metadata, then renamed into place; without `--force` the rename never
 //! replaces anything (`RENAME_NOREPLACE`). Directories get their mode,
 //! owner and times when their contents are done.
+//!
+//! An OpenPGP volume is restored as it is decrypted, but its integrity
+//! check (MDC) and signature come at its end: what is read from it stays
+//! under its temporary name (and a directory's metadata unapplied) until
+//! every volume it was read from is verified, and is removed if one of them
+//! turns out damaged. Nothing unverified is ever renamed into place.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::{self, File};
 use std::io;
@@ -18,7 +24,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::{Content, Reporter, Target, show};
+use super::{Content, Reporter, Target, Trust, VolId, show};
 use crate::dupfmt::index;
 use crate::error::{Error, Kind, Result};
 use crate::io::owners;
@@ -31,6 +37,29 @@ struct Level {
     name: Vec<u8>,
     fd: OwnedFd,
     meta: Option<Entry>,
+    /// The volumes its entry was read from, when one is not verified yet.
+    deps: Vec<VolId>,
+}
+
+/// Something restored from volumes not verified yet, waiting for them.
+struct Pending {
+    /// Its index below the destination (`.`: the destination itself).
+    path: Vec<u8>,
+    deps: Box<[VolId]>,
+    what: Waiting,
+}
+
+impl Pending {
+    fn comps(&self) -> Vec<&[u8]> {
+        index::components(&self.path).collect()
+    }
+}
+
+enum Waiting {
+    /// A file, symlink, fifo or device under a temporary name in its directory.
+    Item { tmp: CString, bytes: u64 },
+    /// A directory's metadata, applied once what is in it is in place.
+    DirMeta(Box<Entry>),
 }
 
 pub(crate) struct DirTarget {
@@ -51,6 +80,14 @@ pub(crate) struct DirTarget {
     tmp_counter: u64,
     /// Files whose setuid/setgid bits were not restored (not root).
     setid_dropped: u64,
+    /// The destination directory, once open (for what waits in `pending`).
+    root: Option<OwnedFd>,
+    /// What waits for its volumes, in the order restored.
+    pending: VecDeque<Pending>,
+    /// [`Reporter::generation`] when `pending` was last gone through.
+    settled_at: u64,
+    /// Directories open for committing `pending` (names below the destination).
+    cursor: Vec<(Vec<u8>, OwnedFd)>,
 }
 
 impl DirTarget {
@@ -94,6 +131,10 @@ impl DirTarget {
             stack: Vec::new(),
             tmp_counter: 0,
             setid_dropped: 0,
+            root: None,
+            pending: VecDeque::new(),
+            settled_at: 0,
+            cursor: Vec::new(),
         })
     }
 
@@ -121,7 +162,14 @@ impl DirTarget {
     /// metadata. A file system that takes no more writes ends the run.
     fn close_to(&mut self, depth: usize, rep: &Reporter) -> Result<()> {
         while self.stack.len() > depth {
-            let lvl = self.stack.pop().expect("len > depth");
+            let path = join(&self.stack[1..].iter().map(|l| l.name.as_slice()).collect::<Vec<_>>());
+            let mut lvl = self.stack.pop().expect("len > depth");
+            let waits = rep.trust(&lvl.deps) != Trust::Verified
+                || self.pending.back().is_some_and(|p| index::is_within(&p.path, &path));
+            if waits && let Some(meta) = lvl.meta.take() {
+                self.pending.push_back(Pending { path, deps: lvl.deps.into(), what: Waiting::DirMeta(Box::new(meta)) });
+                continue;
+            }
             if let Some(meta) = &lvl.meta
                 && let Err(e) = apply_fd(lvl.fd.as_raw_fd(), meta, self.owners.as_mut())
             {
@@ -142,11 +190,12 @@ impl DirTarget {
     }
 
     /// Makes the destination directory the bottom of the stack.
-    fn open_dest(&mut self, meta: Option<Entry>) -> Result<()> {
+    fn open_dest(&mut self, meta: Option<Entry>, deps: Vec<VolId>) -> Result<()> {
         let parent = self.parent_fd()?;
         let name = self.dest_name.clone();
         let fd = self.make_dir(parent, &name, self.follow_dest, &[])?;
-        self.stack.push(Level { name: Vec::new(), fd, meta });
+        self.root = Some(fd.try_clone().map_err(|e| Error::io(self.dest.display(), e))?);
+        self.stack.push(Level { name: Vec::new(), fd, meta, deps });
         Ok(())
     }
 
@@ -222,7 +271,7 @@ impl DirTarget {
                 }
                 Err(e) => return Err(Error::io(self.local(&parent[..=i]).display(), e)),
             };
-            self.stack.push(Level { name: parent[i].to_vec(), fd, meta: None });
+            self.stack.push(Level { name: parent[i].to_vec(), fd, meta: None, deps: Vec::new() });
         }
         Ok(Some(self.stack.last().expect("the destination is open").fd.as_raw_fd()))
     }
@@ -251,7 +300,8 @@ impl DirTarget {
         }
     }
 
-    /// Writes a non-directory item at `name` in `dir`.
+    /// Writes a non-directory item at `name` in `dir`; `None` when it
+    /// waits for its volumes to be verified.
     fn place(
         &mut self,
         dir: RawFd,
@@ -259,7 +309,8 @@ impl DirTarget {
         entry: &Entry,
         content: Option<Content>,
         rel: &[&[u8]],
-    ) -> Result<u64> {
+        rep: &Reporter,
+    ) -> Result<Option<u64>> {
         let mut bytes = 0;
         let tmp = match entry.ftype {
             FileType::File => {
@@ -295,11 +346,131 @@ impl DirTarget {
                 tmp
             }
         };
+        let deps = rep.unverified_deps();
+        if !deps.is_empty() {
+            self.pending.push_back(Pending { path: join(rel), deps: deps.into(), what: Waiting::Item { tmp, bytes } });
+            rep.set_waiting(self.pending.len());
+            return Ok(None);
+        }
         if let Err(e) = self.install(dir, &tmp, name, rel) {
             unlink(dir, &tmp);
             return Err(e);
         }
-        Ok(bytes)
+        Ok(Some(bytes))
+    }
+
+    /// The directory at `comps` below the destination, opened one
+    /// component at a time as [`DirTarget::open_parents`] does.
+    fn dir_at(&mut self, comps: &[&[u8]]) -> Result<RawFd> {
+        let root = self.root.as_ref().ok_or_else(|| Error::other("the destination is not open"))?.as_raw_fd();
+        let mut keep = 0;
+        while keep < self.cursor.len() && keep < comps.len() && self.cursor[keep].0 == comps[keep] {
+            keep += 1;
+        }
+        self.cursor.truncate(keep);
+        for (i, c) in comps.iter().enumerate().skip(keep) {
+            let top = self.cursor.last().map_or(root, |(_, fd)| fd.as_raw_fd());
+            let fd =
+                open_dir(top, &cstring(c)?, false).map_err(|e| Error::io(self.local(&comps[..=i]).display(), e))?;
+            self.cursor.push((c.to_vec(), fd));
+        }
+        Ok(self.cursor.last().map_or(root, |(_, fd)| fd.as_raw_fd()))
+    }
+
+    /// The directory holding `comps` and its name there.
+    fn parent_of(&mut self, comps: &[&[u8]]) -> Result<(RawFd, CString)> {
+        match comps.split_last() {
+            None => Ok((self.parent_fd()?, self.dest_name.clone())),
+            Some((last, parent)) => Ok((self.dir_at(parent)?, cstring(last)?)),
+        }
+    }
+
+    /// Puts in place what waits for volumes that are now verified, and
+    /// removes what came from volumes that turned out damaged. `all`:
+    /// every stream has ended, so nothing is left waiting.
+    fn settle(&mut self, rep: &Reporter, all: bool) -> Result<()> {
+        if self.pending.is_empty() || (!all && rep.generation() == self.settled_at) {
+            return Ok(());
+        }
+        self.settled_at = rep.generation();
+        // Directories may have been replaced (--force) since the last time.
+        self.cursor.clear();
+        let mut kept: VecDeque<Pending> = VecDeque::new();
+        while let Some(p) = self.pending.pop_front() {
+            let trust = match rep.trust(&p.deps) {
+                Trust::Pending if all => Trust::Lost,
+                t => t,
+            };
+            match trust {
+                Trust::Pending => kept.push_back(p),
+                Trust::Lost => {
+                    if all && rep.trust(&p.deps) == Trust::Pending {
+                        rep.problem(
+                            Kind::Corrupt,
+                            format!("{}: not restored: its volume was not read to its end", show(&p.path)),
+                        );
+                    }
+                    self.discard(p);
+                }
+                Trust::Verified => {
+                    let inside = kept.back().is_some_and(|k| index::is_within(&k.path, &p.path));
+                    if matches!(p.what, Waiting::DirMeta(_)) && inside {
+                        kept.push_back(p);
+                    } else {
+                        self.commit(p, rep)?;
+                    }
+                }
+            }
+        }
+        self.pending = kept;
+        self.cursor.clear();
+        rep.set_waiting(self.pending.len());
+        Ok(())
+    }
+
+    /// Puts a verified item in place (or gives a directory its metadata).
+    fn commit(&mut self, p: Pending, rep: &Reporter) -> Result<()> {
+        let rel = p.comps();
+        let done = match &p.what {
+            Waiting::Item { tmp, bytes } => self.parent_of(&rel).and_then(|(dir, name)| {
+                self.install(dir, tmp, &name, &rel).inspect_err(|_| unlink(dir, tmp)).map(|()| Some(*bytes))
+            }),
+            Waiting::DirMeta(meta) => self.dir_at(&rel).and_then(|fd| {
+                apply_fd(fd, meta, self.owners.as_mut()).map(|()| None).map_err(|e| {
+                    Error::io(format!("{}: setting the directory's metadata", self.local(&rel).display()), e)
+                })
+            }),
+        };
+        match done {
+            Ok(Some(bytes)) => rep.item(&p.path, bytes),
+            Ok(None) => {}
+            Err(e) if e.kind == Kind::Unwritable => return Err(e),
+            Err(e) => rep.item_problem(&p.path, &e),
+        }
+        Ok(())
+    }
+
+    /// Removes what was restored from a damaged volume: an item's
+    /// temporary file, a directory that is left empty (what was in it
+    /// comes before it and is gone).
+    fn discard(&mut self, p: Pending) {
+        log::debug!("{}: not restored: read from a damaged volume", show(&p.path));
+        let rel = p.comps();
+        match &p.what {
+            Waiting::Item { tmp, .. } => {
+                if let Ok((dir, _)) = self.parent_of(&rel) {
+                    unlink(dir, tmp);
+                }
+            }
+            Waiting::DirMeta(_) if !rel.is_empty() => {
+                self.cursor.clear();
+                if let Ok((dir, name)) = self.parent_of(&rel) {
+                    // SAFETY: valid descriptor and NUL-terminated name; fails on a non-empty directory.
+                    unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) };
+                }
+            }
+            Waiting::DirMeta(_) => {}
+        }
     }
 
     /// Renames `tmp` to `name`; replaces what is there only with --force (or
@@ -350,12 +521,12 @@ impl DirTarget {
         let Some((last, _)) = comps.split_last() else {
             // The restored root: the destination itself.
             if entry.ftype == FileType::Dir {
-                return self.open_dest(Some(entry.clone())).map(|_| Some(0));
+                return self.open_dest(Some(entry.clone()), rep.unverified_deps()).map(|_| Some(0));
             }
             let parent = self.parent_fd()?;
             let name = self.dest_name.clone();
             self.root_is_file = true;
-            return self.place(parent, &name, &entry, content, &[]).map(Some);
+            return self.place(parent, &name, &entry, content, &[], rep);
         };
         if self.root_is_file {
             rep.problem(Kind::Corrupt, format!("refused {}: the restored root is not a directory", show(&entry.path)));
@@ -363,7 +534,7 @@ impl DirTarget {
         }
         if self.stack.is_empty() {
             // The root's own entry was lost or refused.
-            self.open_dest(None)?;
+            self.open_dest(None, Vec::new())?;
         }
         let Some(dir) = self.open_parents(&comps, rep)? else {
             return Ok(None);
@@ -371,15 +542,16 @@ impl DirTarget {
         let name = cstring(last)?;
         if entry.ftype == FileType::Dir {
             let fd = self.make_dir(dir, &name, false, &comps)?;
-            self.stack.push(Level { name: last.to_vec(), fd, meta: Some(entry.clone()) });
+            self.stack.push(Level { name: last.to_vec(), fd, meta: Some(entry.clone()), deps: rep.unverified_deps() });
             return Ok(Some(0));
         }
-        self.place(dir, &name, &entry, content, &comps).map(Some)
+        self.place(dir, &name, &entry, content, &comps, rep)
     }
 }
 
 impl Target for DirTarget {
     fn item(&mut self, entry: Entry, content: Option<Content<'_>>, rep: &Reporter) -> Result<()> {
+        self.settle(rep, false)?;
         let path = entry.path.0.clone();
         match self.item_inner(entry, content, rep) {
             Ok(Some(n)) => rep.item(&path, n),
@@ -398,8 +570,24 @@ impl Target for DirTarget {
         if self.setid_dropped > 1 {
             log::warn!("setuid/setgid bits not restored on {} files (not running as root)", self.setid_dropped);
         }
-        self.close_to(0, rep)
+        self.close_to(0, rep)?;
+        self.settle(rep, true)
     }
+}
+
+impl Drop for DirTarget {
+    /// A run that stopped early leaves nothing under a temporary name.
+    fn drop(&mut self) {
+        self.cursor.clear();
+        while let Some(p) = self.pending.pop_front() {
+            self.discard(p);
+        }
+    }
+}
+
+/// An index from its components (`.` for none).
+fn join(comps: &[&[u8]]) -> Vec<u8> {
+    if comps.is_empty() { index::ROOT.to_vec() } else { comps.join(&b'/') }
 }
 
 fn cstring(b: &[u8]) -> Result<CString> {

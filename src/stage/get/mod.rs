@@ -137,7 +137,44 @@ pub(crate) struct Reporter<'a> {
     /// An error that ends the run where it cannot be returned (a volume
     /// that cannot be staged on a full disk); the merge loop returns it.
     stop: RefCell<Option<Error>>,
+    /// Volumes read as they are decrypted, and what the current item read.
+    vols: RefCell<Vols>,
 }
+
+/// A volume opened by a [`SetStream`] (numbered in the order opened).
+pub(crate) type VolId = u64;
+
+/// Whether what was read from some volumes may be used yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trust {
+    /// Every volume was verified whole (hash, MDC, signature).
+    Verified,
+    /// One is still being read: its end (MDC, signature) is unchecked.
+    Pending,
+    /// One turned out damaged: nothing read from it may be used.
+    Lost,
+}
+
+/// Volumes whose plaintext is used before their end is checked (OpenPGP
+/// volumes restored into a directory: see [`dest`]), and the volumes the
+/// current item was read from.
+#[derive(Default)]
+struct Vols {
+    next: VolId,
+    /// Volumes not verified yet, and those lost; the others are verified.
+    pending: std::collections::HashSet<VolId>,
+    lost: std::collections::HashSet<VolId>,
+    /// Bumped whenever a volume is verified or lost.
+    generation: u64,
+    touched: Vec<VolId>,
+    /// Items waiting for their volumes (see [`MAX_WAITING`]).
+    waiting: usize,
+}
+
+/// Items that may wait for their volume's end (~150 B each); with more, the rest of the
+/// volume is decrypted into a temporary file and verified at once, so
+/// memory stays flat however many entries a volume holds.
+pub(crate) const MAX_WAITING: usize = 100_000;
 
 impl Reporter<'_> {
     /// Ends the run with `e` (the first one given) at the next item.
@@ -184,6 +221,86 @@ impl Reporter<'_> {
 
     fn problem_count(&self) -> u64 {
         self.stats.borrow().problem_count
+    }
+
+    /// A new volume; `checked`: verified whole before anything is read
+    /// from it (else its end is checked as it is read).
+    pub(crate) fn volume_opened(&self, checked: bool) -> VolId {
+        let mut v = self.vols.borrow_mut();
+        v.next += 1;
+        let id = v.next;
+        if !checked {
+            v.pending.insert(id);
+        }
+        id
+    }
+
+    /// The volume was read to its end, and its end checked.
+    pub(crate) fn volume_verified(&self, id: VolId) {
+        let mut v = self.vols.borrow_mut();
+        if v.pending.remove(&id) {
+            v.generation += 1;
+        }
+    }
+
+    /// The volume is damaged: what was read from it is not used.
+    pub(crate) fn volume_lost(&self, id: VolId) {
+        let mut v = self.vols.borrow_mut();
+        v.pending.remove(&id);
+        v.lost.insert(id);
+        v.generation += 1;
+    }
+
+    /// The current item is read from these volumes (and any touched later).
+    fn begin_item(&self, heads: impl Iterator<Item = VolId>) {
+        let mut v = self.vols.borrow_mut();
+        v.touched.clear();
+        v.touched.extend(heads);
+    }
+
+    /// The current item also read from `id`.
+    pub(crate) fn touch(&self, id: VolId) {
+        let mut v = self.vols.borrow_mut();
+        if !v.touched.contains(&id) {
+            v.touched.push(id);
+        }
+    }
+
+    /// The volumes the current item was read from, if any is not verified.
+    pub(crate) fn unverified_deps(&self) -> Vec<VolId> {
+        let v = self.vols.borrow();
+        if v.touched.iter().any(|id| v.pending.contains(id) || v.lost.contains(id)) {
+            v.touched.clone()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// What the volumes `deps` are now.
+    pub(crate) fn trust(&self, deps: &[VolId]) -> Trust {
+        let v = self.vols.borrow();
+        if deps.iter().any(|id| v.lost.contains(id)) {
+            Trust::Lost
+        } else if deps.iter().any(|id| v.pending.contains(id)) {
+            Trust::Pending
+        } else {
+            Trust::Verified
+        }
+    }
+
+    /// How many items wait for their volumes (the restore's target says).
+    pub(crate) fn set_waiting(&self, n: usize) {
+        self.vols.borrow_mut().waiting = n;
+    }
+
+    /// Too many items wait: the volume being read should be verified now.
+    pub(crate) fn crowded(&self) -> bool {
+        self.vols.borrow().waiting > MAX_WAITING
+    }
+
+    /// Changes whenever a volume is verified or lost.
+    pub(crate) fn generation(&self) -> u64 {
+        self.vols.borrow().generation
     }
 }
 
@@ -309,6 +426,10 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
             Err(e) => return Err(e),
         }
     }
+    // Restored files wait under temporary names until their volumes are
+    // verified (dest.rs), so OpenPGP volumes are read as they decrypt;
+    // compared or streamed content is never unverified.
+    let streamed = matches!(action, Action::Restore { .. });
     let mut target: Box<dyn Target + '_> = match action {
         Action::Restore { dest, force, numeric_owner } => Box::new(dest::DirTarget::new(dest, force, numeric_owner)?),
         Action::Verify { src, compare_data, report } => Box::new(verify::VerifyTarget::new(src, compare_data, report)),
@@ -322,6 +443,7 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
         progress,
         stats: RefCell::new(Stats { time: t, sets: sets.len(), ..Stats::default() }),
         stop: RefCell::new(None),
+        vols: RefCell::new(Vols::default()),
     };
     progress.event(Event::Start { stage: stage.into() });
     for name in plans.iter().flat_map(|p| &p.unlisted) {
@@ -330,7 +452,8 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
             format!("{name} is on the backend but not in its set's manifest (no hash to check it by); not read"),
         );
     }
-    let mut streams: Vec<SetStream> = plans.into_iter().map(|p| SetStream::new(&archive, p.volumes, &prefix)).collect();
+    let mut streams: Vec<SetStream> =
+        plans.into_iter().map(|p| SetStream::new(&archive, p.volumes, &prefix, streamed)).collect();
     let found =
         merge(&mut streams, target.as_mut(), &rep, &prefix, &opts.cancel).map_err(|e| stopped(e, &rep, &doing))?;
     drop(streams);
@@ -556,6 +679,7 @@ fn resolve(
     entry.ftype = base.entry.ftype;
     entry.path = PathBytes(relative(&path, prefix));
     let base_size = base.size;
+    rep.begin_item(group.iter().map(|&i| head(i).vol));
     let content = if entry.ftype == FileType::File {
         let members = &group[j..];
         let mut readers =

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use md5::Md5;
 use sha1::{Digest, Sha1};
 
-use super::{Reporter, show};
+use super::{Reporter, VolId, show};
 use crate::archive::Archive;
 use crate::dupfmt::index;
 use crate::dupfmt::tar::{EntryName, EntryType, Item, parse_entry_name};
@@ -48,6 +48,8 @@ pub(crate) struct Head {
     pub entry: Entry,
     /// The data's size when it is one tar entry (not multivol).
     pub size: Option<u64>,
+    /// The volume it was read from.
+    pub vol: VolId,
 }
 
 /// A multivol series being read: its type, path and next chunk number.
@@ -84,10 +86,15 @@ pub(crate) struct SetStream<'a> {
     in_data: bool,
     /// The current tar entry's data belongs to the head.
     data_open: bool,
+    /// OpenPGP volumes are read as they are decrypted (their end checked
+    /// last, see [`Reporter::volume_opened`]), not staged whole first.
+    streamed: bool,
+    /// The next volume, being downloaded.
+    prefetch: Option<Prefetch>,
 }
 
 impl<'a> SetStream<'a> {
-    pub fn new(archive: &'a Archive, volumes: Vec<VolPlan>, prefix: &[u8]) -> Self {
+    pub fn new(archive: &'a Archive, volumes: Vec<VolPlan>, prefix: &[u8], streamed: bool) -> Self {
         SetStream {
             archive,
             volumes: volumes.into(),
@@ -100,6 +107,8 @@ impl<'a> SetStream<'a> {
             head: None,
             in_data: false,
             data_open: false,
+            streamed,
+            prefetch: None,
         }
     }
 
@@ -147,7 +156,7 @@ impl<'a> SetStream<'a> {
                 if index::cmp(&name.index, &self.prefix).is_gt() {
                     // Past the prefix's range: nothing more of this set is wanted.
                     self.volumes.clear();
-                    self.tar = None;
+                    self.finish_volume(rep);
                     return;
                 }
                 continue;
@@ -181,7 +190,8 @@ impl<'a> SetStream<'a> {
             }
             self.in_data = has_data;
             self.data_open = has_data;
-            self.head = Some(Head { kind, size: (!name.kind.is_multivol()).then_some(item.size), entry });
+            let vol = self.tar.as_ref().map_or(0, |v| v.id);
+            self.head = Some(Head { kind, size: (!name.kind.is_multivol()).then_some(item.size), entry, vol });
         }
     }
 
@@ -216,8 +226,15 @@ impl<'a> SetStream<'a> {
                 let Some(v) = self.volumes.pop_front() else {
                     return Raw::End;
                 };
-                match open_volume(self.archive, &v, &self.prefix, rep) {
-                    Ok(stream) => self.tar = Some(Volume { stream, name: v.name, range: v.range }),
+                let prefetched = self.prefetch.take();
+                match open_volume(self.archive, &v, &self.prefix, rep, self.streamed, prefetched) {
+                    Ok((stream, checked, spill)) => {
+                        if self.prefix == index::ROOT {
+                            self.prefetch = self.volumes.front().and_then(|n| Prefetch::start(self.archive, n));
+                        }
+                        let id = rep.volume_opened(checked);
+                        self.tar = Some(Volume { stream, name: v.name, range: v.range, id, spill });
+                    }
                     Err(e) if e.kind == Kind::Unwritable => {
                         // The staging disk is full: not the volume's fault.
                         rep.stop(e);
@@ -231,11 +248,36 @@ impl<'a> SetStream<'a> {
                 }
             }
             let Some(vol) = self.tar.as_mut() else { continue };
+            if let Some(sp) = &vol.spill
+                && rep.crowded()
+                && rep.trust(&[vol.id]) == super::Trust::Pending
+            {
+                match sp.spill(&vol.name) {
+                    Ok(()) => rep.volume_verified(vol.id),
+                    Err(e) if e.kind == Kind::Unwritable => {
+                        rep.stop(e);
+                        self.volumes.clear();
+                        return Raw::End;
+                    }
+                    Err(e) => {
+                        let name = vol.name.clone();
+                        self.lost(rep, &name, &e);
+                        return Raw::Lost;
+                    }
+                }
+            }
             match vol.stream.next_item() {
-                Ok(Some(i)) => return Raw::Item(i),
+                Ok(Some(i)) => {
+                    rep.touch(vol.id);
+                    return Raw::Item(i);
+                }
                 // The tar ended; TarStream has checked what follows it
-                // (gzip checksums, at most 1 MiB).
-                Ok(None) => self.tar = None,
+                // (gzip checksums, at most 1 MiB; an OpenPGP volume's MDC
+                // and signature come with its end).
+                Ok(None) => {
+                    rep.volume_verified(vol.id);
+                    self.tar = None;
+                }
                 Err(e) => {
                     let name = vol.name.clone();
                     self.lost(rep, &name, &e);
@@ -254,9 +296,37 @@ impl<'a> SetStream<'a> {
             None => format!("skipping the damaged volume {volume}: {}", e.message),
         };
         rep.problem(Kind::Corrupt, msg);
-        self.tar = None;
+        if let Some(v) = self.tar.take() {
+            rep.volume_lost(v.id);
+        }
         self.series = None;
         self.after_loss = true;
+    }
+}
+
+impl SetStream<'_> {
+    /// Leaves the current volume; one whose end is not checked yet (read
+    /// as it decrypts) is read to its end first, so what was taken from
+    /// it is verified, or lost.
+    fn finish_volume(&mut self, rep: &Reporter) {
+        let Some(vol) = self.tar.as_mut() else { return };
+        if rep.trust(&[vol.id]) == super::Trust::Pending {
+            loop {
+                match vol.stream.next_item() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        rep.volume_verified(vol.id);
+                        break;
+                    }
+                    Err(e) => {
+                        let name = vol.name.clone();
+                        self.lost(rep, &name, &e);
+                        return;
+                    }
+                }
+            }
+        }
+        self.tar = None;
     }
 }
 
@@ -378,6 +448,47 @@ struct Volume {
     name: String,
     /// See [`VolPlan::range`].
     range: Option<(Vec<u8>, Vec<u8>)>,
+    id: VolId,
+    /// A streamed OpenPGP volume's plaintext (see [`Spill`]).
+    spill: Option<Spill>,
+}
+
+/// The plaintext of a volume read as it decrypts, which can be switched to
+/// a temporary file holding the rest (decrypted and verified at once).
+#[derive(Clone)]
+struct Spill(Arc<Mutex<SpillState>>);
+
+/// The decrypting reader, and the temporary file once spilled.
+type SpillState = (Box<dyn Read + Send>, Option<BufReader<File>>);
+
+impl Read for Spill {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut s = self.0.lock().map_err(|_| io::Error::other("volume reader poisoned"))?;
+        match &mut s.1 {
+            Some(f) => f.read(buf),
+            None => s.0.read(buf),
+        }
+    }
+}
+
+impl Spill {
+    /// Decrypts the rest into a temporary file (its MDC and signature are
+    /// checked at its end) and reads on from there.
+    fn spill(&self, name: &str) -> Result<()> {
+        let mut s = self.0.lock().map_err(|_| Error::other("volume reader poisoned"))?;
+        if s.1.is_some() {
+            return Ok(());
+        }
+        let mut f = crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
+        io::copy(&mut s.0, &mut f).map_err(|e| match crate::error::carried(e) {
+            Ok(err) => err,
+            Err(e) if crate::error::is_unwritable(&e) => Error::io(format!("{name}: staging its plaintext"), e),
+            Err(e) => Error::corrupt(format!("{name}: {e}")),
+        })?;
+        f.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("{name}: temporary copy"), e))?;
+        s.1 = Some(BufReader::with_capacity(256 << 10, f));
+        Ok(())
+    }
 }
 
 /// A reader shared with the [`TarStream`] thread; the thread is done with
@@ -534,8 +645,17 @@ fn check_hash(v: &VolPlan, hasher: Option<Hasher>) -> Result<()> {
 }
 
 /// Downloads a volume to a temporary file, checks its hash and returns its
-/// tar entries.
-fn open_volume(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) -> Result<Entries> {
+/// tar entries, and whether the volume was verified whole: an OpenPGP
+/// volume is, unless `streamed` (then its MDC and signature are checked
+/// when its end is read).
+fn open_volume(
+    archive: &Archive,
+    v: &VolPlan,
+    prefix: &[u8],
+    rep: &Reporter,
+    streamed: bool,
+    prefetched: Option<Prefetch>,
+) -> Result<(Entries, bool, Option<Spill>)> {
     if v.missing {
         return Err(Error::corrupt(format!("{} is listed in the manifest but missing on the backend", v.name)));
     }
@@ -543,33 +663,20 @@ fn open_volume(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) ->
         && v.encrypted
         && let Some(staged) = open_staged(archive, v, prefix, rep)?
     {
-        return Ok(staged);
+        return Ok((staged, true, None));
     }
-    let mut src = archive.storage.reader(&v.name)?;
-    let mut file = crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
-    let mut hasher = v.hash.as_ref().map(|(k, _)| Hasher::new(k));
-    let mut buf = vec![0u8; 256 << 10];
-    let mut total = 0u64;
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::corrupt(format!("{}: reading: {e}", v.name))),
-        };
-        if let Some(h) = &mut hasher {
-            h.update(&buf[..n]);
-        }
-        file.write_all(&buf[..n]).map_err(|e| Error::io(format!("{}: writing a temporary copy", v.name), e))?;
-        total += n as u64;
-    }
+    let fetched = match prefetched {
+        Some(p) if p.name == v.name => p.wait(),
+        _ => download(&v.name, archive.storage.reader(&v.name)?, v.hash.as_ref().map(|(k, _)| Hasher::new(k))),
+    };
+    let (mut file, hasher, total) = fetched?;
     check_hash(v, hasher)?;
     rep.fetched(&v.name, total);
     file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("{}: temporary copy", v.name), e))?;
     let r = BufReader::with_capacity(256 << 10, file);
     // Decrypted or gunzipped as its name says.
     let mut input = archive.plaintext(&v.name, r)?;
-    if v.encrypted {
+    if v.encrypted && !streamed {
         // Decrypted whole first: the integrity check (MDC) and the signature
         // come at the end, and nothing may be restored from a volume before
         // they pass.
@@ -582,7 +689,62 @@ fn open_volume(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) ->
         plain.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("{}: temporary copy", v.name), e))?;
         input = Box::new(BufReader::with_capacity(256 << 10, plain));
     }
-    Ok(Entries::Tar(TarStream::new(input, &v.name)))
+    if v.encrypted && streamed {
+        let spill = Spill(Arc::new(Mutex::new((input, None))));
+        return Ok((Entries::Tar(TarStream::new(spill.clone(), &v.name)), false, Some(spill)));
+    }
+    Ok((Entries::Tar(TarStream::new(input, &v.name)), true, None))
+}
+
+/// A volume's temporary copy, its hash and size.
+type Fetched = (File, Option<Hasher>, u64);
+
+/// Copies a volume to a temporary file, hashing it on the way.
+fn download(name: &str, mut src: impl Read, mut hasher: Option<Hasher>) -> Result<Fetched> {
+    let mut file = crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::corrupt(format!("{name}: reading: {e}"))),
+        };
+        if let Some(h) = &mut hasher {
+            h.update(&buf[..n]);
+        }
+        file.write_all(&buf[..n]).map_err(|e| Error::io(format!("{name}: writing a temporary copy"), e))?;
+        total += n as u64;
+    }
+    Ok((file, hasher, total))
+}
+
+/// The next volume of a set, downloaded by a thread of its own while the
+/// current one is read (a whole restore only: one volume ahead, on disk).
+pub(crate) struct Prefetch {
+    name: String,
+    thread: std::thread::JoinHandle<Result<Fetched>>,
+}
+
+impl Prefetch {
+    /// Starts downloading `v`; `None` when it cannot start (it is then
+    /// fetched when it is needed, and any error reported then).
+    fn start(archive: &Archive, v: &VolPlan) -> Option<Prefetch> {
+        if v.missing {
+            return None;
+        }
+        let src = archive.storage.reader(&v.name).ok()?;
+        let hasher = v.hash.as_ref().map(|(k, _)| Hasher::new(k));
+        let name = v.name.clone();
+        let thread =
+            std::thread::Builder::new().name("dup-fetch".into()).spawn(move || download(&name, src, hasher)).ok()?;
+        Some(Prefetch { name: v.name.clone(), thread })
+    }
+
+    fn wait(self) -> Result<Fetched> {
+        self.thread.join().unwrap_or_else(|_| Err(Error::other(format!("{}: the download thread failed", self.name))))
+    }
 }
 
 /// The hashes a manifest may name.
