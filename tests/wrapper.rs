@@ -8,7 +8,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 
 use common::file_url as url;
 use common::*;
@@ -610,4 +610,57 @@ fn remove_all_inc_of_but_n_full_removes_the_increments_signatures() {
     let mut want: Vec<String> = full1.into_iter().chain(full2).collect();
     want.sort();
     assert_eq!(names(), want);
+}
+
+/// In a build tree, the wrapper takes the newer of target/release and
+/// target/debug: a stale release build shadowed a fresh debug one (the
+/// api_cancel test ran old binaries that lacked --log-file).
+#[test]
+fn the_newer_build_tree_is_used() {
+    let t = World::new();
+    let root = t.path().join("tree");
+    fs::create_dir_all(root.join("scripts")).unwrap();
+    fs::copy(scripts().join("duplicity"), root.join("scripts/duplicity")).unwrap();
+    let names = ["dup-scan", "dup-delta", "dup-pack", "dup-put", "dup-sync", "dup-sig", "dup-ls", "dup-get"];
+    for dir in ["release", "debug"] {
+        let d = root.join("target").join(dir);
+        fs::create_dir_all(&d).unwrap();
+        for n in names {
+            std::os::unix::fs::symlink(bin_dir().join(n), d.join(n)).unwrap();
+        }
+    }
+    // The release tree is old and broken: its dup-ls fails.
+    let stale = root.join("target/release/dup-ls");
+    fs::remove_file(&stale).unwrap();
+    fs::write(&stale, "#!/bin/sh\necho stale release build >&2\nexit 99\n").unwrap();
+    fs::set_permissions(&stale, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // Its dup-scan (which the wrapper compares) a copy, built long ago.
+    let scan = root.join("target/release/dup-scan");
+    fs::remove_file(&scan).unwrap();
+    fs::copy(bin_dir().join("dup-scan"), &scan).unwrap();
+    assert!(filetime_old(&scan), "set the release tree's time back");
+    let src = t.path().join("src");
+    small_tree(&src);
+    let arch = t.path().join("arch");
+    let run = |args: &str| {
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!("{} {args}", q(root.join("scripts/duplicity"))))
+            .current_dir(t.path())
+            .env("PATH", "/usr/bin:/bin")
+            .env_remove("DUP_BIN")
+            .env("HOME", t.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&format!("--no-encryption full {} {}", q(&src), q(url(&arch))));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&format!("--no-encryption list-current-files {}", q(url(&arch))));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("stale"), "the stale release build ran: {err}");
+}
+
+/// Sets `p`'s modification time to 2001.
+fn filetime_old(p: &Path) -> bool {
+    Command::new("touch").args(["-d", "2001-01-01"]).arg(p).status().is_ok_and(|s| s.success())
 }
