@@ -40,6 +40,8 @@ pub mod fuzzing;
 #[doc(hidden)]
 pub mod io;
 #[doc(hidden)]
+pub mod joblog;
+#[doc(hidden)]
 pub mod names;
 pub mod progress;
 pub mod record;

@@ -78,7 +78,17 @@ fn a_backup_cancelled_half_way_returns_at_once_and_the_next_call_resumes() {
     assert!(kept.len() >= 14, "the volumes stored before the cancel are kept: {kept:?}");
     println!("cancelled after {} MiB stored; returned in {took:?}", *stored.lock().unwrap() >> 20);
 
-    let r = api::backup(&o, &dup::progress::Silent, &Cancel::new()).unwrap();
+    // The resumed run says so in its log events (noted in the pack and put threads).
+    let log = Mutex::new(Vec::new());
+    let logged = |e: Event| {
+        if let Event::Log { message, .. } = e {
+            log.lock().unwrap().push(message)
+        }
+    };
+    let r = api::backup(&o, &logged, &Cancel::new()).unwrap();
+    let log = log.into_inner().unwrap();
+    assert!(log.iter().any(|m| m.starts_with("resuming the unfinished set")), "{log:?}");
+    assert!(log.iter().any(|m| m.contains("is already on the backend")), "{log:?}");
     assert!(r.full);
     assert_eq!(r.stored.skipped as usize, kept.len(), "every kept volume resumed: {:?}", r.stored);
     let after = volume_inodes(&t.p("arch"));

@@ -1,10 +1,11 @@
 //! [`backup`]: the same stages as the binaries (scan, sig, delta, pack,
 //! put), in threads joined by in-process pipes.
 
+use crate::joblog::{inherit, note};
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 
-use super::{ArchiveOptions, off_runtime};
+use super::{ArchiveOptions, job};
 use crate::archive::Archive;
 use crate::cancel::Cancel;
 use crate::dupfmt::names::Naming;
@@ -120,7 +121,7 @@ fn root_cause(errors: Vec<Error>) -> Error {
 /// # Ok::<(), dup::Error>(())
 /// ```
 pub fn backup(opts: &BackupOptions, progress: &dyn Progress, cancel: &Cancel) -> Result<BackupReport> {
-    off_runtime(|| backup_here(opts, progress, cancel))
+    job(progress, || backup_here(opts, progress, cancel))
 }
 
 fn backup_here(opts: &BackupOptions, caller: &dyn Progress, cancel: &Cancel) -> Result<BackupReport> {
@@ -211,12 +212,12 @@ pub fn next_is_full(
         (_, Some(start)) => {
             let old = full_if_older_than.is_some_and(|limit| start < limit);
             if old {
-                log::info!("the newest full backup is older than the limit: the next backup is a full");
+                note!(log::Level::Info, "the newest full backup is older than the limit: the next backup is a full");
             }
             Ok(old)
         }
         (BackupMode::Auto, None) => {
-            log::info!("no backup chain at {url}: the next backup is a full");
+            note!(log::Level::Info, "no backup chain at {url}: the next backup is a full");
             Ok(true)
         }
         (BackupMode::Incremental, None) => {
@@ -244,8 +245,8 @@ pub(super) fn run_pipeline(
     let (r_files, w_files) = pipe();
     let (r_basis, w_basis) = pipe();
     std::thread::scope(|s| {
-        let scan_t = s.spawn(move || source(w_entries));
-        let sig_t = s.spawn(move || -> Result<()> {
+        let scan_t = s.spawn(inherit(move || source(w_entries)));
+        let sig_t = s.spawn(inherit(move || -> Result<()> {
             let Some(state) = basis_state.as_mut() else {
                 return Ok(());
             };
@@ -253,19 +254,19 @@ pub(super) fn run_pipeline(
             state.write_stream(&mut out)?;
             out.finish()?;
             Ok(())
-        });
-        let delta_t = s.spawn(move || -> Result<delta::Stats> {
+        }));
+        let delta_t = s.spawn(inherit(move || -> Result<delta::Stats> {
             let mut input = reader(r_entries, "dup-scan")?;
             let mut basis = if full { None } else { Some(reader(r_basis, "dup-sig")?) };
             let head = delta::output_head(input.head(), basis.as_ref().map(|b| b.head()));
             let out = Writer::with_head(BufWriter::new(w_changes), Encoding::Cbor, head)?;
             Ok(delta::run(&mut input, basis.as_mut(), out, dopts, progress)?.1)
-        });
-        let pack_t = s.spawn(move || -> Result<pack::Stats> {
+        }));
+        let pack_t = s.spawn(inherit(move || -> Result<pack::Stats> {
             let mut input = reader(r_changes, "dup-delta")?;
             let out = Writer::new(BufWriter::new(w_files), Encoding::Cbor, StreamKind::Files, "dup-pack")?;
             Ok(pack::run(&mut input, out, popts, progress)?.1)
-        });
+        }));
         let popts = put::Options { cancel: cancel.clone(), ..put::Options::default() };
         let stored = reader(r_files, "dup-pack")
             .and_then(|mut r| put::run_with(&mut r, &a.storage, Some(&a.cache), &a.naming, progress, &popts));

@@ -2,9 +2,10 @@
 //! files of a time ([`files_at`]), what a set changed ([`changes`]) and
 //! when a path changed ([`file_history`]).
 
+use crate::joblog::note;
 use std::collections::HashMap;
 
-use super::{ArchiveOptions, off_runtime};
+use super::{ArchiveOptions, job};
 use crate::archive::Archive;
 use crate::cancel::Cancel;
 use crate::dupfmt::collection::BackupSet;
@@ -39,8 +40,8 @@ pub struct Snapshot {
 /// }
 /// # Ok::<(), dup::Error>(())
 /// ```
-pub fn snapshots(archive: &ArchiveOptions, _progress: &dyn Progress, cancel: &Cancel) -> Result<Vec<Snapshot>> {
-    off_runtime(|| {
+pub fn snapshots(archive: &ArchiveOptions, progress: &dyn Progress, cancel: &Cancel) -> Result<Vec<Snapshot>> {
+    job(progress, || {
         cancel.check()?;
         let a = archive.open()?;
         let listing = a.storage.list()?;
@@ -98,7 +99,7 @@ pub fn files_at(
     cancel: &Cancel,
     mut each: impl FnMut(Entry) -> Result<()> + Send,
 ) -> Result<u64> {
-    off_runtime(|| {
+    job(progress, || {
         let a = opts.archive.open()?;
         synced(&a, &opts.archive.url, progress)?;
         let coll = a.collection()?;
@@ -156,7 +157,7 @@ fn synced(a: &Archive, url: &str, progress: &dyn Progress) -> Result<()> {
         Ok(_lock) => {
             sync::run(a, progress)?;
         }
-        Err(e) if e.kind == Kind::Locked => log::info!("{}: listing from the cache as it is", e.message),
+        Err(e) if e.kind == Kind::Locked => note!(log::Level::Info, "{}: listing from the cache as it is", e.message),
         Err(e) => return Err(e),
     }
     Ok(())
@@ -199,8 +200,8 @@ pub struct ChangesOptions {
 /// }
 /// # Ok::<(), dup::Error>(())
 /// ```
-pub fn changes(opts: &ChangesOptions, _progress: &dyn Progress, cancel: &Cancel) -> Result<Vec<Change>> {
-    off_runtime(|| {
+pub fn changes(opts: &ChangesOptions, progress: &dyn Progress, cancel: &Cancel) -> Result<Vec<Change>> {
+    job(progress, || {
         let a = opts.archive.open()?;
         let coll = a.collection()?;
         let t = opts.time.unwrap_or(i64::MAX);
@@ -235,8 +236,8 @@ pub struct HistoryOptions {
 /// }
 /// # Ok::<(), dup::Error>(())
 /// ```
-pub fn file_history(opts: &HistoryOptions, _progress: &dyn Progress, cancel: &Cancel) -> Result<Vec<Change>> {
-    off_runtime(|| {
+pub fn file_history(opts: &HistoryOptions, progress: &dyn Progress, cancel: &Cancel) -> Result<Vec<Change>> {
+    job(progress, || {
         let path = index::normalize(&opts.path).ok_or_else(|| {
             Error::usage(format!("{}: a path with '..' is never in a backup", PathBytes(opts.path.clone())))
         })?;

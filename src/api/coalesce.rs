@@ -6,7 +6,7 @@ use std::io::BufWriter;
 
 use super::backup::{pack_options, run_pipeline};
 use super::delete::delete_here;
-use super::{ArchiveOptions, BackupOptions, BackupReport, DeleteReport, Policy, off_runtime};
+use super::{ArchiveOptions, BackupOptions, BackupReport, DeleteReport, Policy, job};
 use crate::cancel::Cancel;
 use crate::dupfmt::time;
 use crate::error::{Error, Result};
@@ -73,7 +73,7 @@ pub struct CoalesceReport {
 /// # Ok::<(), dup::Error>(())
 /// ```
 pub fn coalesce(opts: &CoalesceOptions, progress: &dyn Progress, cancel: &Cancel) -> Result<CoalesceReport> {
-    off_runtime(|| {
+    job(progress, || {
         let a = opts.archive.open()?;
         let _lock = a.cache.lock_for(&format!("a coalesce of {}", opts.archive.url))?;
         sync::run(&a, progress)?;

@@ -1,10 +1,11 @@
 //! [`delete`]: duplicity's retention commands, planned as dup-ls plans them
 //! ([`crate::stage::ls::retention`]) and carried out as dup-put does.
 
-use super::{ArchiveOptions, off_runtime};
+use super::{ArchiveOptions, job};
 use crate::archive::Archive;
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
+use crate::joblog::note;
 use crate::progress::Progress;
 use crate::record::{Encoding, Reader, Record, StreamKind, Writer};
 use crate::stage::ls::retention;
@@ -50,7 +51,7 @@ pub fn delete(opts: &DeleteOptions, progress: &dyn Progress, cancel: &Cancel) ->
     if matches!(opts.policy, Policy::AllButNFull(0) | Policy::AllIncOfButNFull(0)) {
         return Err(Error::usage("remove-all-but-n-full and remove-all-inc-of-but-n-full: N must be at least 1"));
     }
-    off_runtime(|| {
+    job(progress, || {
         let a = opts.archive.open()?;
         let _lock = a.cache.lock_for(&format!("a deletion in {}", opts.archive.url))?;
         sync::run(&a, progress)?;
@@ -70,7 +71,7 @@ pub(super) fn delete_here(
 ) -> Result<DeleteReport> {
     let plan = retention::plan(&a.collection()?, policy);
     for n in &plan.notes {
-        log::info!("{n}");
+        note!(log::Level::Info, "{n}");
     }
     let files: Vec<String> = plan
         .deletes

@@ -18,11 +18,16 @@
 //! jobs on different archives run at once in one process; a second job on
 //! an archive a job of this process is changing gets [`Kind::Locked`].
 //!
-//! Threads and async: the calls block. From async code run them with
-//! `tokio::task::spawn_blocking`; called inside a tokio task anyway, a call
-//! does its work on a thread of its own (the backends run their own tokio
-//! runtime, which cannot be entered from inside another), so it does not
-//! panic, but it blocks that task's worker thread until it is done.
+//! Threads and async: each call runs its job on a thread of its own
+//! (outside any tokio runtime: the backends block on one of their own) and
+//! blocks until it is done; from async code run it with
+//! `tokio::task::spawn_blocking` so as not to hold a worker thread. The
+//! progress sink is called from the job's threads and from the calling one.
+//!
+//! Log: what a job has to say besides progress (backend retries, a resumed
+//! set, a volume read unchecked, a file stored whole) reaches its progress
+//! sink as [`Event::Log`], and the `log` crate's logger too; messages of
+//! two jobs in one process do not mix.
 //!
 //! ```no_run
 //! use dup::api::{self, BackupOptions, Cancel, FilesOptions};
@@ -107,19 +112,16 @@ impl ArchiveOptions {
 /// println!("{}: {}", c.status.as_str(), c.message);
 /// # Ok::<(), dup::Error>(())
 /// ```
-pub fn test_connection(archive: &ArchiveOptions, _progress: &dyn Progress, cancel: &Cancel) -> Result<Check> {
-    off_runtime(|| {
+pub fn test_connection(archive: &ArchiveOptions, progress: &dyn Progress, cancel: &Cancel) -> Result<Check> {
+    job(progress, || {
         cancel.check()?;
         crate::archive::test_connection(&archive.url)
     })
 }
 
-/// Runs `f` where a blocking backend may be used: on this thread, or, inside
-/// a tokio runtime (where blocking on another runtime panics), on a thread
-/// of its own.
-fn off_runtime<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return f();
-    }
-    std::thread::scope(|s| s.spawn(f).join().unwrap_or_else(|_| Err(Error::other("the job panicked"))))
+/// Runs a verb as a job ([`crate::joblog::run`]): on a thread of its own,
+/// outside any tokio runtime (the backends block on their own), its
+/// messages passed to `progress` as `log` events.
+fn job<T: Send>(progress: &dyn Progress, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    crate::joblog::run(progress, f).unwrap_or_else(|_| Err(Error::other("the job panicked")))
 }

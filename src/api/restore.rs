@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{ArchiveOptions, off_runtime};
+use super::{ArchiveOptions, job};
 use crate::cancel::Cancel;
 use crate::error::Result;
 use crate::progress::Progress;
@@ -91,7 +91,7 @@ fn get_options(archive: &ArchiveOptions, time: Option<i64>, path: Option<Vec<u8>
 /// # Ok::<(), dup::Error>(())
 /// ```
 pub fn restore(opts: &RestoreOptions, progress: &dyn Progress, cancel: &Cancel) -> Result<RestoreReport> {
-    off_runtime(|| {
+    job(progress, || {
         let action =
             get::Action::Restore { dest: opts.dest.clone(), force: opts.force, numeric_owner: opts.numeric_owner };
         let stats = get::run(&get_options(&opts.archive, opts.time, opts.path.clone(), cancel), action, progress)?;
@@ -139,7 +139,7 @@ pub struct VerifyReport {
 /// # Ok::<(), dup::Error>(())
 /// ```
 pub fn verify(opts: &VerifyOptions, progress: &dyn Progress, cancel: &Cancel) -> Result<VerifyReport> {
-    off_runtime(|| {
+    job(progress, || {
         let mut differences = Vec::new();
         let mut report = |d: &Difference| {
             if differences.len() < get::MAX_PROBLEMS {

@@ -10,6 +10,7 @@
 //! `signature` (+signature); `deleted` for paths only in the basis. Each
 //! changed file is read once, feeding content (or delta) and signature.
 
+use crate::joblog::note;
 use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -280,7 +281,7 @@ impl<W: Write> Run<'_, W> {
             match sig {
                 Ok(sig) => self.diff(entry, &sig, content),
                 Err(e) if rsync::is_unsupported_signature(&e) => {
-                    log::info!("{}: {}; storing the whole file", entry.path, e.message);
+                    note!(log::Level::Info, "{}: {}; storing the whole file", entry.path, e.message);
                     self.snapshot(entry, content)
                 }
                 Err(e) => Err(e.context(format!("the basis signature of {}", entry.path))),

@@ -6,6 +6,7 @@
 //! the next one is built. With [`Resume`], an interrupted run's unfinished
 //! set is continued.
 
+use crate::joblog::note;
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};
 use std::sync::Arc;
@@ -362,7 +363,7 @@ fn check_chain_passphrase(opts: &Options, head: &StreamHead) -> Result<()> {
 fn set_time(opts: &Options, basis: Option<i64>) -> Result<i64> {
     let resumed = opts.resume.as_ref().and_then(|r| r.time(basis));
     if let Some(t) = resumed {
-        log::info!("resuming the unfinished set of {}", crate::dupfmt::time::to_compact(t));
+        note!(log::Level::Info, "resuming the unfinished set of {}", crate::dupfmt::time::to_compact(t));
     }
     let t2 = opts.time.or(resumed).unwrap_or_else(|| crate::dupfmt::time::now_after(basis));
     if let Some(t1) = basis
@@ -582,7 +583,7 @@ impl<W: Write> Pack<'_, W> {
         let meta = match Meta::from_entry(e) {
             Ok(m) => m,
             Err(err) => {
-                log::warn!("{}", err.message);
+                note!(log::Level::Warn, "{}", err.message);
                 return Ok(());
             }
         };

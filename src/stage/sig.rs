@@ -3,6 +3,7 @@
 //! path, the newest entry winning and `deleted/` removing the path. It is the
 //! basis of an incremental (dup-sig) and the file list at a time (dup-ls).
 
+use crate::joblog::note;
 use std::io::Read;
 
 use flate2::read::MultiGzDecoder;
@@ -95,7 +96,7 @@ impl SigState {
         let t = t.or_else(|| coll.primary_chain().map(|c| c.end_time()));
         let (chain, warning) = coll.sig_chain_at(t.unwrap_or(i64::MAX))?;
         if let Some(w) = warning {
-            log::warn!("{w}");
+            note!(log::Level::Warn, "{w}");
         }
         Self::open(chain, t, archive)
     }

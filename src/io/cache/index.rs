@@ -28,6 +28,7 @@
 //! size; target; device numbers; volume number (0: unknown). Memory stays
 //! flat: writing holds one block, reading one block and the table.
 
+use crate::joblog::note;
 use std::cmp::Ordering;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -295,7 +296,7 @@ pub fn build_for_set(cache: &Cache, naming: &Naming, f: &FileName, manifest: Opt
         return;
     }
     if let Err(e) = build(cache, &sig, manifest) {
-        log::warn!("not indexing {sig} in the cache: {}", e.message);
+        note!(log::Level::Warn, "not indexing {sig} in the cache: {}", e.message);
         let _ = cache.remove(&index_name(&sig));
     }
 }

@@ -303,14 +303,21 @@ pub(super) fn build(
 ) -> opendal::Result<opendal::Operator> {
     let url = url.to_string();
     let retries = settings.retries;
+    // Retries run on the storage runtime's threads: the job log of the
+    // thread that opened the backend is taken along.
+    let job = crate::joblog::current();
     let notify = move |ev: RetryEvent<'_>| {
-        log::warn!(
+        let m = format!(
             "{url}: {} failed ({}); retry {} of {retries} in {:.1} s",
             ev.op,
             cause(ev.err),
             ev.attempt,
             ev.retry_after.as_secs_f64()
         );
+        log::warn!("{m}");
+        if let Some(j) = &job {
+            j.send(log::Level::Warn, m);
+        }
     };
     // Timeout below retry: each attempt is timed out on its own; refusals
     // are made permanent below retry too, so that they are not retried.

@@ -305,6 +305,30 @@ mod tests {
         check::<Storage>();
     }
 
+    /// A backend's retries reach the job log of the thread that opened it
+    /// (an API call's progress sink), though they run on the storage runtime.
+    #[test]
+    fn retries_reach_the_job_log() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = "s3://bucket/x";
+        let env = |k: &str| match k {
+            "DUP_S3_ENDPOINT" => Some(format!("http://127.0.0.1:{port}")),
+            "DUP_NUM_RETRIES" => Some("1".to_string()),
+            "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("test".to_string()),
+            _ => None,
+        };
+        let seen = std::sync::Mutex::new(Vec::new());
+        let sink = |e: crate::progress::Event| {
+            if let crate::progress::Event::Log { message, .. } = e {
+                seen.lock().unwrap().push(message)
+            }
+        };
+        let listed = crate::joblog::run(&sink, || Storage::open_with(url, &env)?.list()).unwrap();
+        assert!(listed.is_err(), "nothing listens on {port}");
+        let seen = seen.into_inner().unwrap();
+        assert!(seen.iter().any(|m| m.contains("retry 1 of 1")), "{seen:?}");
+    }
+
     #[test]
     fn put_list_read_delete() {
         let dir = std::env::temp_dir().join(format!("dup-storage-test-{}", std::process::id()));

@@ -16,6 +16,7 @@
 //! every volume it was read from is verified, and is removed if one of them
 //! turns out damaged. Nothing unverified is ever renamed into place.
 
+use crate::joblog::note;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::{self, File};
@@ -510,7 +511,8 @@ impl DirTarget {
             entry.mode &= !0o6000;
             self.setid_dropped += 1;
             if self.setid_dropped == 1 {
-                log::warn!(
+                note!(
+                    log::Level::Warn,
                     "{}: setuid/setgid bits not restored (not running as root, the file is not its stored \
                      owner's); further such files are counted at the end",
                     show(&entry.path)
@@ -568,7 +570,11 @@ impl Target for DirTarget {
 
     fn finish(&mut self, rep: &Reporter) -> Result<()> {
         if self.setid_dropped > 1 {
-            log::warn!("setuid/setgid bits not restored on {} files (not running as root)", self.setid_dropped);
+            note!(
+                log::Level::Warn,
+                "setuid/setgid bits not restored on {} files (not running as root)",
+                self.setid_dropped
+            );
         }
         self.close_to(0, rep)?;
         self.settle(rep, true)
@@ -641,7 +647,8 @@ fn sweep_stale(dir: RawFd, path: &Path) {
     for name in stale {
         // SAFETY: valid descriptor and NUL-terminated name.
         if unsafe { libc::unlinkat(dir, name.as_ptr(), 0) } == 0 {
-            log::info!(
+            note!(
+                log::Level::Info,
                 "removed {}, left by a restore that was stopped",
                 path.join(OsStr::from_bytes(name.to_bytes())).display()
             );

@@ -18,6 +18,7 @@ mod sets;
 mod stream;
 mod verify;
 
+use crate::joblog::note;
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -388,7 +389,7 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
         Archive::open(&opts.url, opts.archive_dir.as_deref(), opts.name.as_deref())?.with_keys(opts.keys.clone());
     let coll = archive.collection()?;
     for w in &coll.warnings {
-        log::info!("{w}");
+        note!(log::Level::Info, "{w}");
     }
     let chain = coll.chain_at(t).map_err(|e| match e.kind {
         Kind::NoBackup => e
@@ -558,7 +559,11 @@ fn indexed_absent(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> bool {
     match holds {
         Ok(h) => !h,
         Err(m) => {
-            log::warn!("{m}; reading the set's volumes that may hold {} (dup-sync rebuilds it)", show(prefix));
+            note!(
+                log::Level::Warn,
+                "{m}; reading the set's volumes that may hold {} (dup-sync rebuilds it)",
+                show(prefix)
+            );
             false
         }
     }
@@ -575,7 +580,7 @@ pub(crate) fn load_manifest(archive: &Archive, set: &BackupSet) -> Result<Manife
         match read.and_then(|v| Manifest::parse(&v).map_err(|e| e.context(format!("the cached {local}")))) {
             Ok(m) => return Ok(m),
             Err(e) if set.partial => return Err(e),
-            Err(e) => log::warn!("{}; reading the backend's copy", e.message),
+            Err(e) => note!(log::Level::Warn, "{}; reading the backend's copy", e.message),
         }
     }
     let name = set.manifest.as_deref().ok_or_else(|| Error::corrupt("a backup set without a manifest"))?;

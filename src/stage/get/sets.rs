@@ -10,6 +10,7 @@
 //! skipped. A skipped entry does not move the order cursor: one bad entry
 //! never makes the honest entries after it look out of order.
 
+use crate::joblog::note;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -637,9 +638,9 @@ fn check_hash(v: &VolPlan, hasher: Option<Hasher>) -> Result<()> {
                     v.name
                 )));
             }
-            None => log::warn!("{}: cannot check a {kind} hash; reading it unchecked", v.name),
+            None => note!(log::Level::Warn, "{}: cannot check a {kind} hash; reading it unchecked", v.name),
         },
-        _ => log::warn!("{}: the manifest has no hash for it; reading it unchecked", v.name),
+        _ => note!(log::Level::Warn, "{}: the manifest has no hash for it; reading it unchecked", v.name),
     }
     Ok(())
 }

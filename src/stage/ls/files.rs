@@ -6,6 +6,7 @@ use crate::archive::Archive;
 use crate::dupfmt::collection::Collection;
 use crate::error::Result;
 use crate::io::cache::index::{self, IndexState, Unusable};
+use crate::joblog::note;
 use crate::record::Entry;
 use crate::stage::sig::SigState;
 
@@ -22,7 +23,7 @@ impl Files {
         let t = t.or_else(|| coll.primary_chain().map(|c| c.end_time()));
         let (chain, warning) = coll.sig_chain_at(t.unwrap_or(i64::MAX))?;
         if let Some(w) = warning {
-            log::warn!("{w}");
+            note!(log::Level::Warn, "{w}");
         }
         if chain.local {
             let sigs = std::iter::once(&chain.full)
@@ -31,7 +32,7 @@ impl Files {
             match index::open_chain(&archive.cache, sigs) {
                 Ok(ixs) => return Ok(Files::Index(IndexState::new(ixs)?)),
                 Err(Unusable::Damaged(m)) => {
-                    log::warn!("{m}; reading the signatures instead (dup-sync rebuilds it)")
+                    note!(log::Level::Warn, "{m}; reading the signatures instead (dup-sync rebuilds it)")
                 }
                 Err(Unusable::Missing) => {}
             }

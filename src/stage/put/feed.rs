@@ -2,6 +2,7 @@
 //! stored, hands the rest to the upload threads, and publishes each set by
 //! its manifest.
 
+use crate::joblog::note;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Read};
 use std::sync::mpsc::SyncSender;
@@ -168,7 +169,7 @@ impl Feed<'_, '_> {
         st.stats.skipped += 1;
         st.stats.skipped_bytes += s.size;
         drop(st);
-        log::info!("{name} is already on the backend ({} bytes, resumed): not sent again", s.size);
+        note!(log::Level::Info, "{name} is already on the backend ({} bytes, resumed): not sent again", s.size);
         self.put.progress.event(Event::File { name: name.to_string(), bytes: s.size, action: "skipped".into() });
         Ok(())
     }
@@ -197,7 +198,7 @@ impl Feed<'_, '_> {
         st.stats.skipped += 1;
         st.stats.skipped_bytes += size;
         drop(st);
-        log::info!("{} is already on the backend ({size} bytes, same SHA1): not sent again", job.name);
+        note!(log::Level::Info, "{} is already on the backend ({size} bytes, same SHA1): not sent again", job.name);
         self.put.progress.event(Event::File { name: job.name, bytes: size, action: "skipped".into() });
         Ok(())
     }
@@ -299,7 +300,7 @@ impl Feed<'_, '_> {
         for (n, names) in &set_volumes {
             if !m.volumes.contains_key(n) {
                 for vol in names {
-                    log::info!("removing {vol}: not in {name} (left by an earlier run)");
+                    note!(log::Level::Info, "removing {vol}: not in {name} (left by an earlier run)");
                     let r = self.put.storage.delete(vol);
                     self.backend(r)?;
                 }

@@ -29,6 +29,7 @@
 mod feed;
 mod upload;
 
+use crate::joblog::note;
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::sync::mpsc::sync_channel;
@@ -120,7 +121,7 @@ pub fn run_with<R: BufRead>(
     let rx = Mutex::new(rx);
     let result = std::thread::scope(|s| {
         for _ in 0..opts.concurrency.max(1) {
-            s.spawn(|| put.work(&rx));
+            s.spawn(crate::joblog::inherit(|| put.work(&rx)));
         }
         let r = feed.each(input, &tx).and_then(|()| put.wait_idle());
         drop(tx);
@@ -135,7 +136,8 @@ pub fn run_with<R: BufRead>(
     let state = put.state.into_inner().unwrap_or_else(|p| p.into_inner());
     let Err(e) = result else {
         if !state.unpublished.is_empty() {
-            log::warn!(
+            note!(
+                log::Level::Warn,
                 "{} files were stored without a manifest after them: {}",
                 state.unpublished.len(),
                 state.unpublished.join(" ")
@@ -151,24 +153,29 @@ pub fn run_with<R: BufRead>(
         return Err(e);
     }
     if journaled && (state.worker_failed || backend_failed || opts.cancel.is_cancelled()) {
-        log::warn!(
+        note!(
+            log::Level::Warn,
             "keeping the {} files this run stored for a set it did not finish: the same backup run again resumes \
              from them (`dup-ls --cleanup URL | dup-put URL` removes them)",
             state.unpublished.len()
         );
     } else {
-        log::warn!("removing the {} files this run stored for a set it did not finish", state.unpublished.len());
+        note!(
+            log::Level::Warn,
+            "removing the {} files this run stored for a set it did not finish",
+            state.unpublished.len()
+        );
         let mut gone = Vec::new();
         for name in state.unpublished.iter().rev() {
             match storage.delete(name) {
                 Ok(()) => gone.push(name.as_str()),
-                Err(d) => log::warn!("{}", d.message),
+                Err(d) => note!(log::Level::Warn, "{}", d.message),
             }
         }
         if let (Some(j), Some(c)) = (put.journal.get(), cache)
             && let Err(d) = j.forget(c, |n| gone.contains(&n))
         {
-            log::warn!("{}", d.message);
+            note!(log::Level::Warn, "{}", d.message);
         }
     }
     Err(e)
@@ -199,14 +206,19 @@ fn refused(
 ) {
     let in_set = |n: &str| naming.parse(n).is_some_and(|o| o.same_set(&c.set));
     if c.ours_alone {
-        log::warn!("removing the {} files this run stored for the set it did not publish", unpublished.len());
+        note!(
+            log::Level::Warn,
+            "removing the {} files this run stored for the set it did not publish",
+            unpublished.len()
+        );
         for name in unpublished.iter().rev() {
             if let Err(d) = storage.delete(name) {
-                log::warn!("{}", d.message);
+                note!(log::Level::Warn, "{}", d.message);
             }
         }
     } else if !unpublished.is_empty() {
-        log::warn!(
+        note!(
+            log::Level::Warn,
             "leaving the {} files this run stored under the names of the other run's set: {}",
             unpublished.len(),
             unpublished.join(" ")
@@ -216,11 +228,11 @@ fn refused(
     if let Some(j) = journal
         && let Err(d) = j.forget(cache, in_set)
     {
-        log::warn!("{}", d.message);
+        note!(log::Level::Warn, "{}", d.message);
     }
     for name in cache.list().unwrap_or_default().into_iter().filter(|n| in_set(n)) {
         if let Err(d) = cache.remove(&name) {
-            log::warn!("{}", d.message);
+            note!(log::Level::Warn, "{}", d.message);
         }
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod select;
 
+use crate::joblog::note;
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_int};
 use std::io;
@@ -61,7 +62,10 @@ impl Source {
         let meta = Meta::from_stat(&st);
         let ftype = meta.ftype().ok_or_else(|| Error::usage(format!("{shown}: a socket cannot be backed up")))?;
         let target = if ftype == FileType::Symlink {
-            log::warn!("{shown} is a symbolic link: only the link is listed (give the directory it points to)");
+            note!(
+                log::Level::Warn,
+                "{shown} is a symbolic link: only the link is listed (give the directory it points to)"
+            );
             let t = std::fs::read_link(std::ffi::OsStr::from_bytes(&name)).map_err(|e| Error::io(&shown, e))?;
             Some(t.into_os_string().into_encoded_bytes())
         } else {
@@ -505,7 +509,7 @@ impl<F: FnMut(&Record) -> Result<()>> Walker<'_, F> {
                 Ok(m) => m,
                 Err(libc::ENOENT) => {
                     if !self.emit.quiet {
-                        log::info!("{} vanished during the walk", PathBytes(self.full.clone()));
+                        note!(log::Level::Info, "{} vanished during the walk", PathBytes(self.full.clone()));
                     }
                     continue;
                 }
@@ -517,7 +521,7 @@ impl<F: FnMut(&Record) -> Result<()>> Walker<'_, F> {
             };
             let Some(ftype) = meta.ftype() else {
                 if !self.emit.quiet {
-                    log::info!("skipping socket {}", PathBytes(self.full.clone()));
+                    note!(log::Level::Info, "skipping socket {}", PathBytes(self.full.clone()));
                 }
                 continue;
             };
@@ -657,7 +661,7 @@ impl<F: FnMut(&Record) -> Result<()>> Emitter<F> {
 
     fn warning(&mut self, path: &[u8], full: &[u8], message: String) -> Result<()> {
         if !self.quiet {
-            log::warn!("{}: {message}", PathBytes(full.to_vec()));
+            note!(log::Level::Warn, "{}: {message}", PathBytes(full.to_vec()));
         }
         self.summary.warnings += 1;
         (self.out)(&Record::Warning { path: Some(PathBytes(path.to_vec())), message })
