@@ -400,6 +400,43 @@ fn log_fd_and_log_file_in_duplicitys_machine_format() {
     let _ = o;
 }
 
+/// --log-fd is written as the backup goes, not when its stages have ended:
+/// the first volume's upload record (INFO 13, at -v5) arrives while most
+/// volumes are still to be stored; every record is whole.
+#[test]
+fn log_fd_is_written_while_the_backup_runs() {
+    let t = World::new();
+    let src = t.p("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big.bin"), random_bytes(11, 24 << 20)).unwrap();
+    let script = format!(
+        "mkfifo lf; {{ {} -v5 --log-fd 3 --volsize 1 --no-encryption --archive-dir c {} {} 3>lf >/dev/null 2>err; \
+         echo $? > rc; }} &
+         exec 4<lf
+         while IFS= read -r l <&4; do printf '%s\\n' \"$l\" >> seen; case $l in 'INFO 13 '*) break ;; esac; done
+         ls arch | grep -c '\\.vol' > stored_then || true
+         cat <&4 >> seen; wait",
+        q(scripts().join("duplicity")),
+        q(&src),
+        q(t.url("arch"))
+    );
+    sh_ok(t.path(), &script);
+    assert_eq!(fs::read_to_string(t.p("rc")).unwrap().trim(), "0", "{}", fs::read_to_string(t.p("err")).unwrap());
+    let seen = fs::read_to_string(t.p("seen")).unwrap();
+    let total = names(&t.p("arch")).iter().filter(|n| n.contains(".vol")).count();
+    let then: usize = fs::read_to_string(t.p("stored_then")).unwrap().trim().parse().unwrap();
+    assert!(total >= 20, "{total} volumes");
+    assert!(then < total / 2, "{then} of {total} volumes were stored when the first upload was logged");
+    assert!(seen.matches("INFO 13 ").count() >= total, "an upload record per volume:\n{seen}");
+    for r in seen.split("\n\n").filter(|r| !r.trim().is_empty()) {
+        let mut lines = r.lines();
+        let head = lines.next().unwrap();
+        assert!(["ERROR ", "WARNING ", "NOTICE ", "INFO "].iter().any(|p| head.starts_with(p)), "{head:?} in\n{seen}");
+        assert!(lines.all(|l| l.starts_with(". ")), "{r}");
+    }
+    assert!(seen.contains("Backup Statistics"), "{seen}");
+}
+
 #[test]
 fn replicate_copies_every_set_with_its_time() {
     let t = World::new();
