@@ -25,9 +25,10 @@ pub enum Event {
     /// a restore) for every item; a [`Meter`] sums them into `progress`.
     Item { path: String, bytes: u64 },
     /// What the job will process in all: `files` items, `bytes` of regular
-    /// files (from a concurrent count of the tree: dup-scan --total);
-    /// `stage` is the stage that will process them.
-    Total { stage: String, files: u64, bytes: u64 },
+    /// files (a backup's from a concurrent count of the tree: dup-scan
+    /// --total; None for a restore, whose index has no sizes); `stage` is
+    /// the stage that will process them.
+    Total { stage: String, files: u64, bytes: Option<u64> },
     /// Where the job is (from a [`Meter`]).
     Progress(Counters),
     /// An archive file was stored, fetched or deleted.
@@ -243,7 +244,7 @@ impl<P: Progress> Progress for Meter<P> {
             }
             Event::Total { files, bytes, .. } => {
                 s.c.files_total = Some(files);
-                s.c.bytes_total = Some(bytes);
+                s.c.bytes_total = bytes;
                 drop(s);
                 self.inner.event(ev);
             }
@@ -639,7 +640,7 @@ mod tests {
         let (seen, sink) = collect();
         let m = Meter::new(sink);
         m.event(Event::Start { stage: "delta".into() });
-        m.event(Event::Total { stage: "scan".into(), files: 1000, bytes: 1000 });
+        m.event(Event::Total { stage: "scan".into(), files: 1000, bytes: Some(1000) });
         for i in 0..1000 {
             m.event(Event::Item { path: format!("f{i}"), bytes: 1 });
         }
@@ -660,10 +661,10 @@ mod tests {
         let (seen, sink) = collect();
         let m = Meter::new(sink);
         m.event(Event::Start { stage: "delta".into() });
-        m.event(Event::Total { stage: "delta".into(), files: 2, bytes: 10 });
+        m.event(Event::Total { stage: "delta".into(), files: 2, bytes: Some(10) });
         m.event(Event::Item { path: "a".into(), bytes: 20 });
         std::thread::sleep(RATE);
-        m.event(Event::Total { stage: "delta".into(), files: 4, bytes: 40 });
+        m.event(Event::Total { stage: "delta".into(), files: 4, bytes: Some(40) });
         m.event(Event::Item { path: "b".into(), bytes: 1 });
         let seen = seen.lock().unwrap();
         let p: Vec<f64> =

@@ -81,6 +81,45 @@ fn progress_of_a_300_mb_backup() {
     );
 }
 
+/// A restore counts its total from the cache's index alongside: a `total`
+/// event with the items it will restore (bytes unknown: null), progress
+/// events with that total and a percent before the end, 100 % once.
+#[test]
+fn progress_of_a_restore_has_its_total() {
+    let w = World::new();
+    let src = w.p("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..50 {
+        fs::write(src.join("d").join(format!("f{i}")), random_bytes(i + 7, 2 << 20)).unwrap();
+    }
+    let url = w.url("arch");
+    sh_ok(
+        w.path(),
+        &format!(
+            "dup-scan src | dup-delta | dup-pack --no-encryption --no-compression | dup-put --archive-dir c {}",
+            q(&url)
+        ),
+    );
+    sh_ok(w.path(), &format!("dup-get --archive-dir c --log-fd 3 --log-json {} dest 3>events", q(&url)));
+    let events = json_lines(&fs::read_to_string(w.p("events")).unwrap());
+    let (items, bytes) = (52, 50 * (2 << 20));
+    let total = events.iter().find(|e| e["event"] == "total").expect("a total event");
+    assert_eq!(total["files"].as_u64(), Some(items), "{total}");
+    assert!(total["bytes"].is_null(), "{total}");
+    let progress: Vec<&Value> = events.iter().filter(|e| e["event"] == "progress").collect();
+    let before_end = progress.iter().filter(|p| p["percent"].as_f64() != Some(100.0));
+    assert!(
+        before_end.clone().any(|p| p["files_total"].as_u64() == Some(items)
+            && p["percent"].is_number()
+            && p["eta_seconds"].is_number()),
+        "{progress:?}"
+    );
+    assert!(before_end.clone().all(|p| p["percent"].as_f64().unwrap_or(0.0) < 100.0));
+    assert_eq!(progress.iter().filter(|p| p["percent"].as_f64() == Some(100.0)).count(), 1);
+    let last = progress.last().unwrap();
+    assert_eq!((last["files_done"].as_u64(), last["bytes_done"].as_u64()), (Some(items), Some(bytes)));
+}
+
 /// A tree with a file that goes missing between the scan and the delta: one
 /// warning (duplicity's "cannot read", with the path).
 fn tree_with_a_vanished_file(w: &World) {

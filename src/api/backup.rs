@@ -1,7 +1,6 @@
 //! [`backup`]: the same stages as the binaries (scan, sig, delta, pack,
 //! put), in threads joined by in-process pipes.
 
-use crate::joblog::{inherit, note};
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 
@@ -13,6 +12,7 @@ use crate::dupfmt::rsync;
 use crate::dupfmt::time;
 use crate::error::{Error, Kind, Result};
 use crate::io::pipe::{PipeReader, PipeWriter, pipe};
+use crate::joblog::{inherit, note};
 use crate::progress::{Event, Meter, Progress};
 use crate::record::{Encoding, Reader, StreamKind, Writer};
 use crate::stage::scan::select::{Opt, Selection};

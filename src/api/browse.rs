@@ -2,7 +2,6 @@
 //! files of a time ([`files_at`]), what a set changed ([`changes`]) and
 //! when a path changed ([`file_history`]).
 
-use crate::joblog::note;
 use std::collections::HashMap;
 
 use super::{ArchiveOptions, job};
@@ -12,6 +11,7 @@ use crate::dupfmt::collection::BackupSet;
 use crate::dupfmt::index;
 use crate::dupfmt::manifest;
 use crate::error::{Error, Kind, Result};
+use crate::joblog::note;
 use crate::progress::Progress;
 use crate::record::{Entry, PathBytes, SetInfo};
 use crate::stage::ls::files::Files;

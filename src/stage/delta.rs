@@ -10,7 +10,6 @@
 //! `signature` (+signature); `deleted` for paths only in the basis. Each
 //! changed file is read once, feeding content (or delta) and signature.
 
-use crate::joblog::note;
 use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -21,6 +20,7 @@ use crate::dupfmt::index;
 use crate::dupfmt::rsync::{self, SigWriter, TeeReader};
 use crate::error::{Context as _, Error, Result};
 use crate::io::spool::Spool;
+use crate::joblog::note;
 use crate::progress::{Event, Progress};
 use crate::record::{Entry, FileType, OrderCheck, Reader, Record, StreamHead, StreamKind, Writer};
 
@@ -198,7 +198,7 @@ pub fn run<R: BufRead, B: BufRead, W: Write>(
                 continue;
             }
             Record::Total { files, bytes } => {
-                progress.event(Event::Total { stage: "delta".into(), files, bytes });
+                progress.event(Event::Total { stage: "delta".into(), files, bytes: Some(bytes) });
                 continue;
             }
             other => {

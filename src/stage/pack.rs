@@ -6,7 +6,6 @@
 //! the next one is built. With [`Resume`], an interrupted run's unfinished
 //! set is continued.
 
-use crate::joblog::note;
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};
 use std::sync::Arc;
@@ -27,6 +26,7 @@ use crate::io::cache::journal;
 use crate::io::parblock::{Blocks, Job, ParBlocks};
 use crate::io::spool::{HashingSpool, Spool};
 use crate::io::storage::Storage;
+use crate::joblog::note;
 use crate::progress::{Event, Progress};
 use crate::record::{Entry, FileRole, FileType, OrderCheck, Reader, Record, Stored, StreamHead, StreamKind, Writer};
 

@@ -3,7 +3,6 @@
 //! path, the newest entry winning and `deleted/` removing the path. It is the
 //! basis of an incremental (dup-sig) and the file list at a time (dup-ls).
 
-use crate::joblog::note;
 use std::io::Read;
 
 use flate2::read::MultiGzDecoder;
@@ -14,6 +13,7 @@ use crate::dupfmt::index;
 use crate::dupfmt::tar::{EntryType, Item, parse_entry_name};
 use crate::dupfmt::tarstream::{EntryData, TarStream};
 use crate::error::{Error, Kind, Result};
+use crate::joblog::note;
 use crate::record::{Entry, FileType};
 
 /// One signature tar being merged.

@@ -28,7 +28,6 @@
 //! size; target; device numbers; volume number (0: unknown). Memory stays
 //! flat: writing holds one block, reading one block and the table.
 
-use crate::joblog::note;
 use std::cmp::Ordering;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -42,6 +41,7 @@ use crate::dupfmt::manifest::Manifest;
 use crate::dupfmt::names::{FileKind, FileName, Naming, Suffix};
 use crate::dupfmt::tar::EntryType;
 use crate::error::{Error, Kind, Result};
+use crate::joblog::note;
 use crate::record::{Entry, FileType, PathBytes};
 
 const MAGIC: &[u8; 8] = b"DUPINDEX";

@@ -16,7 +16,6 @@
 //! every volume it was read from is verified, and is removed if one of them
 //! turns out damaged. Nothing unverified is ever renamed into place.
 
-use crate::joblog::note;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::{self, File};
@@ -29,6 +28,7 @@ use super::{Content, Reporter, Target, Trust, VolId, show};
 use crate::dupfmt::index;
 use crate::error::{Error, Kind, Result};
 use crate::io::owners;
+use crate::joblog::note;
 use crate::record::{Entry, FileType};
 
 /// An open directory of the tree being written, with the metadata it gets

@@ -18,22 +18,24 @@ mod sets;
 mod stream;
 mod verify;
 
-use crate::joblog::note;
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::archive::Archive;
-use crate::dupfmt::collection::BackupSet;
+use crate::dupfmt::collection::{BackupSet, Collection};
 use crate::dupfmt::index;
 use crate::dupfmt::manifest::Manifest;
 use crate::dupfmt::names::{FileKind, FileName, Suffix};
 use crate::dupfmt::rsync;
 use crate::dupfmt::tar::EntryType;
 use crate::error::{Error, Kind, Result, content_error};
+use crate::joblog::note;
 use crate::progress::{Event, Progress};
 use crate::record::{Encoding, Entry, FileType, PathBytes};
+use crate::stage::ls::files::Files;
 
 pub use verify::Difference;
 
@@ -455,8 +457,18 @@ pub fn run(opts: &Options, action: Action<'_>, progress: &dyn Progress) -> Resul
     }
     let mut streams: Vec<SetStream> =
         plans.into_iter().map(|p| SetStream::new(&archive, p.volumes, &prefix, streamed)).collect();
-    let found =
-        merge(&mut streams, target.as_mut(), &rep, &prefix, &opts.cancel).map_err(|e| stopped(e, &rep, &doing))?;
+    // The total, counted alongside from the cache's indexes, gives a front
+    // end its percent and time left.
+    let done = AtomicBool::new(false);
+    let found = std::thread::scope(|s| {
+        if stage != "stream" {
+            s.spawn(crate::joblog::inherit(|| send_total(&coll, t, &archive, &prefix, stage, progress, &done)));
+        }
+        let r = merge(&mut streams, target.as_mut(), &rep, &prefix, &opts.cancel);
+        done.store(true, Ordering::Relaxed);
+        r
+    })
+    .map_err(|e| stopped(e, &rep, &doing))?;
     drop(streams);
     target.finish(&rep).map_err(|e| stopped(e, &rep, &doing))?;
     let stats = rep.stats.into_inner();
@@ -493,6 +505,42 @@ struct SetPlan {
     localdir: Option<Vec<u8>>,
     /// Volumes on the backend that the manifest does not list (not read).
     unlisted: Vec<String>,
+}
+
+/// Sends the `total` of a restore or verify: the items under `prefix` at
+/// `t`, when the cache's indexes list them (nothing when they do not, or
+/// the job ends first); their bytes are not known (signatures hold no sizes).
+fn send_total(
+    coll: &Collection,
+    t: i64,
+    archive: &Archive,
+    prefix: &[u8],
+    stage: &str,
+    progress: &dyn Progress,
+    done: &AtomicBool,
+) {
+    let Some(mut files) = Files::indexed_at(coll, t, archive) else { return };
+    let (mut items, mut inside) = (0u64, false);
+    while !done.load(Ordering::Relaxed) {
+        let e = match files.next() {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                progress.event(Event::Total { stage: stage.into(), files: items, bytes: None });
+                return;
+            }
+            Err(_) => return,
+        };
+        if !index::is_within(&e.path.0, prefix) {
+            // The tree is in order: what lies under a path is together.
+            if inside {
+                progress.event(Event::Total { stage: stage.into(), files: items, bytes: None });
+                return;
+            }
+            continue;
+        }
+        inside = true;
+        items += 1;
+    }
 }
 
 /// Reads a set's manifest (the cached copy when there is a good one) and

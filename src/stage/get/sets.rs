@@ -10,7 +10,6 @@
 //! skipped. A skipped entry does not move the order cursor: one bad entry
 //! never makes the honest entries after it look out of order.
 
-use crate::joblog::note;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -25,6 +24,7 @@ use crate::dupfmt::index;
 use crate::dupfmt::tar::{EntryName, EntryType, Item, parse_entry_name};
 use crate::dupfmt::tarstream::TarStream;
 use crate::error::{Error, Kind, Result};
+use crate::joblog::note;
 use crate::record::{Entry, FileType, PathBytes};
 
 /// A volume to read.

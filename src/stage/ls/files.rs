@@ -3,7 +3,7 @@
 //! they are all there and sound, else from the signatures themselves.
 
 use crate::archive::Archive;
-use crate::dupfmt::collection::Collection;
+use crate::dupfmt::collection::{Collection, SigChain};
 use crate::error::Result;
 use crate::io::cache::index::{self, IndexState, Unusable};
 use crate::joblog::note;
@@ -26,10 +26,7 @@ impl Files {
             note!(log::Level::Warn, "{w}");
         }
         if chain.local {
-            let sigs = std::iter::once(&chain.full)
-                .chain(chain.incs.iter().filter(|s| t.is_none_or(|t| s.end_time <= t)))
-                .map(|s| s.name.as_str());
-            match index::open_chain(&archive.cache, sigs) {
+            match index::open_chain(&archive.cache, chain_sigs(&chain, t)) {
                 Ok(ixs) => return Ok(Files::Index(IndexState::new(ixs)?)),
                 Err(Unusable::Damaged(m)) => {
                     note!(log::Level::Warn, "{m}; reading the signatures instead (dup-sync rebuilds it)")
@@ -38,6 +35,18 @@ impl Files {
             }
         }
         Ok(Files::Signatures(SigState::open(chain, t, archive)?))
+    }
+
+    /// The files at `t` from the cache's indexes alone, quietly; None when
+    /// they are not all there and sound (a restore's total, not worth
+    /// reading the signatures for).
+    pub fn indexed_at(coll: &Collection, t: i64, archive: &Archive) -> Option<Files> {
+        let (chain, _) = coll.sig_chain_at(t).ok()?;
+        if !chain.local {
+            return None;
+        }
+        let ixs = index::open_chain(&archive.cache, chain_sigs(&chain, Some(t))).ok()?;
+        IndexState::new(ixs).ok().map(Files::Index)
     }
 
     /// The next entry present at the time, in duplicity's order.
@@ -49,4 +58,11 @@ impl Files {
             Files::Signatures(s) => s.next(),
         }
     }
+}
+
+/// The signature files of `chain` up to `t`, oldest first.
+fn chain_sigs(chain: &SigChain, t: Option<i64>) -> impl Iterator<Item = &str> {
+    std::iter::once(&chain.full)
+        .chain(chain.incs.iter().filter(move |s| t.is_none_or(|t| s.end_time <= t)))
+        .map(|s| s.name.as_str())
 }

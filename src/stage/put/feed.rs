@@ -2,7 +2,6 @@
 //! stored, hands the rest to the upload threads, and publishes each set by
 //! its manifest.
 
-use crate::joblog::note;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Read};
 use std::sync::mpsc::SyncSender;
@@ -14,6 +13,7 @@ use crate::error::{Error, Result, content_error};
 use crate::io::cache::cache_name;
 use crate::io::cache::journal::Journal;
 use crate::io::spool::{HashingSpool, Spool};
+use crate::joblog::note;
 use crate::progress::Event;
 use crate::record::{FileRole, Reader, Record, Stored};
 

@@ -29,7 +29,6 @@
 mod feed;
 mod upload;
 
-use crate::joblog::note;
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::sync::mpsc::sync_channel;
@@ -42,6 +41,7 @@ use crate::error::Result;
 use crate::io::cache::Cache;
 use crate::io::cache::journal::Journal;
 use crate::io::storage::Storage;
+use crate::joblog::note;
 use crate::progress::Progress;
 use crate::record::{Reader, StreamKind};
 

@@ -14,7 +14,6 @@
 
 pub mod select;
 
-use crate::joblog::note;
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_int};
 use std::io;
@@ -24,6 +23,7 @@ use self::select::{Candidate, Root, Selection, Verdict};
 use crate::dupfmt::index;
 use crate::error::{Error, Result};
 use crate::io::owners;
+use crate::joblog::note;
 use crate::record::{Entry, FileType, PathBytes, Record};
 
 /// What a walk emitted.
