@@ -193,6 +193,45 @@ fn every_verb_on_an_archive_written_by_the_api() {
     );
 }
 
+/// coalesce with drop_old deletes the chain it made a full of and no other:
+/// a newer chain stays (it was deleted with the older ones before); a time
+/// before its chain's end is refused before anything is written.
+#[test]
+fn coalesce_drops_only_the_chain_it_replaced() {
+    let t = World::new();
+    let src = t.p("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"one\n").unwrap();
+    let a = archive(t.url("arch"), &t.p("cache"));
+    let (p, c) = silent();
+    let full1 = api::backup(&backup_of(&src, &a), p, &c).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    fs::write(src.join("f"), b"two\n").unwrap();
+    let inc1 = api::backup(&backup_of(&src, &a), p, &c).unwrap();
+    assert!(!inc1.full);
+    std::thread::sleep(Duration::from_millis(1100));
+    fs::write(src.join("f"), b"three\n").unwrap();
+    let full2 = api::backup(&BackupOptions { mode: BackupMode::Full, ..backup_of(&src, &a) }, p, &c).unwrap();
+
+    let files_before = names(&t.p("arch"));
+    let mid = CoalesceOptions { time: Some(full1.time), drop_old: true, ..CoalesceOptions::new(a.clone()) };
+    assert_eq!(api::coalesce(&mid, p, &c).unwrap_err().kind, Kind::Usage);
+    assert_eq!(names(&t.p("arch")), files_before, "nothing written");
+
+    let old = CoalesceOptions { time: Some(inc1.time), drop_old: true, ..CoalesceOptions::new(a.clone()) };
+    let r = api::coalesce(&old, p, &c).unwrap();
+    assert_eq!(r.from, inc1.time);
+    let ends: Vec<i64> = api::snapshots(&a, p, &c).unwrap().iter().map(|s| s.info.end).collect();
+    assert_eq!(ends, [full2.time, r.backup.time], "the first chain gone, the newer full kept");
+    let at = |time, dest: &str| {
+        let o = RestoreOptions { archive: a.clone(), time: Some(time), dest: t.p(dest), ..Default::default() };
+        api::restore(&o, p, &c).unwrap();
+        fs::read(t.p(dest).join("f")).unwrap()
+    };
+    assert_eq!(at(full2.time, "o2"), b"three\n");
+    assert_eq!(at(r.backup.time, "o3"), b"two\n");
+}
+
 /// A restore that meets a damaged volume restores the rest and returns
 /// the damage as an error.
 #[test]

@@ -631,7 +631,8 @@ fn delete<'py>(
 
 /// Writes a full backup of the state at `time` (None: the newest set) from
 /// the archive itself, so the chain's incrementals are no longer needed;
-/// with `drop_old`, then deletes the chains before it. Returns `from` (the
+/// with `drop_old`, then deletes that chain (others stay; refused for a
+/// time before the chain's end). Returns `from` (the
 /// state's time), `backup` (as `backup` returns it) and `dropped` (as
 /// `delete` returns it, or None).
 #[pyfunction]

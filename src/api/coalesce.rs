@@ -5,14 +5,15 @@
 use std::io::BufWriter;
 
 use super::backup::{pack_options, run_pipeline};
-use super::delete::delete_here;
-use super::{ArchiveOptions, BackupOptions, BackupReport, DeleteReport, Policy, job};
+use super::delete::carry_out;
+use super::{ArchiveOptions, BackupOptions, BackupReport, DeleteReport, job};
 use crate::cancel::Cancel;
 use crate::dupfmt::time;
 use crate::error::{Error, Result};
 use crate::io::pipe::PipeWriter;
 use crate::progress::{Event, Progress};
 use crate::record::Encoding;
+use crate::stage::ls::retention;
 use crate::stage::{delta, get, sync};
 
 /// Which chain [`coalesce`] makes a full of, and how the full is written.
@@ -22,8 +23,9 @@ pub struct CoalesceOptions {
     /// The state to make a full of (the set at or before it); `None`: the
     /// newest set.
     pub time: Option<i64>,
-    /// Then delete the chains before the new full (duplicity's
-    /// `remove-all-but-n-full 1`).
+    /// Then delete the chain the full was made of (other chains stay).
+    /// Only for a chain's newest state: with a `time` before its end the
+    /// chain's later sets would be lost, and the call is refused.
     pub drop_old: bool,
     /// Volume size in bytes.
     pub volsize: u64,
@@ -59,8 +61,8 @@ pub struct CoalesceReport {
 
 /// Writes a new full backup holding exactly the state of a time (every
 /// file as the chain restores it), so the chain's incrementals are no
-/// longer needed to restore it; with `drop_old`, deletes the chains before
-/// it. The full is written like a backup: in the archive's keys, resumed
+/// longer needed to restore it; with `drop_old`, deletes that chain (the
+/// others stay). The full is written like a backup: in the archive's keys, resumed
 /// when interrupted, published by its manifest last. A damaged volume of
 /// the chain stops it before the full is published.
 ///
@@ -86,6 +88,15 @@ pub fn coalesce(opts: &CoalesceOptions, progress: &dyn Progress, cancel: &Cancel
             }
             None => chain.end_time(),
         };
+        if opts.drop_old && from != chain.end_time() {
+            return Err(Error::usage(format!(
+                "a full of {} with drop_old would lose the chain's later sets (up to {}): \
+                 coalesce its newest state, or keep the chain",
+                time::to_compact(from),
+                time::to_compact(chain.end_time())
+            )));
+        }
+        let old_chain = chain.start_time();
         let newest = coll.chains.iter().map(|c| c.end_time()).max().unwrap_or(from);
         let b = BackupOptions {
             volsize: opts.volsize,
@@ -122,8 +133,12 @@ pub fn coalesce(opts: &CoalesceOptions, progress: &dyn Progress, cancel: &Cancel
         let t = popts.time.ok_or_else(|| Error::other("the full's time"))?;
         progress.event(Event::Finish { stage: "coalesce".into(), items: changes.files_read, bytes: stored.bytes });
         let backup = BackupReport { full: true, time: t, warnings, changes, packed, stored };
-        let dropped =
-            if opts.drop_old { Some(delete_here(&a, Policy::AllButNFull(1), false, progress, cancel)?) } else { None };
+        let dropped = if opts.drop_old {
+            let plan = retention::plan_chain(&a.collection()?, old_chain);
+            Some(carry_out(&a, plan, false, progress, cancel)?)
+        } else {
+            None
+        };
         Ok(CoalesceReport { from, backup, dropped })
     })
 }

@@ -69,7 +69,17 @@ pub(super) fn delete_here(
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> Result<DeleteReport> {
-    let plan = retention::plan(&a.collection()?, policy);
+    carry_out(a, retention::plan(&a.collection()?, policy), dry_run, progress, cancel)
+}
+
+/// Carries out a deletion plan (unless `dry_run`) in `a`, locked.
+pub(super) fn carry_out(
+    a: &Archive,
+    plan: retention::Plan,
+    dry_run: bool,
+    progress: &dyn Progress,
+    cancel: &Cancel,
+) -> Result<DeleteReport> {
     for n in &plan.notes {
         note!(log::Level::Info, "{n}");
     }

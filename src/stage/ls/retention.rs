@@ -71,6 +71,19 @@ impl Plan {
     }
 }
 
+/// The deletion of the one chain that starts at `start`, with its
+/// signatures (a chain a synthetic full has replaced).
+pub fn plan_chain(coll: &Collection, start: i64) -> Plan {
+    let mut p = Plan::default();
+    for c in coll.sig_chains.iter().filter(|c| c.start_time() == start) {
+        p.sig_chain(c, false);
+    }
+    for c in coll.chains.iter().filter(|c| c.start_time() == start) {
+        p.chain(c, false);
+    }
+    p
+}
+
 /// The deletions `policy` calls for in `coll`.
 pub fn plan(coll: &Collection, policy: Policy) -> Plan {
     let mut p = Plan::default();
