@@ -26,7 +26,7 @@ impl Files {
             note!(log::Level::Warn, "{w}");
         }
         if chain.local {
-            match index::open_chain(&archive.cache, chain_sigs(&chain, t)) {
+            match index::open_chain(&archive.cache, chain_sigs(chain, t)) {
                 Ok(ixs) => return Ok(Files::Index(IndexState::new(ixs)?)),
                 Err(Unusable::Damaged(m)) => {
                     note!(log::Level::Warn, "{m}; reading the signatures instead (dup-sync rebuilds it)")
@@ -45,7 +45,7 @@ impl Files {
         if !chain.local {
             return None;
         }
-        let ixs = index::open_chain(&archive.cache, chain_sigs(&chain, Some(t))).ok()?;
+        let ixs = index::open_chain(&archive.cache, chain_sigs(chain, Some(t))).ok()?;
         IndexState::new(ixs).ok().map(Files::Index)
     }
 
