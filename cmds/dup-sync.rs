@@ -31,7 +31,7 @@ fn run(args: &Args) -> Result<Status> {
     let progress = cli::output(&args.output_args(args.progress))?;
     let archive = args.archive_args(&args.url).open()?;
     let _lock = archive.cache.lock()?;
-    let stats = sync::run(&archive, progress)?;
+    let stats = sync::run(&archive, progress, &dup::cancel::Cancel::on_signals())?;
     for n in &stats.copied {
         log::info!("copied {n} to the cache");
     }

@@ -409,6 +409,45 @@ fn encrypted_and_full_if_older_than() {
     assert_eq!(api::restore(&ro, p, &c).unwrap_err().kind, Kind::Crypto);
 }
 
+/// Filling a new cache (a listing on another machine, or after the cache
+/// was lost) stops at the token between and within the files it copies:
+/// what was copied stays whole, nothing half-written is left, and the next
+/// call finishes the copy.
+#[test]
+fn a_cache_sync_stops_at_the_token() {
+    let t = World::new();
+    let src = t.p("src");
+    fs::create_dir(&src).unwrap();
+    let a = archive(t.url("arch"), &t.p("cache"));
+    let (p, c) = silent();
+    for i in 0..4 {
+        fs::write(src.join(format!("f{i}")), random_bytes(i, 100_000)).unwrap();
+        api::backup(&backup_of(&src, &a), p, &c).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let other = archive(t.url("arch"), &t.p("cache2"));
+    let cancel = Cancel::new();
+    let cached = std::sync::Mutex::new(0);
+    let progress = |e: Event| {
+        if let Event::File { action, .. } = e
+            && action == "cached"
+        {
+            *cached.lock().unwrap() += 1;
+            cancel.cancel();
+        }
+    };
+    let e = api::files_at(&FilesOptions::new(other.clone()), &progress, &cancel, |_| Ok(())).unwrap_err();
+    assert_eq!(e.kind, Kind::Interrupted, "{}", e.message);
+    assert_eq!(*cached.lock().unwrap(), 1, "the copy stopped after the first file");
+    let dirs: Vec<_> = fs::read_dir(t.p("cache2")).unwrap().map(|d| d.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1, "one archive's cache: {dirs:?}");
+    let files = names(&dirs[0]);
+    assert!(!files.iter().any(|n| n.contains("dup-tmp")), "nothing half-written: {files:?}");
+    assert!(files.iter().any(|n| n.contains(".manifest") || n.contains(".sigtar")), "the first copy stays: {files:?}");
+    let n = api::files_at(&FilesOptions::new(other), p, &c, |_| Ok(())).unwrap();
+    assert_eq!(n, 5, "the root and four files");
+}
+
 /// A cancelled token stops every verb with `Kind::Interrupted`, changing
 /// nothing; a restore cancelled from its progress callback stops there.
 #[test]

@@ -132,7 +132,7 @@ fn backup_here(opts: &BackupOptions, caller: &dyn Progress, cancel: &Cancel) -> 
     let progress: &dyn Progress = &meter;
     let a = opts.archive.open()?;
     let _lock = a.cache.lock_for(&format!("a backup of {} to {}", opts.source.display(), opts.archive.url))?;
-    sync::run(&a, progress)?;
+    sync::run(&a, progress, cancel)?;
     cancel.check()?;
     let coll = a.collection()?;
     let start = coll.primary_chain().map(|c| c.start_time());

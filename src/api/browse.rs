@@ -101,7 +101,7 @@ pub fn files_at(
 ) -> Result<u64> {
     job(progress, || {
         let a = opts.archive.open()?;
-        synced(&a, &opts.archive.url, progress)?;
+        synced(&a, &opts.archive.url, progress, cancel)?;
         let coll = a.collection()?;
         let mut files = Files::at(&coll, opts.time, &a)?;
         let dir = match &opts.dir {
@@ -152,10 +152,10 @@ fn is_child(path: &[u8], dir: &[u8]) -> bool {
 
 /// Brings the cache up to date, unless a job of this process that changes
 /// the archive holds it (a backup keeps the cache up to date itself).
-fn synced(a: &Archive, url: &str, progress: &dyn Progress) -> Result<()> {
+fn synced(a: &Archive, url: &str, progress: &dyn Progress, cancel: &Cancel) -> Result<()> {
     match a.cache.lock_for(&format!("a listing of {url}")) {
         Ok(_lock) => {
-            sync::run(a, progress)?;
+            sync::run(a, progress, cancel)?;
         }
         Err(e) if e.kind == Kind::Locked => note!(log::Level::Info, "{}: listing from the cache as it is", e.message),
         Err(e) => return Err(e),

@@ -78,7 +78,7 @@ pub fn coalesce(opts: &CoalesceOptions, progress: &dyn Progress, cancel: &Cancel
     job(progress, || {
         let a = opts.archive.open()?;
         let _lock = a.cache.lock_for(&format!("a coalesce of {}", opts.archive.url))?;
-        sync::run(&a, progress)?;
+        sync::run(&a, progress, cancel)?;
         cancel.check()?;
         let coll = a.collection()?;
         let chain = coll.chain_at(opts.time.unwrap_or(i64::MAX))?;

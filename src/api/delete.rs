@@ -54,7 +54,7 @@ pub fn delete(opts: &DeleteOptions, progress: &dyn Progress, cancel: &Cancel) ->
     job(progress, || {
         let a = opts.archive.open()?;
         let _lock = a.cache.lock_for(&format!("a deletion in {}", opts.archive.url))?;
-        sync::run(&a, progress)?;
+        sync::run(&a, progress, cancel)?;
         cancel.check()?;
         delete_here(&a, opts.policy, opts.dry_run, progress, cancel)
     })

@@ -10,6 +10,7 @@ use flate2::Compression;
 use flate2::read::GzEncoder;
 
 use crate::archive::Archive;
+use crate::cancel::Cancel;
 use crate::dupfmt::manifest::Manifest;
 use crate::dupfmt::names::{FileKind, FileName, Naming, Suffix};
 use crate::error::{Error, Result};
@@ -29,8 +30,10 @@ fn key(naming: &Naming, f: &FileName) -> String {
     naming.format(&FileName { suffix: Suffix::None, partial: false, ..*f })
 }
 
-/// Brings `cache` into agreement with `storage`.
-pub fn run(archive: &Archive, progress: &dyn Progress) -> Result<Stats> {
+/// Brings `cache` into agreement with `storage`; stops at `cancel` between
+/// files and within one being copied (what was copied stays: each file is
+/// renamed into place whole).
+pub fn run(archive: &Archive, progress: &dyn Progress, cancel: &Cancel) -> Result<Stats> {
     let (storage, cache, naming) = (&archive.storage, &archive.cache, &archive.naming);
     let mut remote: BTreeMap<String, (String, FileName)> = BTreeMap::new();
     for (name, _) in storage.list()? {
@@ -62,19 +65,20 @@ pub fn run(archive: &Archive, progress: &dyn Progress) -> Result<Stats> {
             continue;
         }
         let Some(cf) = cache_file(f) else { continue };
+        cancel.check()?;
         let cn = naming.format(&cf);
         let r = archive.plaintext(name, storage.reader(name)?)?;
         let n = if f.is_signature() {
             // The cache always holds gzip; re-compress whatever the remote form.
-            cache.write(&cn, GzEncoder::new(Checked(r, name), Compression::new(6)))?
+            cache.write(&cn, GzEncoder::new(Checked(r, name, cancel), Compression::new(6)))?
         } else {
-            cache.write(&cn, Checked(r, name))?
+            cache.write(&cn, Checked(r, name, cancel))?
         };
         progress.event(Event::File { name: name.clone(), bytes: n, action: "cached".into() });
         stats.copied.push(name.clone());
         cached.insert(cn, cf);
     }
-    reindex(archive, &cached, &mut stats)?;
+    reindex(archive, &cached, &mut stats, cancel)?;
     Ok(stats)
 }
 
@@ -82,7 +86,7 @@ pub fn run(archive: &Archive, progress: &dyn Progress) -> Result<Stats> {
 /// (re)builds those missing, damaged or made from another copy of their
 /// signature (see [`index`]); a signature that cannot be indexed is only a
 /// warning.
-fn reindex(archive: &Archive, cached: &BTreeMap<String, FileName>, stats: &mut Stats) -> Result<()> {
+fn reindex(archive: &Archive, cached: &BTreeMap<String, FileName>, stats: &mut Stats, cancel: &Cancel) -> Result<()> {
     let (cache, naming) = (&archive.cache, &archive.naming);
     let names = cache.list()?;
     for name in &names {
@@ -97,6 +101,7 @@ fn reindex(archive: &Archive, cached: &BTreeMap<String, FileName>, stats: &mut S
         if !f.is_signature() || index::is_sound(cache, name) {
             continue;
         }
+        cancel.check()?;
         let kind = if f.kind.is_full() { FileKind::FullManifest } else { FileKind::IncManifest };
         let manifest_name = naming.format(&FileName { kind, suffix: Suffix::None, partial: false, ..f });
         let manifest = std::fs::read(cache.path(&manifest_name)).ok().and_then(|t| Manifest::parse(&t).ok());
@@ -108,11 +113,13 @@ fn reindex(archive: &Archive, cached: &BTreeMap<String, FileName>, stats: &mut S
     Ok(())
 }
 
-/// Turns a decompression error into one that names the file.
-struct Checked<'a, R>(R, &'a str);
+/// Turns a decompression error into one that names the file; stops at the
+/// token.
+struct Checked<'a, R>(R, &'a str, &'a Cancel);
 
 impl<R: Read> Read for Checked<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.2.check().map_err(io::Error::other)?;
         self.0.read(buf).map_err(|e| match crate::error::carried(e) {
             Ok(err) => io::Error::other(err),
             Err(e) => io::Error::other(Error::corrupt(format!("{}: {e}", self.1))),
