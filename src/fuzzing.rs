@@ -1,5 +1,5 @@
 //! The bodies of the fuzz targets (`fuzz/`, `scripts/fuzz`) and of their
-//! replay test (`tests/fuzz_replay.rs`): each feeds untrusted bytes to one
+//! replay test (`tests/it/fuzz_replay.rs`): each feeds untrusted bytes to one
 //! of the library's readers, which must return (an error is fine) without
 //! panicking, hanging or allocating without bound. Not an API.
 

@@ -1,3 +1,3 @@
 #![no_main]
-// Body: dup::fuzzing::names (also run over the seeds and regressions by tests/fuzz_replay.rs).
+// Body: dup::fuzzing::names (also run over the seeds and regressions by tests/it/fuzz_replay.rs).
 libfuzzer_sys::fuzz_target!(|data: &[u8]| dup::fuzzing::names(data));

@@ -1,5 +1,5 @@
 """Shared fixtures: a temporary world with a source tree, a file:// archive
-and a cache directory, and the skip rule of tests/common (a missing tool or
+and a cache directory, and the skip rule of tests/it/common (a missing tool or
 server fails under DUP_REQUIRE_TOOLS=1, else skips with the reason)."""
 
 import filecmp

@@ -3,11 +3,9 @@
 //! and an incremental chosen automatically. Real duplicity restores the
 //! results.
 
-mod common;
-
 use std::sync::Mutex;
 
-use common::*;
+use crate::common::*;
 use dup::api::{self, ArchiveOptions, BackupMode, BackupOptions, Cancel};
 use dup::progress::Event;
 

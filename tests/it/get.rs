@@ -4,8 +4,6 @@
 //! flat on a 2 GiB file. Tests that need duplicity or /usr/bin/time skip
 //! with a note when they are missing.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -13,8 +11,8 @@ use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::file_url as url;
-use common::{
+use crate::common::file_url as url;
+use crate::common::{
     World, assert_same_tree, dup_backup, duplicity, hard_tree, have, q, random_bytes, set_mtime, sh, sh_ok, skip,
 };
 

@@ -8,8 +8,6 @@
 //! (under DUP_REQUIRE_TOOLS, as scripts/test sets it, they fail).
 //! The module-level checks against gpg are in tests/crypto.rs.
 
-mod common;
-
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,7 +15,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// The symmetric passphrase of the tests.
 const PASS: &str = "correct horse battery staple";
@@ -236,14 +234,14 @@ fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The shared edits of the source between two backups (common::mutate);
+/// The shared edits of the source between two backups (crate::common::mutate);
 /// the second incremental takes its rounds 2 and 3, so that it also has
 /// the chmod and the removed hard link. Then a new second: set times are
 /// whole seconds and must increase.
 fn mutate(src: &Path, round: u64) {
     let rounds = if round == 2 { 2..=3 } else { round..=round };
     for r in rounds {
-        common::mutate(src, r);
+        crate::common::mutate(src, r);
     }
     std::thread::sleep(Duration::from_millis(1100));
 }

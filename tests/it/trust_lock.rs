@@ -2,15 +2,13 @@
 //! archive (in one process, or with two caches), nor by an incremental under
 //! another passphrase. Each test failed before its fix.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use dup::api::{self, ArchiveOptions, BackupMode, BackupOptions, Cancel};
 use dup::progress::Event;
 

@@ -3,12 +3,10 @@
 //! chain restores, sets that kept sets depend on are never deleted, and
 //! cleanup removes what an interrupted backup left.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 /// (type, time) of each set as duplicity's collection-status lists them.
 fn duplicity_sets(cwd: &Path, url: &str) -> Vec<(String, String)> {

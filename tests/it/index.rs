@@ -5,13 +5,11 @@
 //! without it. An encrypted volume read for one path hands nothing out
 //! before its integrity check has passed.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{dup_backup, duplicity, hard_tree, have, q, set_mtime, sh, sh_ok};
+use crate::common::{dup_backup, duplicity, hard_tree, have, q, set_mtime, sh, sh_ok};
 
 fn url(p: &Path) -> String {
     format!("file://{}", p.display())
@@ -302,7 +300,7 @@ fn encrypted_one_path_is_restored_only_after_the_integrity_check() {
 /// Compares two restored items: trees, or files' bytes.
 fn same(want: &Path, got: &Path) {
     if want.is_dir() {
-        common::assert_same_tree(want, got);
+        crate::common::assert_same_tree(want, got);
     } else {
         assert_eq!(fs::read(want).unwrap(), fs::read(got).unwrap(), "{}", got.display());
     }

@@ -1,12 +1,10 @@
 //! examples/timedrive.rs (Time Drive's backend class on `dup::api`) run as
 //! a program against a file:// archive and over S3 on loopback.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// Runs the example (built by cargo if needed) on `url` with `env`; its
 /// standard output.

@@ -2,12 +2,10 @@
 //! malformed input is a clear error (never a panic) in the library and in
 //! dup-ls.
 
-mod common;
-
 use std::io::{Cursor, Write};
 use std::process::{Command, Stdio};
 
-use common::run_with_stdin;
+use crate::common::run_with_stdin;
 use dup::record::{Bytes, Encoding, Entry, FileRole, FileType, PathBytes, Reader, Record, Stored, StreamKind, Writer};
 use proptest::prelude::*;
 

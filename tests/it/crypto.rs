@@ -4,14 +4,12 @@
 //! without `gpg` the tests print a note and pass (fail under
 //! DUP_REQUIRE_TOOLS, as scripts/test sets it).
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use common::{GpgHome, file_url, have, have_all, names, run_with_stdin, test_name};
+use crate::common::{GpgHome, file_url, have, have_all, names, run_with_stdin, test_name};
 use dup::crypto::{self, KeyEnv, KeyOptions, Keys, Purpose};
 use dup::{Error, Kind};
 
@@ -696,7 +694,7 @@ impl<R: Read, W: Write> Read for Tee<'_, R, W> {
 fn run_memory_child(spec: &str) -> String {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new(exe)
-        .args(["memory_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args(["crypto::memory_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env("DUP_CRYPTO_MEM", spec)
         .output()
         .unwrap();

@@ -4,8 +4,6 @@
 //! selection options. Tests that need duplicity are skipped (with a note)
 //! when it is not installed.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Cursor;
@@ -14,7 +12,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{World, duplicity, have, mkfifo, q, set_mtime};
+use crate::common::{World, duplicity, have, mkfifo, q, set_mtime};
 use dup::record::{Entry, FileType, Reader, Record, StreamKind};
 
 const DUP_SCAN: &str = env!("CARGO_BIN_EXE_dup-scan");

@@ -15,8 +15,6 @@
 //! The suite runs in a child process of this test binary (`suite_child`)
 //! that has the backend's environment (ssh is found through PATH and HOME).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
@@ -27,7 +25,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     World, assert_same_tree, bin_dir, fresh, hard_tree, interrupt_after_three_volumes, no_servers, q, random_bytes, sh,
     sh_ok, skip, var, with_closed_port,
 };
@@ -108,7 +106,7 @@ impl Backend {
     fn run_suite(&self) {
         let t = Instant::now();
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["--exact", "suite_child", "--nocapture", "--test-threads", "1"])
+        cmd.args(["--exact", "conformance::suite_child", "--nocapture", "--test-threads", "1"])
             .env("DUP_CONF_BACKEND", self.name)
             .env("DUP_CONF_URL", &self.url)
             .env("DUP_CONF_LOCAL", &self.local)

@@ -9,8 +9,6 @@
 //! Each case prints `hostile-case NAME outside=N` (N: items changed outside
 //! the target), which scripts/torture --hostile counts.
 
-mod common;
-
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
@@ -22,11 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::craft::{
+use crate::common::craft::{
     E, Opts, Set, Vol, craft, craft_with, device, dir, extension, file, file_b, hardlink, inc_dir_to_symlink, set_name,
     symlink, tree,
 };
-use common::{Item, random_bytes, snapshot};
+use crate::common::{Item, random_bytes, snapshot};
 
 const DUP_GET: &str = env!("CARGO_BIN_EXE_dup-get");
 const DUP_LS: &str = env!("CARGO_BIN_EXE_dup-ls");
@@ -630,7 +628,7 @@ fn a_truncated_gzip_volume_with_its_old_hash() {
 
 #[test]
 fn a_truncated_openpgp_volume() {
-    if !common::have("gpg", "a_truncated_openpgp_volume") {
+    if !crate::common::have("gpg", "a_truncated_openpgp_volume") {
         return;
     }
     let mut c = Ctx::new("a_truncated_openpgp_volume");
@@ -718,7 +716,7 @@ fn sigtar_case(name: &'static str, damage: impl FnOnce(&Path, &Path), named: &[&
     fs::write(src.join("a.txt"), b"good a\n").unwrap();
     fs::write(src.join("b.bin"), random_bytes(3, 300_000)).unwrap();
     fs::write(src.join("z.txt"), b"good z\n").unwrap();
-    common::dup_backup(&c.w, &src, &c.url(), &c.w.join("backup-cache"), false, "");
+    crate::common::dup_backup(&c.w, &src, &c.url(), &c.w.join("backup-cache"), false, "");
     let sig = fs::read_dir(&c.arch)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -829,7 +827,7 @@ fn control_characters_in_names_are_not_printed_raw() {
     for (p, d) in [("a.txt", "good a\n"), (evil, "esc\n"), ("z.txt", "good z\n")] {
         fs::write(src.join(p), d).unwrap();
     }
-    common::dup_backup(&c.w, &src, &c.url(), &c.w.join("backup-cache"), false, "");
+    crate::common::dup_backup(&c.w, &src, &c.url(), &c.w.join("backup-cache"), false, "");
     c.seal();
     c.ls_files(&[]);
     let table: Vec<OsString> = vec![c.url().into(), "--files".into(), "--table".into()];

@@ -2,12 +2,10 @@
 //! of a ~300 MB backup, the --log-fd/--log-file formats (duplicity's machine
 //! lines, JSON Lines), and standard output left to the data.
 
-mod common;
-
 use std::fs;
 use std::time::Instant;
 
-use common::{World, q, random_bytes, sh, sh_ok};
+use crate::common::{World, q, random_bytes, sh, sh_ok};
 use serde_json::Value;
 
 fn json_lines(text: &str) -> Vec<Value> {

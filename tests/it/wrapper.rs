@@ -4,14 +4,12 @@
 //! summary, cleanup's message, its exit codes and its --log-fd format,
 //! compared with the real duplicity where their outputs meet.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::file_url as url;
-use common::*;
+use crate::common::file_url as url;
+use crate::common::*;
 
 /// The wrapper with `args` (a shell fragment), in `cwd`.
 fn wrapper(cwd: &Path, args: &str) -> Output {

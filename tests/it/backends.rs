@@ -6,8 +6,6 @@
 //! answers of the connection test. Without the servers' environment each
 //! test skips with a note, or fails under DUP_REQUIRE_TOOLS (scripts/test).
 
-mod common;
-
 use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
@@ -15,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use common::{
+use crate::common::{
     World, assert_same_tree, bin_dir, bin_path, fresh, hard_tree, no_servers, q, random_bytes, var, with_closed_port,
 };
 use dup::io::storage::{CheckStatus, Storage};
@@ -115,7 +113,7 @@ impl Backend {
     fn run_cases(&self, cases: &[String]) {
         let exe = std::env::current_exe().unwrap();
         let mut cmd = Command::new(exe);
-        cmd.args(["--exact", "child_cases", "--nocapture", "--test-threads", "1"])
+        cmd.args(["--exact", "backends::child_cases", "--nocapture", "--test-threads", "1"])
             .env("DUP_TEST_CHILD_CASES", cases.join("\n"))
             .env("DUP_NUM_RETRIES", "0")
             .env("DUP_TIMEOUT", "10");

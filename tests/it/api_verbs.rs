@@ -4,14 +4,12 @@
 //! itself); calls from inside a tokio task; the same archive refused while
 //! a job of this process changes it.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use dup::Kind;
 use dup::api::{self, *};
 

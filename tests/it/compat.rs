@@ -2,12 +2,10 @@
 //! chain, gzip and plain), collection-status, list-current-files; and the
 //! classic wrapper's listing against duplicity's.
 
-mod common;
-
 use std::fs;
 
-use common::file_url as url;
-use common::*;
+use crate::common::file_url as url;
+use crate::common::*;
 
 fn full_restored_by_duplicity(pack: &str, test: &str) {
     if !have("duplicity", test) {

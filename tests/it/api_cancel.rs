@@ -4,8 +4,6 @@
 //! wrapper: duplicity's 4) saying that the next run resumes, which it does;
 //! a second SIGINT ends a stage at once.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -13,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use dup::Kind;
 use dup::api::{self, ArchiveOptions, BackupOptions, Cancel, Event, VerifyOptions};
 

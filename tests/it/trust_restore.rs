@@ -5,16 +5,16 @@
 //! restore at a time before the first backup says so. Every test runs the
 //! real binaries. Hostile archives are written with Python's tarfile.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::craft::{Set, Vol, craft, dir, file, hardlink, inc_dir_to_symlink, symlink, tree};
-use common::file_url as url;
-use common::{World, closed_port, dup_backup, is_root, no_servers, q, random_bytes, sh_ok, var, with_closed_port};
+use crate::common::craft::{Set, Vol, craft, dir, file, hardlink, inc_dir_to_symlink, symlink, tree};
+use crate::common::file_url as url;
+use crate::common::{
+    World, closed_port, dup_backup, is_root, no_servers, q, random_bytes, sh_ok, var, with_closed_port,
+};
 
 const DUP_GET: &str = env!("CARGO_BIN_EXE_dup-get");
 const DUP_LS: &str = env!("CARGO_BIN_EXE_dup-ls");
@@ -161,17 +161,17 @@ fn honest_volumes_are_within_their_ranges() {
     fs::write(src.join("d/new.txt"), b"new\n").unwrap();
     // Changes are seen by their mtimes.
     for p in ["big.bin", "d/new.txt", "d"] {
-        common::set_mtime(&src.join(p), 1_800_000_000);
+        crate::common::set_mtime(&src.join(p), 1_800_000_000);
     }
     dup_backup(w, &src, &url(&arch), &cache, true, "--volsize 1");
     let dest = w.join("dest");
     let out = get(&arch, &dest, &cache, &[]);
     assert!(out.status.success(), "{}", text(&out));
-    common::assert_same_tree(&src, &dest);
+    crate::common::assert_same_tree(&src, &dest);
     let one = w.join("one");
     let out = get(&arch, &one, &cache, &["--path", "d"]);
     assert!(out.status.success(), "{}", text(&out));
-    common::assert_same_tree(&src.join("d"), &one);
+    crate::common::assert_same_tree(&src.join("d"), &one);
 }
 
 // ---------------------------------------------------------------------------

@@ -7,14 +7,12 @@
 //! and an incremental on top of it (whose deltas are computed against its
 //! signatures) restores exactly. Exit 3 where a file could not be read.
 
-mod common;
-
 use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{assert_same_tree, bin_dir, dup_backup, q, random_bytes, set_all_mtimes, sh, sh_ok};
+use crate::common::{assert_same_tree, bin_dir, dup_backup, q, random_bytes, set_all_mtimes, sh, sh_ok};
 
 const BIG: usize = 32 << 20;
 
