@@ -521,26 +521,21 @@ fn send_total(
 ) {
     let Some(mut files) = Files::indexed_at(coll, t, archive) else { return };
     let (mut items, mut inside) = (0u64, false);
-    while !done.load(Ordering::Relaxed) {
-        let e = match files.next() {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                progress.event(Event::Total { stage: stage.into(), files: items, bytes: None });
-                return;
-            }
-            Err(_) => return,
-        };
-        if !index::is_within(&e.path.0, prefix) {
-            // The tree is in order: what lies under a path is together.
-            if inside {
-                progress.event(Event::Total { stage: stage.into(), files: items, bytes: None });
-                return;
-            }
-            continue;
+    loop {
+        if done.load(Ordering::Relaxed) {
+            return;
         }
-        inside = true;
-        items += 1;
+        let Ok(next) = files.next() else { return };
+        let Some(e) = next else { break };
+        if index::is_within(&e.path.0, prefix) {
+            inside = true;
+            items += 1;
+        } else if inside {
+            // The tree is in order: what lies under a path is together.
+            break;
+        }
     }
+    progress.event(Event::Total { stage: stage.into(), files: items, bytes: None });
 }
 
 /// Reads a set's manifest (the cached copy when there is a good one) and
