@@ -1,8 +1,12 @@
 //! An owned, forward-only view of a tar stream, for merging several at once
 //! (signature chains, restore chains): a reader thread parses the tar with
 //! [`super::tar::for_each_entry`] and hands entries and their data over a
-//! bounded channel, so memory stays at a few 64 KiB pieces per stream.
+//! bounded channel in batches (one hand-over per [`BATCH`] bytes or
+//! [`BATCH_MSGS`] messages, not three per entry: most entries are small,
+//! and a thread wake-up each cost more than the entry), so memory stays at
+//! three batches per stream.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -11,6 +15,10 @@ use super::tar::{Item, for_each_entry};
 use crate::error::{Error, Kind, Result};
 
 const PIECE: usize = 64 * 1024;
+/// A batch is handed over once it holds this much data...
+const BATCH: usize = 128 * 1024;
+/// ...or this many messages.
+const BATCH_MSGS: usize = 512;
 
 enum Msg {
     Item(Item),
@@ -21,7 +29,9 @@ enum Msg {
 
 /// Entries of one tar stream, read ahead by a thread.
 pub struct TarStream {
-    rx: Receiver<Msg>,
+    rx: Receiver<Vec<Msg>>,
+    /// The rest of the batch being read.
+    batch: VecDeque<Msg>,
     thread: Option<JoinHandle<()>>,
     /// Data of the current entry not yet consumed.
     in_data: bool,
@@ -33,10 +43,29 @@ pub struct TarStream {
 impl TarStream {
     /// Starts reading `r` (a decompressed tar); `name` labels errors.
     pub fn new(r: impl Read + Send + 'static, name: &str) -> TarStream {
-        let (tx, rx) = sync_channel(4);
+        let (tx, rx) = sync_channel(1);
         let label = name.to_string();
-        let thread = std::thread::Builder::new().name("dup-tar".into()).spawn(move || feed(r, tx, &label)).ok();
-        TarStream { rx, thread, in_data: false, buf: Vec::new(), pos: 0, name: name.to_string() }
+        let thread = std::thread::Builder::new()
+            .name("dup-tar".into())
+            .spawn(move || feed(r, &mut Batcher { tx, batch: Vec::new(), bytes: 0 }, &label))
+            .ok();
+        TarStream {
+            rx,
+            batch: VecDeque::new(),
+            thread,
+            in_data: false,
+            buf: Vec::new(),
+            pos: 0,
+            name: name.to_string(),
+        }
+    }
+
+    /// The next message; `None` once the thread is gone.
+    fn recv(&mut self) -> Option<Msg> {
+        if self.batch.is_empty() {
+            self.batch = self.rx.recv().ok()?.into();
+        }
+        self.batch.pop_front()
     }
 
     /// The next entry's header; the data of the previous one is skipped.
@@ -45,18 +74,18 @@ impl TarStream {
         if self.in_data {
             io::copy(&mut self.data(), &mut io::sink()).map_err(|e| stream_error(&self.name, e))?;
         }
-        match self.rx.recv() {
-            Ok(Msg::Item(i)) => {
+        match self.recv() {
+            Some(Msg::Item(i)) => {
                 self.in_data = true;
                 self.buf.clear();
                 self.pos = 0;
                 Ok(Some(i))
             }
-            Ok(Msg::Failed(e)) => Err(e),
-            Ok(Msg::Data(_)) | Ok(Msg::EndData) => {
+            Some(Msg::Failed(e)) => Err(e),
+            Some(Msg::Data(_)) | Some(Msg::EndData) => {
                 Err(Error::new(Kind::Corrupt, format!("{}: tar reader out of step", self.name)))
             }
-            Err(_) => Ok(None),
+            None => Ok(None),
         }
     }
 
@@ -71,6 +100,7 @@ impl Drop for TarStream {
         // Dropping the receiver makes the feeder's next send fail, so it ends.
         let (_, rx) = sync_channel(0);
         drop(std::mem::replace(&mut self.rx, rx));
+        self.batch.clear();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -89,20 +119,20 @@ impl Read for EntryData<'_> {
             if !s.in_data {
                 return Ok(0);
             }
-            match s.rx.recv() {
-                Ok(Msg::Data(d)) => {
+            match s.recv() {
+                Some(Msg::Data(d)) => {
                     s.buf = d;
                     s.pos = 0;
                 }
-                Ok(Msg::EndData) => {
+                Some(Msg::EndData) => {
                     s.in_data = false;
                     return Ok(0);
                 }
-                Ok(Msg::Failed(e)) => {
+                Some(Msg::Failed(e)) => {
                     s.in_data = false;
                     return Err(io::Error::other(e));
                 }
-                Ok(Msg::Item(_)) | Err(_) => {
+                Some(Msg::Item(_)) | None => {
                     s.in_data = false;
                     return Err(io::Error::other(Error::new(
                         Kind::Corrupt,
@@ -122,13 +152,39 @@ fn stream_error(name: &str, e: io::Error) -> Error {
     crate::error::carried(e).unwrap_or_else(|e| Error::new(Kind::Corrupt, format!("{name}: {e}")))
 }
 
+/// The feeder's side of the channel: messages gathered into batches.
+struct Batcher {
+    tx: SyncSender<Vec<Msg>>,
+    batch: Vec<Msg>,
+    bytes: usize,
+}
+
+impl Batcher {
+    fn send(&mut self, m: Msg) -> Result<()> {
+        if let Msg::Data(d) = &m {
+            self.bytes += d.len();
+        }
+        self.batch.push(m);
+        if self.bytes >= BATCH || self.batch.len() >= BATCH_MSGS { self.flush() } else { Ok(()) }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.bytes = 0;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(std::mem::take(&mut self.batch)).map_err(|_| Error::other(GONE))
+    }
+}
+
+const GONE: &str = "receiver gone";
+
 /// Thread body: parse, send; stop quietly when the receiver is gone.
-fn feed(mut r: impl Read, tx: SyncSender<Msg>, name: &str) {
-    let gone = || Error::other("receiver gone");
+fn feed(mut r: impl Read, tx: &mut Batcher, name: &str) {
+    let mut piece = vec![0u8; PIECE];
     let result = for_each_entry(&mut r, |item, data| {
-        tx.send(Msg::Item(item)).map_err(|_| gone())?;
+        tx.send(Msg::Item(item))?;
         loop {
-            let mut piece = vec![0u8; PIECE];
             let mut got = 0;
             while got < PIECE {
                 match data.read(&mut piece[got..]) {
@@ -141,21 +197,24 @@ fn feed(mut r: impl Read, tx: SyncSender<Msg>, name: &str) {
             if got == 0 {
                 break;
             }
-            piece.truncate(got);
-            tx.send(Msg::Data(piece)).map_err(|_| gone())?;
+            tx.send(Msg::Data(piece[..got].to_vec()))?;
             if got < PIECE {
                 break;
             }
         }
-        tx.send(Msg::EndData).map_err(|_| gone())
+        tx.send(Msg::EndData)
     })
     .and_then(|()| check_rest(r, name));
-    if let Err(e) = result
-        && e.message != "receiver gone"
-    {
-        let e = if e.message.starts_with(name) { e } else { e.context(name) };
-        let _ = tx.send(Msg::Failed(e));
-    }
+    let result = match result {
+        Err(e) if e.message == GONE => return,
+        Err(e) => {
+            let e = if e.message.starts_with(name) { e } else { e.context(name) };
+            tx.batch.push(Msg::Failed(e));
+            Ok(())
+        }
+        ok => ok,
+    };
+    let _ = result.and_then(|()| tx.flush());
 }
 
 /// What follows the tar's end is read, up to [`MAX_REST`], so that a
@@ -212,6 +271,32 @@ mod tests {
         let mut s = TarStream::new(io::Cursor::new(tar), "t");
         s.next_item().unwrap();
         drop(s);
+    }
+
+    /// Many small entries and large ones cross batch boundaries in every way:
+    /// each entry's data arrives whole and in order.
+    #[test]
+    fn entries_across_batches_keep_their_data() {
+        let mut w = Writer::new(Vec::new());
+        let body = |i: usize| -> Vec<u8> {
+            let n = if i % 97 == 0 { 300_000 + i } else { i % 3000 };
+            (0..n).map(|x| ((x + i) % 253) as u8).collect()
+        };
+        for i in 0..2000 {
+            w.append(format!("snapshot/f{i:05}").as_bytes(), &Meta::deleted(), &body(i)).unwrap();
+        }
+        let mut s = TarStream::new(io::Cursor::new(w.finish().unwrap()), "t");
+        for i in 0..2000 {
+            let item = s.next_item().unwrap().unwrap();
+            assert_eq!(item.name, format!("snapshot/f{i:05}").as_bytes());
+            if i % 5 == 4 {
+                continue; // skipped unread
+            }
+            let mut d = Vec::new();
+            s.data().read_to_end(&mut d).unwrap();
+            assert!(d == body(i), "entry {i}");
+        }
+        assert!(s.next_item().unwrap().is_none());
     }
 
     /// A gzip'd tar whose CRC is wrong: the damage is found although the
