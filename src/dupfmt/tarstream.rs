@@ -191,7 +191,7 @@ fn feed(mut r: impl Read, tx: &mut Batcher, name: &str) {
                     Ok(0) => break,
                     Ok(n) => got += n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::new(Kind::Corrupt, format!("{name}: {e}"))),
+                    Err(e) => return Err(stream_error(name, e)),
                 }
             }
             if got == 0 {

@@ -259,14 +259,14 @@ fn encrypted_one_path_is_restored_only_after_the_integrity_check() {
         same(&src.join(p), &d);
     }
 
-    // Damage the volume after the entry (near its end) and give the cached
-    // manifest the damaged volume's hash: only the OpenPGP integrity check
-    // (MDC) can tell, and it comes after the entry's bytes.
     let vol = fs::read_dir(&arch)
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with(".vol1.difftar.gpg"))
         .expect("an encrypted volume");
+    // Damage the volume after the entry (near its end) and give the cached
+    // manifest the damaged volume's hash: the backend's manifest (read
+    // through its MDC) or the volume's MDC must tell.
     let mut d = fs::read(&vol).unwrap();
     let old = sha1_hex(&d);
     let i = d.len() - 200;
@@ -295,6 +295,45 @@ fn encrypted_one_path_is_restored_only_after_the_integrity_check() {
     assert!(!o.status.success(), "a damaged volume is an error: {err}");
     assert!(err.contains("vol1"), "{err}");
     assert!(!two.exists(), "nothing restored from an unverified volume");
+}
+
+/// One path of a big encrypted volume: the rest of the volume after the
+/// entry is hashed, not decrypted (the backend manifest's hash vouches for
+/// it), so damage there must be caught by the hash before anything is
+/// written; and the cached manifest alone cannot vouch.
+#[test]
+fn one_path_of_a_big_volume_is_checked_by_the_backend_manifests_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (src, arch, cache) = (t.join("src"), t.join("arch"), t.join("cache"));
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a.txt"), b"wanted\n").unwrap();
+    fs::write(src.join("z.bin"), crate::common::random_bytes(3, 6 << 20)).unwrap();
+    let u = url(&arch);
+    let c = format!("--archive-dir {}", q(&cache));
+    let env = "export PASSPHRASE=index-test TMPDIR=\"$PWD\";";
+    sh_ok(t, &format!("{env} dup-scan {s} | dup-delta | dup-pack | dup-put {c} {u}", s = q(&src), u = q(&u)));
+    let get = |dest: &Path| sh(t, &format!("{env} dup-get {c} --path a.txt {} {}", q(&u), q(dest)));
+    let ok = t.join("ok");
+    let o = get(&ok);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::read(&ok).unwrap(), b"wanted\n");
+
+    let vol = fs::read_dir(&arch)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".vol1.difftar.gpg"))
+        .expect("an encrypted volume");
+    let mut d = fs::read(&vol).unwrap();
+    let i = d.len() - 200;
+    d[i] ^= 0x01;
+    fs::write(&vol, &d).unwrap();
+    let bad = t.join("bad");
+    let o = get(&bad);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a damaged volume is an error: {err}");
+    assert!(err.contains("the manifest says"), "the hash caught it: {err}");
+    assert!(!bad.exists(), "nothing restored from a damaged volume");
 }
 
 /// Compares two restored items: trees, or files' bytes.

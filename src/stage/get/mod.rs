@@ -542,7 +542,10 @@ fn send_total(
 /// chooses the volumes that may hold `prefix`.
 fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan> {
     let naming = &archive.naming;
-    let manifest = load_manifest(archive, set)?;
+    let (manifest, vouched) = match vouching_manifest(archive, set, prefix) {
+        Some(m) => (m, true),
+        None => (load_manifest(archive, set)?, false),
+    };
     let numbers: Vec<u64> = if manifest.volumes.is_empty() {
         // An old or odd manifest without volume blocks: read every volume, unchecked.
         set.volumes.keys().copied().collect()
@@ -560,7 +563,7 @@ fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan
         match set.volumes.get(&n) {
             Some(name) => {
                 let encrypted = naming.parse(name).is_some_and(|f| f.encrypted());
-                volumes.push(VolPlan { name: name.clone(), hash, missing: false, encrypted, range });
+                volumes.push(VolPlan { name: name.clone(), hash, missing: false, encrypted, range, vouched });
             }
             None => {
                 let kind = if set.kind == crate::dupfmt::collection::SetKind::Full {
@@ -569,7 +572,7 @@ fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan
                     FileKind::IncVolume(n)
                 };
                 let name = naming.name(kind, set.start_time, set.end_time, set.suffix(), false);
-                volumes.push(VolPlan { name, hash, missing: true, encrypted: set.encrypted, range });
+                volumes.push(VolPlan { name, hash, missing: true, encrypted: set.encrypted, range, vouched });
             }
         }
     }
@@ -612,6 +615,22 @@ fn indexed_absent(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> bool {
     }
 }
 
+/// For one path of an encrypted set: the backend's manifest, read through
+/// its integrity check, whose volume hashes can then vouch for the volumes
+/// (see [`sets::VolPlan::vouched`]); the cache's plain copy cannot. `None`
+/// when it does not apply or cannot be read (the volumes are then checked
+/// by their own MDC).
+fn vouching_manifest(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Option<Manifest> {
+    let name = set.manifest.as_deref()?;
+    let sealed = archive.naming.parse(name).is_some_and(|f| f.encrypted());
+    if prefix == index::ROOT || set.partial || !sealed || archive.keys.as_ref().is_none_or(|k| k.signs()) {
+        return None;
+    }
+    backend_manifest(archive, name)
+        .inspect_err(|e| note!(log::Level::Info, "{}; checking the volumes by their own MDC", e.message))
+        .ok()
+}
+
 /// The manifest of a set: the cache's copy, else the backend's.
 pub(crate) fn load_manifest(archive: &Archive, set: &BackupSet) -> Result<Manifest> {
     if let Some(local) = &set.local_manifest {
@@ -627,6 +646,11 @@ pub(crate) fn load_manifest(archive: &Archive, set: &BackupSet) -> Result<Manife
         }
     }
     let name = set.manifest.as_deref().ok_or_else(|| Error::corrupt("a backup set without a manifest"))?;
+    backend_manifest(archive, name)
+}
+
+/// The backend's copy of a manifest, decrypted (and checked) as its name says.
+fn backend_manifest(archive: &Archive, name: &str) -> Result<Manifest> {
     let mut v = Vec::new();
     archive
         .plaintext(name, archive.storage.reader(name)?)?

@@ -39,6 +39,9 @@ pub(crate) struct VolPlan {
     /// The first and last index the manifest gives the volume; `None` for
     /// a manifest without volume blocks.
     pub range: Option<(Vec<u8>, Vec<u8>)>,
+    /// `hash` comes from the backend's manifest, read through its MDC in
+    /// this run.
+    pub vouched: bool,
 }
 
 /// The entry a set holds for a path.
@@ -557,14 +560,25 @@ const MAX_STAGED: usize = 4096;
 
 /// Reads an encrypted volume for a part of the backup (`prefix`): decrypts
 /// it as it is downloaded, keeps the entries at the prefix (data in a
-/// temporary file) and the first entry past it, then decrypts the rest
-/// without parsing it, for the integrity check (MDC) and the signature at
-/// its end, and checks the manifest's hash. Nothing is handed out before
-/// all of that passed. `None`: too many entries; stage the whole volume.
+/// temporary file) and the first entry past it, then reads the rest for
+/// the checks at its end, and checks the manifest's hash. Nothing is handed
+/// out before all of that passed. `None`: too many entries; stage the whole
+/// volume.
+///
+/// The rest is decrypted (MDC, signature) unless the volume's SHA-1 in the
+/// backend's manifest vouches for it ([`VolPlan::vouched`]) and no
+/// signature is required: then it is only hashed, not decrypted or
+/// inflated. That manifest came through its own MDC, and a ciphertext with
+/// the hash it lists is the one written (a second preimage, not a
+/// collision, would be needed), so the volume's MDC would tell nothing more.
 fn open_staged(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) -> Result<Option<Entries>> {
     let hashed = Arc::new(Mutex::new((v.hash.as_ref().map(|(k, _)| Hasher::new(k)), 0u64)));
-    let src = HashRead { r: archive.storage.reader(&v.name)?, h: hashed.clone() };
-    let plain = Shared(Arc::new(Mutex::new(archive.plaintext(&v.name, src)?)));
+    let raw: Box<dyn Read + Send> = Box::new(HashRead { r: archive.storage.reader(&v.name)?, h: hashed.clone() });
+    let raw = Shared(Arc::new(Mutex::new(raw)));
+    let plain = Shared(Arc::new(Mutex::new(archive.plaintext(&v.name, raw.clone())?)));
+    let hash_vouches = v.vouched
+        && v.hash.as_ref().is_some_and(|(k, _)| k.eq_ignore_ascii_case("SHA1"))
+        && !archive.keys_for(&v.name)?.signs();
     let mut tar = TarStream::new(plain.clone(), &v.name);
     let mut data = crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
     let mut items = VecDeque::new();
@@ -592,7 +606,12 @@ fn open_staged(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) ->
         }
     }
     drop(tar);
-    let mut rest = plain.clone();
+    let mut rest = if hash_vouches {
+        drop(plain);
+        raw
+    } else {
+        plain
+    };
     let mut buf = vec![0u8; 1 << 20];
     loop {
         match rest.read(&mut buf) {
