@@ -279,7 +279,7 @@ mod tests {
     fn entries_across_batches_keep_their_data() {
         let mut w = Writer::new(Vec::new());
         let body = |i: usize| -> Vec<u8> {
-            let n = if i % 97 == 0 { 300_000 + i } else { i % 3000 };
+            let n = if i.is_multiple_of(97) { 300_000 + i } else { i % 3000 };
             (0..n).map(|x| ((x + i) % 253) as u8).collect()
         };
         for i in 0..2000 {
