@@ -75,15 +75,18 @@ impl Archive {
                 .find(|m| self.naming.parse(m).is_some_and(|f| f.encrypted()))
         });
         let Some(m) = newest else { return Ok(false) };
-        let mut text = Vec::new();
-        self.storage
-            .reader(&m)?
-            .read_to_end(&mut text)
+        // The packets before the encrypted data, not the whole manifest
+        // (its file list grows with the files a set changed).
+        let mut r = self.storage.reader(&m)?;
+        let mut head = Vec::new();
+        (&mut r)
+            .take(1 << 20)
+            .read_to_end(&mut head)
             .map_err(|e| crate::error::carried(e).unwrap_or_else(|e| Error::io(&m, e)))?;
-        if !crypto::passphrase_encrypted(&m, &text)? {
+        if !crypto::passphrase_encrypted(&m, &head)? {
             return Ok(false);
         }
-        crypto::check_decryptable(keys, &m, &text[..])
+        crypto::check_decryptable(keys, &m, std::io::Cursor::new(head).chain(r))
             .map_err(|e| e.hint("an incremental must use the passphrase of the chain it extends"))?;
         Ok(true)
     }

@@ -254,7 +254,7 @@ pub fn file_history(opts: &HistoryOptions, progress: &dyn Progress, cancel: &Can
 
 /// The `Filelist` of a set's manifest as changes.
 fn set_changes(a: &Archive, set: &BackupSet) -> Result<Vec<Change>> {
-    let m = get::load_manifest(a, set)?;
+    let m = get::load_manifest(a, set, true)?;
     let files = m.files.ok_or_else(|| {
         Error::new(Kind::NoBackup, format!("the manifest of the set of {} has no file list", set.end_time))
             .hint("sets written before duplicity 0.8 do not list their changes")

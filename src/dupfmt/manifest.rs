@@ -7,6 +7,7 @@
 //! Reading applies duplicity's tolerances (§2.4).
 
 use std::collections::BTreeMap;
+use std::io::BufRead;
 
 use crate::dupfmt::index;
 use crate::error::{Error, Result};
@@ -116,6 +117,10 @@ pub struct FileChange {
     pub path: Vec<u8>,
 }
 
+/// The longest manifest line read (a quoted path of 4096 bytes is at most
+/// 16 KiB).
+pub const MAX_LINE: usize = 64 << 10;
+
 /// A parsed manifest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Manifest {
@@ -123,7 +128,8 @@ pub struct Manifest {
     /// The source directory as given (quoted in the file).
     pub localdir: Option<Vec<u8>>,
     pub volumes: BTreeMap<u64, VolumeInfo>,
-    /// `None` when the manifest has no `Filelist` (before 0.8).
+    /// `None` when the manifest has no `Filelist` (before 0.8), or when it
+    /// was read without it ([`Manifest::read`]).
     pub files: Option<Vec<FileChange>>,
 }
 
@@ -154,15 +160,35 @@ impl Manifest {
     /// the last block's are dropped. Errors are [`Kind::Corrupt`](crate::error::Kind::Corrupt)
     /// and name the line.
     pub fn parse(data: &[u8]) -> Result<Manifest> {
+        Manifest::read(data, true)
+    }
+
+    /// [`Manifest::parse`] from a reader, a line at a time; unless
+    /// `keep_files`, the file list is checked and counted but not kept
+    /// (`files` is `None`), so memory stays flat however many files a set
+    /// changed. A line longer than [`MAX_LINE`] is an error.
+    pub fn read(r: impl BufRead, keep_files: bool) -> Result<Manifest> {
         let mut m = Manifest::default();
         let mut current: Option<Pending> = None;
         let mut last_number = None;
         let mut in_filelist: Option<(usize, usize)> = None; // (line of "Filelist", declared count)
-        let mut lines = data.split(|&b| b == b'\n').enumerate().peekable();
-        while let Some((i, line)) = lines.next() {
-            let lno = i + 1;
-            if lines.peek().is_none() && line.is_empty() {
-                break; // the final LF
+        let mut listed = 0usize;
+        let mut r = r.take(0);
+        let mut buf = Vec::new();
+        let mut lno = 0;
+        loop {
+            buf.clear();
+            r.set_limit(MAX_LINE as u64 + 1);
+            let n = r.read_until(b'\n', &mut buf).map_err(|e| {
+                crate::error::carried(e).unwrap_or_else(|e| Error::corrupt(format!("reading the manifest: {e}")))
+            })?;
+            if n == 0 {
+                break;
+            }
+            lno += 1;
+            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            if line.len() > MAX_LINE {
+                return Err(Error::corrupt(format!("manifest line {lno}: longer than {MAX_LINE} bytes")));
             }
             let err = |what: &str| corrupt(lno, what, line);
             if let Some(v) = keyword_value(line, b"hostname") {
@@ -189,7 +215,8 @@ impl Manifest {
             if let Some(v) = keyword_value(line, b"filelist") {
                 let n = std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok());
                 let n = n.ok_or_else(|| err("expected \"Filelist N\""))?;
-                m.files = Some(Vec::new());
+                m.files = keep_files.then(Vec::new);
+                listed = 0;
                 in_filelist = Some((lno, n));
                 continue;
             }
@@ -197,6 +224,7 @@ impl Manifest {
             let Some(first) = tokens.first() else { continue };
             if in_filelist.is_some() {
                 let change = file_change(first, &tokens, &err)?;
+                listed += 1;
                 if let Some(files) = &mut m.files {
                     files.push(change);
                 }
@@ -209,23 +237,20 @@ impl Manifest {
         if let Some(v) = current.take() {
             finish_volume(&mut m, v, &mut last_number)?;
         }
-        m.close(last_number, in_filelist)
+        m.close(last_number, in_filelist.map(|(lno, n)| (lno, n, listed)))
     }
 
     /// The end of parsing: volumes numbered above the last block's
     /// (`last_number`) dropped; the file list (begun at line `lno`,
-    /// declaring `n` files) checked.
-    fn close(mut self, last_number: Option<u64>, in_filelist: Option<(usize, usize)>) -> Result<Manifest> {
+    /// declaring `n` files, `listed` found) checked.
+    fn close(mut self, last_number: Option<u64>, filelist: Option<(usize, usize, usize)>) -> Result<Manifest> {
         if let Some(last) = last_number {
             self.volumes.retain(|&n, _| n <= last);
         }
-        if let (Some((lno, n)), Some(files)) = (in_filelist, &self.files)
-            && files.len() != n
+        if let Some((lno, n, listed)) = filelist
+            && listed != n
         {
-            return Err(Error::corrupt(format!(
-                "manifest line {lno}: Filelist says {n} files but lists {}",
-                files.len()
-            )));
+            return Err(Error::corrupt(format!("manifest line {lno}: Filelist says {n} files but lists {listed}")));
         }
         Ok(self)
     }
@@ -344,12 +369,23 @@ pub fn header_bytes(hostname: &str, localdir: &[u8]) -> Vec<u8> {
 
 /// The `Filelist` block.
 pub fn filelist_bytes(files: &[FileChange]) -> Vec<u8> {
-    let mut out = format!("Filelist {}\n", files.len()).into_bytes();
+    let mut out = filelist_head(files.len() as u64);
     for f in files {
-        out.extend_from_slice(format!("    {:<7}  ", f.change.as_str()).as_bytes());
-        out.extend_from_slice(&quote(&f.path));
-        out.push(b'\n');
+        out.extend_from_slice(&filelist_line(f.change, &f.path));
     }
+    out
+}
+
+/// The `Filelist N` line that begins the block.
+pub fn filelist_head(n: u64) -> Vec<u8> {
+    format!("Filelist {n}\n").into_bytes()
+}
+
+/// One line of the `Filelist` block (after its `Filelist N` line).
+pub fn filelist_line(change: Change, path: &[u8]) -> Vec<u8> {
+    let mut out = format!("    {:<7}  ", change.as_str()).into_bytes();
+    out.extend_from_slice(&quote(path));
+    out.push(b'\n');
     out
 }
 
@@ -437,6 +473,23 @@ mod tests {
         assert_eq!(files[1], FileChange { change: Change::Changed, path: b"caf\xe9.txt".to_vec() });
         assert_eq!(files[2].path, b"dir1/file with space.txt");
         assert_eq!(m.to_bytes(), sample());
+    }
+
+    /// Read without the file list: the same volumes, the list checked and
+    /// counted but not kept; every parse error still found.
+    #[test]
+    fn read_without_the_file_list() {
+        let full = Manifest::parse(&sample()).unwrap();
+        let m = Manifest::read(&sample()[..], false).unwrap();
+        assert_eq!((&m.hostname, &m.localdir, &m.volumes), (&full.hostname, &full.localdir, &full.volumes));
+        assert_eq!(m.files, None);
+        for bad in [&b"Filelist 2\n    new      a\n"[..], b"Filelist 1\n    moved    a\n"] {
+            assert!(Manifest::read(bad, false).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let mut long = b"Volume 1:\n StartingPath ".to_vec();
+        long.resize(long.len() + MAX_LINE + 10, b'a');
+        let e = Manifest::read(&long[..], false).unwrap_err();
+        assert!(e.message.contains("line 2: longer than"), "{}", e.message);
     }
 
     #[test]

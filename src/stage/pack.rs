@@ -17,7 +17,7 @@ pub use crate::crypto::DEFAULT_LEVEL;
 use crate::crypto::{self, Keys};
 use crate::dupfmt::hex;
 use crate::dupfmt::index;
-use crate::dupfmt::manifest::{self, Change, FileChange, VolumeInfo};
+use crate::dupfmt::manifest::{self, Change, VolumeInfo};
 use crate::dupfmt::names::{FileKind, FileName, Naming, Suffix};
 use crate::dupfmt::tar::{self as dtar, EntryType, Meta};
 use crate::error::{Error, Result, content_error};
@@ -303,7 +303,10 @@ struct Pack<'a, W: Write> {
     sealed: Option<Sealed<'a>>,
     sig: dtar::Writer<Enc<'a>>,
     manifest: Vec<u8>,
-    files: Vec<FileChange>,
+    /// The manifest's `Filelist` lines so far (spooled: one per changed
+    /// file), and how many.
+    filelist: Spool,
+    listed: u64,
     stats: Stats,
     piece: Vec<u8>,
 }
@@ -403,7 +406,8 @@ impl<'a, W: Write> Pack<'a, W> {
             // cache gets it gzipped, the backend encrypted.
             sig: dtar::Writer::new(Enc::new(opts.compress && opts.keys.is_none(), opts.compress_level, None, t2)?),
             manifest: manifest::header_bytes(&opts.hostname, localdir),
-            files: Vec::new(),
+            filelist: Spool::new(),
+            listed: 0,
             stats: Stats::default(),
             piece: vec![0u8; PIECE],
         })
@@ -414,18 +418,18 @@ impl<'a, W: Write> Pack<'a, W> {
         match rec {
             Record::Snapshot(e) if e.ftype == FileType::File => {
                 self.content(EntryType::Snapshot, &e, &mut input.content())?;
-                self.files.push(FileChange { change: Change::New, path: e.path.0.clone() });
+                self.list(Change::New, &e.path.0)?;
             }
             Record::Snapshot(e) => self.special(&e)?,
             Record::Diff(e) => {
                 self.content(EntryType::Diff, &e, &mut input.content())?;
-                self.files.push(FileChange { change: Change::Changed, path: e.path.0.clone() });
+                self.list(Change::Changed, &e.path.0)?;
             }
             Record::Signature(e) => self.signature(&e, &mut input.content())?,
             Record::Deleted { path, ftype } => {
                 self.deleted(&path)?;
                 if ftype == Some(FileType::File) {
-                    self.files.push(FileChange { change: Change::Deleted, path: path.0 });
+                    self.list(Change::Deleted, &path.0)?;
                 }
             }
             Record::Warning { path, message } => match path {
@@ -602,6 +606,14 @@ impl<W: Write> Pack<'_, W> {
         self.sig.append_reader(&name, &meta, n, data)
     }
 
+    /// Adds a `Filelist` line.
+    fn list(&mut self, change: Change, path: &[u8]) -> Result<()> {
+        self.listed += 1;
+        self.filelist
+            .write_all(&manifest::filelist_line(change, path))
+            .map_err(|e| Error::io("spooling the file list", e))
+    }
+
     fn deleted(&mut self, path: &[u8]) -> Result<()> {
         let meta = Meta::deleted();
         self.before_entry(path, None)?;
@@ -623,9 +635,11 @@ impl<W: Write> Pack<'_, W> {
         let sig = std::mem::replace(&mut self.sig, dtar::Writer::new(Enc::Plain(Sink::new())));
         let sig = sig.finish()?.finish().map_err(|e| e.context("the signature tar"))?;
         let sig_kind = if self.full { FileKind::FullSig } else { FileKind::NewSig };
-        self.manifest.extend_from_slice(&manifest::filelist_bytes(&self.files));
+        self.manifest.extend_from_slice(&manifest::filelist_head(self.listed));
         let mut m = Spool::new();
         m.write_all(&self.manifest).map_err(|e| Error::io("writing the manifest", e))?;
+        let list = self.filelist.reader().map_err(|e| Error::io("reading the spooled file list", e));
+        list.and_then(|mut r| io::copy(&mut r, &mut m).map_err(|e| Error::io("writing the manifest", e)))?;
         let man_kind = self.kind(None);
         match &self.opts.keys {
             None => {

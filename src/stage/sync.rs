@@ -104,7 +104,9 @@ fn reindex(archive: &Archive, cached: &BTreeMap<String, FileName>, stats: &mut S
         cancel.check()?;
         let kind = if f.kind.is_full() { FileKind::FullManifest } else { FileKind::IncManifest };
         let manifest_name = naming.format(&FileName { kind, suffix: Suffix::None, partial: false, ..f });
-        let manifest = std::fs::read(cache.path(&manifest_name)).ok().and_then(|t| Manifest::parse(&t).ok());
+        let manifest = std::fs::File::open(cache.path(&manifest_name))
+            .ok()
+            .and_then(|f| Manifest::read(io::BufReader::new(f), false).ok());
         index::build_for_set(cache, naming, &FileName { kind, ..f }, manifest.as_ref());
         if index::is_sound(cache, name) {
             stats.indexed.push(name.clone());

@@ -544,7 +544,7 @@ fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan
     let naming = &archive.naming;
     let (manifest, vouched) = match vouching_manifest(archive, set, prefix) {
         Some(m) => (m, true),
-        None => (load_manifest(archive, set)?, false),
+        None => (load_manifest(archive, set, false)?, false),
     };
     let numbers: Vec<u64> = if manifest.volumes.is_empty() {
         // An old or odd manifest without volume blocks: read every volume, unchecked.
@@ -626,37 +626,38 @@ fn vouching_manifest(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Optio
     if prefix == index::ROOT || set.partial || !sealed || archive.keys.as_ref().is_none_or(|k| k.signs()) {
         return None;
     }
-    backend_manifest(archive, name)
+    backend_manifest(archive, name, false)
         .inspect_err(|e| note!(log::Level::Info, "{}; checking the volumes by their own MDC", e.message))
         .ok()
 }
 
-/// The manifest of a set: the cache's copy, else the backend's.
-pub(crate) fn load_manifest(archive: &Archive, set: &BackupSet) -> Result<Manifest> {
+/// The manifest of a set: the cache's copy, else the backend's; the file
+/// list is kept only when `files` (see [`Manifest::read`]).
+pub(crate) fn load_manifest(archive: &Archive, set: &BackupSet, files: bool) -> Result<Manifest> {
     if let Some(local) = &set.local_manifest {
-        let read = archive.cache.open_file(local).and_then(|mut f| {
-            let mut v = Vec::new();
-            f.read_to_end(&mut v).map_err(|e| Error::io(format!("reading the cached {local}"), e))?;
-            Ok(v)
+        let read = archive.cache.open_file(local).and_then(|f| {
+            Manifest::read(io::BufReader::new(f), files).map_err(|e| e.context(format!("the cached {local}")))
         });
-        match read.and_then(|v| Manifest::parse(&v).map_err(|e| e.context(format!("the cached {local}")))) {
+        match read {
             Ok(m) => return Ok(m),
             Err(e) if set.partial => return Err(e),
             Err(e) => note!(log::Level::Warn, "{}; reading the backend's copy", e.message),
         }
     }
     let name = set.manifest.as_deref().ok_or_else(|| Error::corrupt("a backup set without a manifest"))?;
-    backend_manifest(archive, name)
+    backend_manifest(archive, name, files)
 }
 
 /// The backend's copy of a manifest, decrypted (and checked) as its name says.
-fn backend_manifest(archive: &Archive, name: &str) -> Result<Manifest> {
-    let mut v = Vec::new();
-    archive
-        .plaintext(name, archive.storage.reader(name)?)?
-        .read_to_end(&mut v)
+fn backend_manifest(archive: &Archive, name: &str, files: bool) -> Result<Manifest> {
+    let plain = archive.plaintext(name, archive.storage.reader(name)?)?;
+    let mut r = io::BufReader::new(plain);
+    let m = Manifest::read(&mut r, files);
+    // Read to its end: an OpenPGP manifest's MDC and signature come last,
+    // and their failure is the one to report.
+    io::copy(&mut r, &mut io::sink())
         .map_err(|e| crate::error::carried(e).unwrap_or_else(|e| Error::corrupt(format!("{name}: reading: {e}"))))?;
-    Manifest::parse(&v).map_err(|e| e.context(name))
+    m.map_err(|e| e.context(name))
 }
 
 /// `index` relative to `prefix` (which it lies within).

@@ -29,7 +29,7 @@ pub(super) struct Feed<'p, 'a> {
     /// SHA1 of each file stored or skipped since the last manifest.
     pub(super) handled: HashMap<String, String>,
     /// The plaintext of the encrypted manifest that comes next.
-    pub(super) plain_manifest: Option<Vec<u8>>,
+    pub(super) plain_manifest: Option<Spool>,
     /// A backend call of this thread failed.
     pub(super) backend_failed: bool,
     /// Size of each file stored or skipped since the last manifest.
@@ -111,13 +111,11 @@ impl Feed<'_, '_> {
         }
         let mut spool = Spool::new();
         io::copy(content, &mut spool).map_err(|e| content_error(name, e))?;
-        if f.is_manifest() {
-            let mut text = Vec::new();
-            spool.reader().and_then(|mut r| r.read_to_end(&mut text)).map_err(|e| Error::io(name, e))?;
-            self.plain_manifest = Some(text);
-        }
         if let Some(cache) = self.put.cache {
             cache.write(name, spool.reader().map_err(|e| Error::io(name, e))?)?;
+        }
+        if f.is_manifest() {
+            self.plain_manifest = Some(spool);
         }
         Ok(())
     }
@@ -252,18 +250,16 @@ impl Feed<'_, '_> {
     /// volume this run handled with the listed SHA1. Volumes of the same set
     /// that it does not list (left by an earlier run) are removed first.
     pub(super) fn publish(&mut self, name: &str, f: &FileName, mut spool: Spool) -> Result<()> {
-        let text = if f.encrypted() {
+        let m = if f.encrypted() {
             // Checked against its plaintext copy, sent just before it.
-            self.plain_manifest.take().ok_or_else(|| {
+            let mut plain = self.plain_manifest.take().ok_or_else(|| {
                 Error::stream(format!("{name} came without its plaintext copy for the cache"))
                     .hint("dup-put stores what dup-pack produces")
-            })?
+            })?;
+            read_manifest(name, &mut plain)?
         } else {
-            let mut text = Vec::new();
-            spool.reader().and_then(|mut r| r.read_to_end(&mut text)).map_err(|e| Error::io(name, e))?;
-            text
+            read_manifest(name, &mut spool)?
         };
-        let m = Manifest::parse(&text).map_err(|e| e.context(name))?;
         let listing = self.put.storage.list();
         let listing = self.backend(listing)?;
         // Parsed once, for both checks.
@@ -327,4 +323,10 @@ impl Feed<'_, '_> {
         self.put.progress.event(Event::File { name: name.into(), bytes: n, action: "stored".into() });
         Ok(())
     }
+}
+
+/// The volumes of a spooled manifest (its file list counted, not kept).
+fn read_manifest(name: &str, spool: &mut Spool) -> Result<Manifest> {
+    let r = spool.reader().map_err(|e| Error::io(name, e))?;
+    Manifest::read(io::BufReader::new(r), false).map_err(|e| e.context(name))
 }
