@@ -158,7 +158,7 @@ fn backup_here(opts: &BackupOptions, caller: &dyn Progress, cancel: &Cancel) -> 
     };
     let scan = |w: PipeWriter| scan_stage(&src, &sel, w, cancel);
     let (changes, packed, stored, warnings) = run_pipeline(&a, scan, basis_state, &dopts, &popts, progress, cancel)?;
-    progress.event(Event::Finish { stage: "backup".into(), items: changes.files_read, bytes: stored.bytes });
+    progress.event(Event::Finish { stage: "backup".into(), items: changes.items, bytes: stored.bytes });
     let mut summary = changes.summary(started.elapsed().as_secs());
     summary.stage = "backup".into();
     summary.bytes_stored = Some(stored.bytes);

@@ -131,7 +131,7 @@ pub fn coalesce(opts: &CoalesceOptions, progress: &dyn Progress, cancel: &Cancel
         let dopts = delta::Options { cancel: cancel.clone(), ..delta::Options::default() };
         let (changes, packed, stored, warnings) = run_pipeline(&a, restored, None, &dopts, &popts, progress, cancel)?;
         let t = popts.time.ok_or_else(|| Error::other("the full's time"))?;
-        progress.event(Event::Finish { stage: "coalesce".into(), items: changes.files_read, bytes: stored.bytes });
+        progress.event(Event::Finish { stage: "coalesce".into(), items: changes.items, bytes: stored.bytes });
         let backup = BackupReport { full: true, time: t, warnings, changes, packed, stored };
         let dropped = if opts.drop_old {
             let plan = retention::plan_chain(&a.collection()?, old_chain);

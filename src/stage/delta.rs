@@ -49,6 +49,8 @@ impl Default for Options {
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
+    /// Items walked (every type, read or not).
+    pub items: u64,
     pub new: u64,
     pub changed: u64,
     pub deleted: u64,
@@ -217,13 +219,14 @@ pub fn run<R: BufRead, B: BufRead, W: Write>(
         };
         run.join(&mut basis, entry, content)?;
         progress.event(item);
+        run.stats.items += 1;
     }
     while basis.head.is_some() {
         run.deleted(&basis.head)?;
         basis.skip()?;
     }
     let stats = run.stats.clone();
-    progress.event(Event::Finish { stage: "delta".into(), items: stats.files_read, bytes: stats.bytes_read });
+    progress.event(Event::Finish { stage: "delta".into(), items: stats.items, bytes: stats.bytes_read });
     Ok((run.out.finish()?, stats))
 }
 

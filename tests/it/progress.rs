@@ -187,6 +187,11 @@ fn log_json_is_the_event_schema() {
     assert!(["error", "warning", "notice", "info", "debug"].contains(&log["level"].as_str().unwrap()), "{log}");
     assert!(log["code"].is_u64() && log["message"].is_string(), "{log}");
     assert!(!kinds.contains(&"item"), "items are summed into progress events");
+    // The finish event counts what the progress counted (every item walked,
+    // not only the files read).
+    let last = events.iter().rfind(|e| e["event"] == "progress").unwrap();
+    let finish = events.iter().find(|e| e["event"] == "finish").unwrap();
+    assert_eq!(finish["items"], last["files_done"], "{finish} vs {last}");
 }
 
 #[test]

@@ -542,19 +542,29 @@ fn send_total(
 /// chooses the volumes that may hold `prefix`.
 fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan> {
     let naming = &archive.naming;
-    let (manifest, vouched) = match vouching_manifest(archive, set, prefix) {
-        Some(m) => (m, true),
-        None => (load_manifest(archive, set, false)?, false),
+    let mut manifest = load_manifest(archive, set, false)?;
+    let absent = prefix != index::ROOT && !set.partial && indexed_absent(archive, set, prefix);
+    let choose = |m: &Manifest| -> Vec<u64> {
+        if m.volumes.is_empty() {
+            // An old or odd manifest without volume blocks: read every volume, unchecked.
+            set.volumes.keys().copied().collect()
+        } else if absent {
+            // The cache's index of its signature says the set has nothing there.
+            Vec::new()
+        } else {
+            m.volumes_for(prefix)
+        }
     };
-    let numbers: Vec<u64> = if manifest.volumes.is_empty() {
-        // An old or odd manifest without volume blocks: read every volume, unchecked.
-        set.volumes.keys().copied().collect()
-    } else if prefix != index::ROOT && !set.partial && indexed_absent(archive, set, prefix) {
-        // The cache's index of its signature says the set has nothing there.
-        Vec::new()
-    } else {
-        manifest.volumes_for(prefix)
-    };
+    let mut numbers = choose(&manifest);
+    // Only for a set with something to read: each backend manifest costs a
+    // download and a key derivation.
+    let mut vouched = false;
+    if !numbers.is_empty()
+        && let Some(m) = vouching_manifest(archive, set, prefix)
+    {
+        (manifest, vouched) = (m, true);
+        numbers = choose(&manifest);
+    }
     let mut volumes = Vec::new();
     for n in numbers {
         let info = manifest.volumes.get(&n);
