@@ -277,6 +277,78 @@ fn webdav() {
     dead(&b, &with_closed_port(&format!("{with_password}/dead")), &[]);
 }
 
+/// HTTPS: the HTTP backends' TLS (rustls with ring, set per storage) is
+/// there and verifies certificates against the system's store, which
+/// SSL_CERT_FILE replaces: a server whose CA is not trusted is refused, and
+/// reached once it is. The server is Python's, on 127.0.0.1, with a CA and
+/// a leaf certificate made by openssl here.
+#[test]
+fn https_verifies_against_the_system_store() {
+    let Some(w) = World::needing(&["python3", "openssl"]) else { return };
+    let t = w.path();
+    let sh = |cmd: &str| {
+        let o = Command::new("sh").arg("-c").arg(cmd).current_dir(t).output().unwrap();
+        assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj '/CN=dup test CA'");
+    sh("openssl req -newkey rsa:2048 -nodes -keyout key.pem -out leaf.csr -subj '/CN=127.0.0.1'");
+    fs::write(
+        t.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    sh(
+        "openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext.cnf",
+    );
+    let server = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def answer(self):
+        self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers()
+    do_GET = do_HEAD = do_PROPFIND = answer
+    def log_message(self, *a):
+        sys.stderr.write("request %s\n" % self.requestline); sys.stderr.flush()
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain("cert.pem", "key.pem")
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(server)
+        .current_dir(t)
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(t.join("server.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    let mut out = child.stdout.take().unwrap();
+    let mut b = [0u8; 1];
+    while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+        port.push(b[0] as char);
+    }
+    let url = format!("webdavs://127.0.0.1:{}/x", port.trim());
+    let ls = |ca: Option<&str>| {
+        let mut c = Command::new(bin_dir().join("dup-ls"));
+        c.arg("--archive-dir").arg(t.join("cache")).arg(&url).env("DUP_NUM_RETRIES", "0").env("RUST_BACKTRACE", "0");
+        match ca {
+            Some(f) => c.env("SSL_CERT_FILE", t.join(f)),
+            None => c.env_remove("SSL_CERT_FILE"),
+        };
+        let o = c.output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (untrusted, trusted) = (ls(None), ls(Some("ca.pem")));
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = fs::read_to_string(t.join("server.log")).unwrap();
+    assert!(untrusted.1.contains("certificate") && untrusted.0 != Some(0), "{untrusted:?}");
+    assert!(!untrusted.1.contains("panicked"), "{untrusted:?}");
+    assert!(trusted.1.contains("no backup sets found"), "{trusted:?}\n{log}");
+    assert!(log.contains("request PROPFIND /x/"), "the request went through TLS: {log}");
+}
+
 /// Not a test on its own: runs the storage cases a backend test passes in
 /// DUP_TEST_CHILD_CASES, in a process that has that backend's environment.
 /// One case a line: `check STATUS URL [archive] [KEY=VALUE...]` (the

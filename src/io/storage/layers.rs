@@ -335,7 +335,26 @@ pub(super) fn build(
                 .with_max_times(retries)
                 .with_notify(notify),
         )
-        .layer(LoggingLayer::new(DebugLog)))
+        .layer(LoggingLayer::new(DebugLog))
+        .with_context(http_context()?))
+}
+
+/// The operator's HTTP transport: reqwest over rustls with ring and the
+/// system's certificate store, one client per storage, set on the operator
+/// rather than installed process-wide.
+fn http_context() -> opendal::Result<opendal::OperationContext> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let tls_error =
+        |e: &dyn std::fmt::Display| opendal::Error::new(ErrorKind::ConfigInvalid, format!("setting up TLS: {e}"));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_platform_verifier())
+        .map_err(|e| tls_error(&e))?
+        .with_no_client_auth();
+    let client = reqwest::Client::builder().tls_backend_preconfigured(tls).build().map_err(|e| tls_error(&e))?;
+    let transport = opendal_http_transport_reqwest::ReqwestTransport::new(client);
+    Ok(opendal::OperationContext::new().with_http_transport(opendal::HttpTransporter::new(transport)))
 }
 
 #[cfg(test)]
