@@ -259,20 +259,10 @@ fn encrypted_one_path_is_restored_only_after_the_integrity_check() {
         same(&src.join(p), &d);
     }
 
-    let vol = fs::read_dir(&arch)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".vol1.difftar.gpg"))
-        .expect("an encrypted volume");
     // Damage the volume after the entry (near its end) and give the cached
     // manifest the damaged volume's hash: the backend's manifest (read
     // through its MDC) or the volume's MDC must tell.
-    let mut d = fs::read(&vol).unwrap();
-    let old = sha1_hex(&d);
-    let i = d.len() - 200;
-    d[i] ^= 0x01;
-    fs::write(&vol, &d).unwrap();
-    let new = sha1_hex(&d);
+    let (old, new) = damage_first_volume_near_its_end(&arch);
     let mut n = 0;
     for dir in fs::read_dir(&cache).unwrap() {
         for f in fs::read_dir(dir.unwrap().path()).unwrap() {
@@ -319,21 +309,29 @@ fn one_path_of_a_big_volume_is_checked_by_the_backend_manifests_hash() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(fs::read(&ok).unwrap(), b"wanted\n");
 
-    let vol = fs::read_dir(&arch)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".vol1.difftar.gpg"))
-        .expect("an encrypted volume");
-    let mut d = fs::read(&vol).unwrap();
-    let i = d.len() - 200;
-    d[i] ^= 0x01;
-    fs::write(&vol, &d).unwrap();
+    damage_first_volume_near_its_end(&arch);
     let bad = t.join("bad");
     let o = get(&bad);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "a damaged volume is an error: {err}");
     assert!(err.contains("the manifest says"), "the hash caught it: {err}");
     assert!(!bad.exists(), "nothing restored from a damaged volume");
+}
+
+/// Flips a bit 200 bytes before the end of the archive's encrypted first
+/// volume; returns its SHA-1 before and after.
+fn damage_first_volume_near_its_end(arch: &Path) -> (String, String) {
+    let vol = fs::read_dir(arch)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".vol1.difftar.gpg"))
+        .expect("an encrypted volume");
+    let mut d = fs::read(&vol).unwrap();
+    let old = sha1_hex(&d);
+    let i = d.len() - 200;
+    d[i] ^= 0x01;
+    fs::write(&vol, &d).unwrap();
+    (old, sha1_hex(&d))
 }
 
 /// Compares two restored items: trees, or files' bytes.
