@@ -205,16 +205,15 @@ fn feed(mut r: impl Read, tx: &mut Batcher, name: &str) {
         tx.send(Msg::EndData)
     })
     .and_then(|()| check_rest(r, name));
-    let result = match result {
+    match result {
         Err(e) if e.message == GONE => return,
         Err(e) => {
             let e = if e.message.starts_with(name) { e } else { e.context(name) };
             tx.batch.push(Msg::Failed(e));
-            Ok(())
         }
-        ok => ok,
-    };
-    let _ = result.and_then(|()| tx.flush());
+        Ok(()) => {}
+    }
+    let _ = tx.flush();
 }
 
 /// What follows the tar's end is read, up to [`MAX_REST`], so that a

@@ -543,7 +543,9 @@ fn send_total(
 fn plan_set(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Result<SetPlan> {
     let naming = &archive.naming;
     let mut manifest = load_manifest(archive, set, false)?;
-    let absent = prefix != index::ROOT && !set.partial && indexed_absent(archive, set, prefix);
+    // Asked only when the manifest has volume blocks to choose from.
+    let absent =
+        !manifest.volumes.is_empty() && prefix != index::ROOT && !set.partial && indexed_absent(archive, set, prefix);
     let choose = |m: &Manifest| -> Vec<u64> {
         if m.volumes.is_empty() {
             // An old or odd manifest without volume blocks: read every volume, unchecked.
