@@ -412,6 +412,39 @@ pub fn decryptor_with_buffer<'a, R: Read + Send + 'a>(
     }
 }
 
+/// The session key of an encrypted file whose key packets were read
+/// elsewhere, found as [`decryptor`] finds it (the same keys tried, the
+/// same errors); `works` tells whether a key decrypts the data.
+pub(super) fn session_key(
+    keys: &Keys,
+    name: &str,
+    pkesks: &[PKESK],
+    skesks: &[SKESK],
+    works: &mut dyn FnMut(SymmetricAlgorithm, &SessionKey) -> bool,
+) -> Result<(SymmetricAlgorithm, SessionKey)> {
+    let failure: Failure = Arc::new(Mutex::new(None));
+    let mut helper = Helper {
+        keys: keys.clone(),
+        name: name.to_string(),
+        failure: failure.clone(),
+        signer: Arc::new(Mutex::new(None)),
+        encrypted: true,
+    };
+    let mut found = None;
+    let r = helper.decrypt(pkesks, skesks, None, &mut |algo, sk| match algo {
+        Some(a) if works(a, sk) => {
+            found = Some((a, sk.clone()));
+            true
+        }
+        _ => false,
+    });
+    match (r, found) {
+        (Ok(_), Some(k)) => Ok(k),
+        (Ok(_), None) => Err(Error::corrupt(format!("{name}: no session key decrypts the data"))),
+        (Err(e), _) => Err(classify(name, &failure, e)),
+    }
+}
+
 /// Checks early that `r` (an encrypted file, e.g. the newest manifest of
 /// the chain) can be decrypted with these keys: `Kind::Crypto` for a wrong
 /// passphrase or a missing secret key.

@@ -1,6 +1,8 @@
 //! Encryption: the message GnuPG 2.2 writes (SKESK or PKESK, SEIPD v1 with
 //! MDC, a ZIP packet built from deflate blocks compressed in parallel, an
-//! optional one-pass signature, a binary literal packet).
+//! optional one-pass signature, a binary literal packet). The compressed
+//! packet, and the literal packet when nothing is signed, are framed by
+//! [`super::framing`], so that a reader can find a block by arithmetic.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,13 +15,32 @@ use sequoia_openpgp as openpgp;
 
 use openpgp::cert::Cert;
 use openpgp::cert::amalgamation::key::ValidErasedKeyAmalgamation;
-use openpgp::packet::{Tag, key};
-use openpgp::serialize::stream::{ArbitraryWriter, Encryptor, LiteralWriter, Message, Recipient, Signer};
+use openpgp::crypto::SessionKey;
+use openpgp::packet::key;
+use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient, Signer};
 use openpgp::types::{CompressionAlgorithm, DataFormat, SymmetricAlgorithm};
 
+use super::framing::{LITERAL_HEAD, PacketWriter, TAG_COMPRESSED, TAG_LITERAL};
 use super::{Inner, Keys, lock, policy};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, content_error};
 use crate::io::parblock::{Blocks, ParBlocks};
+
+/// Where the blocks are in an encrypted file written here (see `seek.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// The literal packet's body length; `None` when Sequoia framed it
+    /// (a signed file), and nothing can be found by arithmetic.
+    pub literal: Option<u64>,
+    /// The compressed packet's body length: the algorithm byte and the
+    /// deflate stream.
+    pub compressed: u64,
+    /// The deflate size of each block of the literal packet's framing
+    /// ([`crate::io::parblock::BLOCK`] bytes each, the last one shorter).
+    pub sizes: Vec<u64>,
+    /// The key that authenticates the file's seek table, derived from its
+    /// session key (see `seek::table_key`).
+    pub table_key: [u8; 32],
+}
 
 /// Our writer behind a mutex (Sequoia wants its sink `Send + Sync`), kept
 /// so that it can be handed back when the message is finished.
@@ -43,7 +64,7 @@ pub const DEFAULT_LEVEL: u32 = 3;
 /// compressed packet's body, ZIP (raw deflate) built in parallel blocks
 /// that end on a byte boundary (a sync flush, or stored blocks) and so
 /// concatenate into one deflate stream, as pigz does.
-pub(super) struct ParSink(Arc<Mutex<ParBlocks<()>>>);
+pub(super) struct ParSink(Arc<Mutex<ParBlocks<Layout>>>);
 
 impl Write for ParSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -123,15 +144,23 @@ pub(super) fn stored_blocks(data: &[u8], last: bool) -> Vec<u8> {
 /// on the rayon pool in 1 MiB blocks, and encryption on a thread of its
 /// own, so all three overlap with whatever writes the plaintext.
 pub struct EncryptWriter<'a, W: Write + Send + 'static> {
-    /// Signer (optional) → literal packet → `ParSink`.
-    inner: Option<Message<'a>>,
-    par: Arc<Mutex<ParBlocks<()>>>,
+    inner: Option<Plain<'a>>,
+    par: Arc<Mutex<ParBlocks<Layout>>>,
     out: Arc<Mutex<W>>,
     /// The size of what precedes the data (ESK packets, headers), once the
     /// encryption thread has written it.
     head: Receiver<u64>,
     head_size: Option<u64>,
     bytes_in: u64,
+    /// The literal packet is ours ([`Plain::Own`]).
+    own_literal: bool,
+}
+
+/// The literal packet's writer: ours, or Sequoia's under a signer.
+enum Plain<'a> {
+    Own(PacketWriter<ParSink>),
+    /// Signer → literal packet → `ParSink`.
+    Signed(Message<'a>),
 }
 
 /// Starts an encrypted file written to `inner`: what `gpg --symmetric` (or
@@ -171,26 +200,43 @@ pub fn encryptor_with_level<'a, W: Write + Send + 'static>(
             let k = &*owned.0;
             let written = Arc::new(AtomicU64::new(0));
             let msg = Message::new(Counted(sink, written.clone()));
-            let enc = if k.symmetric {
-                Encryptor::with_passwords(msg, passwords)
-            } else {
-                Encryptor::for_recipients(msg, recipients(k)?)
-            };
+            // Our session key, to derive the seek table's key from.
+            let algo = SymmetricAlgorithm::AES256;
+            let session_key = SessionKey::new(algo.key_size().map_err(pgp_setup)?).map_err(pgp_setup)?;
+            let table_key = super::seek::table_key(&session_key);
+            let enc = Encryptor::with_session_key(msg, algo, session_key).map_err(pgp_setup)?;
+            let enc = if k.symmetric { enc.add_passwords(passwords) } else { enc.add_recipients(recipients(k)?) };
             // SEIPD v1: never set an AEAD algorithm (gpg 2.2 cannot read SEIPD v2).
-            let msg = enc.symmetric_algo(SymmetricAlgorithm::AES256).build().map_err(pgp_setup)?;
-            let mut msg = ArbitraryWriter::new(msg, Tag::CompressedData).map_err(pgp_setup)?;
-            msg.write_all(&[u8::from(CompressionAlgorithm::Zip)]).map_err(|e| Error::io("encrypting", e))?;
+            let msg = enc.build().map_err(pgp_setup)?;
+            let mut msg = PacketWriter::new(msg, TAG_COMPRESSED).map_err(|e| content_error("encrypting", e))?;
+            msg.write_all(&[u8::from(CompressionAlgorithm::Zip)]).map_err(|e| content_error("encrypting", e))?;
             let _ = head_tx.send(written.load(Ordering::Relaxed));
-            blocks.copy_to(&mut msg)?;
-            msg.finalize().map_err(|e| pgp_error("encrypting", e))
+            let mut layout = Layout { literal: None, compressed: 1, sizes: Vec::new(), table_key };
+            for b in blocks {
+                let b = b?;
+                msg.write_all(&b).map_err(|e| content_error("writing", e))?;
+                layout.compressed += b.len() as u64;
+                layout.sizes.push(b.len() as u64);
+            }
+            let msg = msg.finish().map_err(|e| content_error("encrypting", e))?;
+            msg.finalize().map_err(|e| pgp_error("encrypting", e))?;
+            Ok(layout)
         },
     )));
-    let mut plain = Message::new(ParSink(par.clone()));
-    if let Some(pair) = k.signer.as_ref().and_then(|s| s.pair.clone()) {
-        plain = Signer::new(plain, pair).map_err(pgp_setup)?.build().map_err(pgp_setup)?;
-    }
-    let plain = LiteralWriter::new(plain).format(DataFormat::Binary).build().map_err(pgp_setup)?;
-    Ok(EncryptWriter { inner: Some(plain), par, out, head, head_size: None, bytes_in: 0 })
+    let plain = match k.signer.as_ref().and_then(|s| s.pair.clone()) {
+        Some(pair) => {
+            let msg = Message::new(ParSink(par.clone()));
+            let msg = Signer::new(msg, pair).map_err(pgp_setup)?.build().map_err(pgp_setup)?;
+            Plain::Signed(LiteralWriter::new(msg).format(DataFormat::Binary).build().map_err(pgp_setup)?)
+        }
+        None => {
+            let mut w = PacketWriter::new(ParSink(par.clone()), TAG_LITERAL).map_err(|e| Error::io("encrypting", e))?;
+            w.write_all(&LITERAL_HEAD).map_err(|e| Error::io("encrypting", e))?;
+            Plain::Own(w)
+        }
+    };
+    let own_literal = matches!(plain, Plain::Own(_));
+    Ok(EncryptWriter { inner: Some(plain), par, out, head, head_size: None, bytes_in: 0, own_literal })
 }
 
 /// A certificate's keys that may encrypt (valid now, supported, not revoked),
@@ -273,17 +319,20 @@ impl<W: Write + Send + 'static> EncryptWriter<'_, W> {
     /// Ends the message (signature, MDC) and returns the inner writer.
     pub fn finish(mut self) -> Result<W> {
         self.seal()?;
-        self.wait()
+        Ok(self.wait()?.0)
     }
 
     /// Ends the plaintext without waiting for compression and encryption
     /// to catch up; [`EncryptWriter::wait`] does.
     pub fn seal(&mut self) -> Result<()> {
-        if let Some(inner) = self.inner.take() {
-            inner.finalize().map_err(|e| pgp_error("encrypting", e))?;
-            lock(&self.par).seal()?;
+        match self.inner.take() {
+            Some(Plain::Own(w)) => {
+                w.finish().map_err(|e| content_error("encrypting", e))?;
+            }
+            Some(Plain::Signed(m)) => m.finalize().map_err(|e| pgp_error("encrypting", e))?,
+            None => return Ok(()),
         }
-        Ok(())
+        lock(&self.par).seal()
     }
 
     /// Whether the encrypted file is complete (after [`EncryptWriter::seal`]).
@@ -291,22 +340,29 @@ impl<W: Write + Send + 'static> EncryptWriter<'_, W> {
         self.inner.is_none() && lock(&self.par).is_done()
     }
 
-    /// Waits for the end of the encrypted file; returns the inner writer.
-    pub fn wait(self) -> Result<W> {
+    /// Waits for the end of the encrypted file; returns the inner writer
+    /// and where the blocks are in it.
+    pub fn wait(self) -> Result<(W, Layout)> {
         if self.inner.is_some() {
             return Err(Error::other("encryptor not sealed"));
         }
         let par = Arc::try_unwrap(self.par).map_err(|_| Error::other("encryption input still in use"))?;
-        par.into_inner().unwrap_or_else(|p| p.into_inner()).wait()?;
+        let mut layout = par.into_inner().unwrap_or_else(|p| p.into_inner()).wait()?;
+        if self.own_literal {
+            layout.literal = Some(LITERAL_HEAD.len() as u64 + self.bytes_in);
+        }
         let out = Arc::try_unwrap(self.out).map_err(|_| Error::other("encryption output still in use"))?;
-        Ok(out.into_inner().unwrap_or_else(|p| p.into_inner()))
+        Ok((out.into_inner().unwrap_or_else(|p| p.into_inner()), layout))
     }
 }
 
 impl<W: Write + Send + 'static> Write for EncryptWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let s = self.inner.as_mut().ok_or_else(|| io::Error::other("encryptor already finished"))?;
-        let n = s.write(buf)?;
+        let n = match self.inner.as_mut() {
+            Some(Plain::Own(w)) => w.write(buf)?,
+            Some(Plain::Signed(m)) => m.write(buf)?,
+            None => return Err(io::Error::other("encryptor already finished")),
+        };
         self.bytes_in += n as u64;
         Ok(n)
     }

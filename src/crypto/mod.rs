@@ -16,8 +16,10 @@
 
 mod decrypt;
 mod encrypt;
+pub(crate) mod framing;
 mod gpg;
 mod passphrase;
+mod seek;
 
 use std::fmt;
 use std::io;
@@ -41,9 +43,10 @@ pub use self::decrypt::{
     passphrase_message,
 };
 use self::encrypt::encryption_subkeys;
-pub use self::encrypt::{DEFAULT_LEVEL, EncryptWriter, encryptor, encryptor_with_level};
+pub use self::encrypt::{DEFAULT_LEVEL, EncryptWriter, Layout, encryptor, encryptor_with_level};
 use self::gpg::Gpg;
 use self::passphrase::{ask_new, main_passphrase, prompt_tty};
+pub use self::seek::open_at;
 
 /// Plaintext the decryptor holds back until it has checked what follows.
 /// Sequoia's default (25 MiB) would verify the signature of a file up to

@@ -23,12 +23,15 @@ use crate::dupfmt::tar::{self as dtar, EntryType, Meta};
 use crate::error::{Error, Result, content_error};
 use crate::io::cache::Cache;
 use crate::io::cache::journal;
+use crate::io::cache::seek::{self, Mark, SeekTable};
 use crate::io::parblock::{Blocks, Job, ParBlocks};
 use crate::io::spool::{HashingSpool, Spool};
 use crate::io::storage::Storage;
 use crate::joblog::note;
 use crate::progress::{Event, Progress};
-use crate::record::{Entry, FileRole, FileType, OrderCheck, Reader, Record, Stored, StreamHead, StreamKind, Writer};
+use crate::record::{
+    Entry, FileRole, FileType, OrderCheck, PathBytes, Reader, Record, Stored, StreamHead, StreamKind, Writer,
+};
 
 /// Content is stored in pieces of this size (§3.5); keep it: duplicity's
 /// resume relies on it.
@@ -237,13 +240,16 @@ impl<'k> Enc<'k> {
         }
     }
 
-    /// The stored bytes, and an encrypted file's plaintext SHA-256.
-    fn finish(mut self) -> Result<(Sink, Option<String>)> {
+    /// The stored bytes, and an encrypted file's plaintext SHA-256 and layout.
+    fn finish(mut self) -> Result<Packed> {
         self.seal()?;
         match self {
-            Enc::Plain(s) => Ok((s, None)),
-            Enc::Gzip(g) => Ok((g.wait()?, None)),
-            Enc::Gpg(g, h) => Ok((g.wait()?, Some(hex(&h.finalize())))),
+            Enc::Plain(sink) => Ok(Packed { sink, plain: None, layout: None }),
+            Enc::Gzip(g) => Ok(Packed { sink: g.wait()?, plain: None, layout: None }),
+            Enc::Gpg(g, h) => {
+                let (sink, layout) = g.wait()?;
+                Ok(Packed { sink, plain: Some(hex(&h.finalize())), layout: Some(layout) })
+            }
         }
     }
 }
@@ -265,8 +271,16 @@ impl Write for Enc<'_> {
     }
 }
 
-/// `plain` encrypted with `keys`: the stored bytes and the plaintext SHA-256.
-fn encrypt(keys: &Keys, plain: &mut Spool, level: u32) -> Result<(Sink, Option<String>)> {
+/// A file packed: its bytes, and an encrypted file's plaintext SHA-256
+/// (see [`Resume`]) and layout (see [`SeekTable`]).
+struct Packed {
+    sink: Sink,
+    plain: Option<String>,
+    layout: Option<crypto::Layout>,
+}
+
+/// `plain` encrypted with `keys`.
+fn encrypt(keys: &Keys, plain: &mut Spool, level: u32) -> Result<Packed> {
     let mut w = Enc::new(true, level, Some(keys), 0)?;
     io::copy(&mut plain.reader().map_err(|e| Error::io("reading back", e))?, &mut w)
         .map_err(|e| content_error("encrypting", e))?;
@@ -280,6 +294,7 @@ struct Sealed<'k> {
     enc: Enc<'k>,
     number: u64,
     range: Range,
+    marks: Vec<Mark>,
 }
 
 /// Where the current volume starts and ends (for its manifest block).
@@ -300,6 +315,10 @@ struct Pack<'a, W: Write> {
     vol: dtar::Writer<Enc<'a>>,
     vol_number: u64,
     range: Range,
+    /// Entry headers of the volume for its seek table (encrypted volumes),
+    /// and the block the last one was estimated in.
+    marks: Vec<Mark>,
+    marked_block: Option<u64>,
     sealed: Option<Sealed<'a>>,
     sig: dtar::Writer<Enc<'a>>,
     manifest: Vec<u8>,
@@ -401,6 +420,8 @@ impl<'a, W: Write> Pack<'a, W> {
             vol: dtar::Writer::new(Enc::new(opts.compress, opts.compress_level, opts.keys.as_ref(), t2)?),
             vol_number: 1,
             range: Range::default(),
+            marks: Vec::new(),
+            marked_block: None,
             sealed: None,
             // Encrypted archives keep the signature tar plain until the end: the
             // cache gets it gzipped, the backend encrypted.
@@ -478,9 +499,27 @@ impl<W: Write> Pack<'_, W> {
         if self.range.start.is_none() {
             self.range.start = Some((index.to_vec(), block));
         }
+        if self.opts.keys.is_some() {
+            self.mark(index);
+        }
         self.range.end = Some((index.to_vec(), block));
         self.stats.entries += 1;
         Ok(())
+    }
+
+    /// Keeps the entry about to be written as the volume's mark for its
+    /// block, when it is the first one there. Its block is estimated as if
+    /// the literal packet went on (exact but in the packet's last chunk,
+    /// where it may be a few bytes off): the marks only need to be entry
+    /// headers in order, the reader computes the true block of each.
+    fn mark(&mut self, index: &[u8]) {
+        let offset = self.vol.offset();
+        let body = crypto::framing::LITERAL_HEAD.len() as u64 + offset;
+        let block = crypto::framing::Framed { len: u64::MAX }.offset(body) / crate::io::parblock::BLOCK as u64;
+        if self.marked_block != Some(block) {
+            self.marks.push(Mark { offset, path: PathBytes(index.to_vec()) });
+            self.marked_block = Some(block);
+        }
     }
 
     /// Ends the current volume's input; it finishes while the next volume
@@ -490,7 +529,9 @@ impl<W: Write> Pack<'_, W> {
         let vol = std::mem::replace(&mut self.vol, dtar::Writer::new(Enc::Plain(Sink::new())));
         let mut enc = vol.into_inner()?;
         enc.seal().map_err(|e| e.context("a volume"))?;
-        self.sealed = Some(Sealed { enc, number: self.vol_number, range: std::mem::take(&mut self.range) });
+        let marks = std::mem::take(&mut self.marks);
+        self.marked_block = None;
+        self.sealed = Some(Sealed { enc, number: self.vol_number, range: std::mem::take(&mut self.range), marks });
         Ok(())
     }
 
@@ -499,8 +540,17 @@ impl<W: Write> Pack<'_, W> {
         let Some(sealed) = self.sealed.take() else { return Ok(()) };
         let packed = sealed.enc.finish().map_err(|e| e.context("a volume"))?;
         let name = self.name(self.kind(Some(sealed.number)), self.suffix);
-        let len = packed.0.spool.len();
-        let sha1 = self.emit_packed(&name, FileRole::Volume, packed)?;
+        let len = packed.sink.spool.len();
+        let layout = packed.layout.clone();
+        let (sha1, sent) = self.emit_packed(&name, FileRole::Volume, packed)?;
+        if let Some(l) = layout.filter(|_| sent)
+            && let Some(literal) = l.literal
+        {
+            let table = SeekTable::new(sha1.clone(), &l, literal, sealed.marks);
+            let mut spool = Spool::new();
+            spool.write_all(&table.to_json()).map_err(|e| Error::io("writing a seek table", e))?;
+            self.emit(&seek::seek_name(&name), FileRole::Cache, spool, None)?;
+        }
         let dot = (index::ROOT.to_vec(), None);
         let (start, sb) = sealed.range.start.unwrap_or_else(|| dot.clone());
         let (end, eb) = sealed.range.end.unwrap_or(dot);
@@ -513,9 +563,10 @@ impl<W: Write> Pack<'_, W> {
 
     /// Emits a packed volume or signature file, or, when resuming and the
     /// backend has it with the same content, a `stored` record in its
-    /// place; returns the SHA1 the backend's file has.
-    fn emit_packed(&mut self, name: &str, role: FileRole, packed: (Sink, Option<String>)) -> Result<String> {
-        let (sink, plain) = packed;
+    /// place; returns the SHA1 the backend's file has, and whether these
+    /// bytes were sent (not the stored file).
+    fn emit_packed(&mut self, name: &str, role: FileRole, packed: Packed) -> Result<(String, bool)> {
+        let Packed { sink, plain, .. } = packed;
         let (spool, digest) = sink.finish();
         let sha1 = hex(&digest);
         let len = spool.len();
@@ -525,11 +576,11 @@ impl<W: Write> Pack<'_, W> {
             self.out.write(&record)?;
             self.out.flush()?;
             self.progress.event(Event::File { name: name.into(), bytes: len, action: "resumed".into() });
-            return Ok(sha1);
+            return Ok((sha1, false));
         }
         self.emit(name, role, spool, plain)?;
         self.progress.event(Event::File { name: name.into(), bytes: len, action: "packed".into() });
-        Ok(sha1)
+        Ok((sha1, true))
     }
 
     fn emit(&mut self, name: &str, role: FileRole, spool: Spool, plain: Option<String>) -> Result<()> {
@@ -649,16 +700,16 @@ impl<W: Write> Pack<'_, W> {
             Some(keys) => {
                 // The cache keeps plaintext (gzipped signatures): sent first,
                 // as `cache` files, then the encrypted forms for the backend.
-                let mut plain = sig.0.spool;
+                let mut plain = sig.sink.spool;
                 let mut gz = Enc::new(true, self.opts.compress_level, None, self.times.1)?;
                 io::copy(&mut plain.reader().map_err(|e| Error::io("the signature tar", e))?, &mut gz)
                     .map_err(|e| Error::io("compressing the signature tar", e))?;
-                self.emit(&self.name(sig_kind, Suffix::Gzip), FileRole::Cache, gz.finish()?.0.spool, None)?;
+                self.emit(&self.name(sig_kind, Suffix::Gzip), FileRole::Cache, gz.finish()?.sink.spool, None)?;
                 let sig_gpg = encrypt(keys, &mut plain, self.opts.compress_level)?;
                 self.emit_packed(&self.name(sig_kind, Suffix::Gpg), FileRole::Signature, sig_gpg)?;
                 let man_gpg = encrypt(keys, &mut m, self.opts.compress_level)?;
                 self.emit(&self.name(man_kind, Suffix::None), FileRole::Cache, m, None)?;
-                self.emit(&self.name(man_kind, Suffix::Gpg), FileRole::Manifest, man_gpg.0.spool, None)?;
+                self.emit(&self.name(man_kind, Suffix::Gpg), FileRole::Manifest, man_gpg.sink.spool, None)?;
             }
         }
         self.progress.event(Event::Finish {

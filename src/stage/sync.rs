@@ -14,7 +14,7 @@ use crate::cancel::Cancel;
 use crate::dupfmt::manifest::Manifest;
 use crate::dupfmt::names::{FileKind, FileName, Naming, Suffix};
 use crate::error::{Error, Result};
-use crate::io::cache::{cache_file, cache_name, index};
+use crate::io::cache::{cache_file, cache_name, index, seek};
 use crate::progress::{Event, Progress};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -89,10 +89,18 @@ pub fn run(archive: &Archive, progress: &dyn Progress, cancel: &Cancel) -> Resul
 fn reindex(archive: &Archive, cached: &BTreeMap<String, FileName>, stats: &mut Stats, cancel: &Cancel) -> Result<()> {
     let (cache, naming) = (&archive.cache, &archive.naming);
     let names = cache.list()?;
+    let cached_name = |n: &str| names.binary_search_by(|c| c.as_str().cmp(n)).is_ok();
     for name in &names {
-        if let Some(sig) = index::indexed_sig(name)
-            && names.binary_search_by(|n| n.as_str().cmp(sig)).is_err()
-        {
+        let orphan = match (index::indexed_sig(name), seek::seek_volume(name)) {
+            (Some(sig), _) => !cached_name(sig),
+            // A volume's table goes with its set's manifest.
+            (_, Some(volume)) => naming.parse(volume).is_none_or(|f| {
+                let kind = if f.kind.is_full() { FileKind::FullManifest } else { FileKind::IncManifest };
+                !cached_name(&naming.format(&FileName { kind, suffix: Suffix::None, partial: false, ..f }))
+            }),
+            _ => false,
+        };
+        if orphan {
             cache.remove(name)?;
             stats.removed.push(name.clone());
         }

@@ -5,6 +5,7 @@
 
 pub mod index;
 pub mod journal;
+pub mod seek;
 
 use std::collections::HashMap;
 use std::fs::{self, File};

@@ -20,10 +20,12 @@ use sha1::{Digest, Sha1};
 
 use super::{Reporter, VolId, show};
 use crate::archive::Archive;
+use crate::crypto;
 use crate::dupfmt::index;
 use crate::dupfmt::tar::{EntryName, EntryType, Item, parse_entry_name};
 use crate::dupfmt::tarstream::TarStream;
 use crate::error::{Error, Kind, Result};
+use crate::io::cache::seek::SeekTable;
 use crate::joblog::note;
 use crate::record::{Entry, FileType, PathBytes};
 
@@ -572,11 +574,89 @@ const MAX_STAGED: usize = 4096;
 /// the hash it lists is the one written (a second preimage, not a
 /// collision, would be needed), so the volume's MDC would tell nothing more.
 fn open_staged(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) -> Result<Option<Entries>> {
+    open_staged_as(archive, v, prefix, rep, true)
+}
+
+/// [`open_staged`], with the volume's seek table when `seek`.
+fn open_staged_as(
+    archive: &Archive,
+    v: &VolPlan,
+    prefix: &[u8],
+    rep: &Reporter,
+    seek: bool,
+) -> Result<Option<Entries>> {
     let hashed = Arc::new(Mutex::new((v.hash.as_ref().map(|(k, _)| Hasher::new(k)), 0u64)));
     let raw: Box<dyn Read + Send> = Box::new(HashRead { r: archive.storage.reader(&v.name)?, h: hashed.clone() });
     let raw = Shared(Arc::new(Mutex::new(raw)));
-    let plain = Shared(Arc::new(Mutex::new(archive.plaintext(&v.name, raw.clone())?)));
     let hash_vouches = v.vouched && v.hash.as_ref().is_some_and(|(k, _)| k.eq_ignore_ascii_case("SHA1"));
+    // With the hash vouching, and a seek table for this very ciphertext,
+    // only the blocks from the one before the prefix on are decrypted.
+    let table = (v.hash.as_ref())
+        .filter(|_| hash_vouches && seek)
+        .and_then(|(_, h)| SeekTable::load(&archive.cache, &v.name, h));
+    let plain = match &table {
+        Some(t) => {
+            let at = t.start_for(prefix);
+            log::debug!("{}: its seek table starts the reading at tar offset {at}", v.name);
+            match crypto::open_at(archive.keys_for(&v.name)?, &v.name, raw.clone(), t, at) {
+                Ok(Some(r)) => Ok(r),
+                Err(e) => Err(e),
+                Ok(None) => {
+                    note!(
+                        log::Level::Warn,
+                        "{}: its seek table in the cache was not made with its key (edited?); reading it from its start",
+                        v.name
+                    );
+                    return open_staged_as(archive, v, prefix, rep, false);
+                }
+            }
+        }
+        None => archive.plaintext(&v.name, raw.clone()),
+    };
+    let staged = plain.and_then(|plain| stage_entries(v, prefix, plain, &raw, hash_vouches));
+    let staged = match staged {
+        // Damage is told by the hash when it can be (a seek table's reader
+        // checks nothing, and any error may come from a damaged volume).
+        Err(e) if table.is_some() && e.kind == Kind::Corrupt => {
+            if drain(&raw).is_ok() {
+                let (h, _) = std::mem::take(&mut *hashed.lock().map_err(|_| Error::corrupt("hash poisoned"))?);
+                check_hash(v, h)?;
+            }
+            return Err(e);
+        }
+        other => other?,
+    };
+    let (h, total) = std::mem::take(&mut *hashed.lock().map_err(|_| Error::corrupt("hash poisoned"))?);
+    check_hash(v, h)?;
+    rep.fetched(&v.name, total);
+    Ok(staged)
+}
+
+/// Reads drop by drop what is left of `r`.
+fn drain(r: &Shared) -> io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut r = r.clone();
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// [`open_staged`]'s reading: the entries at `prefix` from `plain` (data
+/// into a temporary file), then the rest of the volume for its checks (the
+/// rest of the ciphertext only, when its hash vouches for it).
+fn stage_entries(
+    v: &VolPlan,
+    prefix: &[u8],
+    plain: Box<dyn Read + Send>,
+    raw: &Shared,
+    hash_vouches: bool,
+) -> Result<Option<Entries>> {
+    let plain = Shared(Arc::new(Mutex::new(plain)));
     let mut tar = TarStream::new(plain.clone(), &v.name);
     let mut data = crate::io::spool::temp_file().map_err(|e| Error::io("creating a temporary file", e))?;
     let mut items = VecDeque::new();
@@ -604,24 +684,13 @@ fn open_staged(archive: &Archive, v: &VolPlan, prefix: &[u8], rep: &Reporter) ->
         }
     }
     drop(tar);
-    let mut rest = if hash_vouches {
+    let rest = if hash_vouches {
         drop(plain);
         raw
     } else {
-        plain
+        &plain
     };
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match rest.read(&mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(staging(e)),
-        }
-    }
-    let (h, total) = std::mem::take(&mut *hashed.lock().map_err(|_| Error::corrupt("hash poisoned"))?);
-    check_hash(v, h)?;
-    rep.fetched(&v.name, total);
+    drain(rest).map_err(staging)?;
     Ok(Some(Entries::Staged(Staged { items, data, at: 0, end: 0 })))
 }
 

@@ -12,6 +12,7 @@ use crate::dupfmt::names::FileName;
 use crate::error::{Error, Result, content_error};
 use crate::io::cache::cache_name;
 use crate::io::cache::journal::Journal;
+use crate::io::cache::seek;
 use crate::io::spool::{HashingSpool, Spool};
 use crate::joblog::note;
 use crate::progress::Event;
@@ -55,6 +56,14 @@ impl Feed<'_, '_> {
             };
             if name.contains('/') || name.starts_with('.') || name.is_empty() {
                 return Err(Error::stream(format!("refusing the file name '{name}'")));
+            }
+            if role == FileRole::Cache
+                && !delete
+                && stored.is_none()
+                && let Some(volume) = seek::seek_volume(&name)
+            {
+                self.seek_table(&name, volume, &mut input.content())?;
+                continue;
             }
             let parsed = self.put.naming.parse(&name).ok_or_else(|| {
                 Error::stream(format!("'{name}' is not the name of a duplicity archive file"))
@@ -116,6 +125,19 @@ impl Feed<'_, '_> {
         }
         if f.is_manifest() {
             self.plain_manifest = Some(spool);
+        }
+        Ok(())
+    }
+
+    /// A volume's seek table, for the cache only (see [`seek`]).
+    fn seek_table(&mut self, name: &str, volume: &str, content: &mut impl Read) -> Result<()> {
+        if !self.put.naming.parse(volume).is_some_and(|f| f.is_volume()) {
+            return Err(Error::stream(format!("{name} is sent as a seek table but names no volume")));
+        }
+        let mut spool = Spool::new();
+        io::copy(content, &mut spool).map_err(|e| content_error(name, e))?;
+        if let Some(cache) = self.put.cache {
+            cache.write(name, spool.reader().map_err(|e| Error::io(name, e))?)?;
         }
         Ok(())
     }

@@ -132,6 +132,9 @@ impl Put<'_> {
     /// Deletes one file from the backend, and its copies from the cache.
     pub(super) fn delete_one(&self, name: &str, f: &FileName) -> Result<()> {
         self.storage.delete(name)?;
+        if let Some(c) = self.cache.filter(|_| f.is_volume()) {
+            c.remove(&crate::io::cache::seek::seek_name(name))?;
+        }
         if let (Some(c), Some(cn)) = (self.cache, cache_name(self.naming, f)) {
             c.remove(&cn)?;
             if f.is_signature() {
