@@ -278,7 +278,8 @@ fn assert_no_temp_files(w: &EncWorld, cache: &str) {
             || n.ends_with(".manifest")
             || n.ends_with(".sigtar.gz")
             || n.ends_with(".sigtar")
-            || (n.starts_with("dup-index.") && n.ends_with(".idx"));
+            || (n.starts_with("dup-index.") && n.ends_with(".idx"))
+            || (n.starts_with("dup-seek.") && n.ends_with(".difftar.gpg.json"));
         assert!(ok, "left in the cache: {}", f.display());
     }
 }

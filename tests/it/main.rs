@@ -22,6 +22,7 @@ mod manpages;
 mod progress;
 mod retention;
 mod scan;
+mod seek;
 mod source_change;
 mod stream;
 mod trust_lock;

@@ -2,7 +2,7 @@
 //! lies inside it, so that one path can be restored by decrypting and
 //! inflating only the megabytes that hold it (`crypto::seek`).
 //!
-//! One JSON file per volume in the cache, `dup-seek.<volume name>` (no
+//! One JSON file per volume in the cache, `dup-seek.<volume name>.json` (no
 //! name duplicity takes for one of its own), written by dup-put as dup-pack
 //! sends it (a `cache` file). It describes the plaintext layout of the
 //! volume whose SHA-1 it names, and is used only for that ciphertext, only
@@ -23,18 +23,19 @@ use crate::error::{Error, Result};
 use crate::record::PathBytes;
 
 const PREFIX: &str = "dup-seek.";
+const SUFFIX: &str = ".json";
 const VERSION: u32 = 1;
 /// Larger tables are refused as damage (a 200 MiB volume's is ~20 KiB).
 const MAX_LEN: u64 = 16 << 20;
 
 /// The table's cache name for a volume.
 pub fn seek_name(volume: &str) -> String {
-    format!("{PREFIX}{volume}")
+    format!("{PREFIX}{volume}{SUFFIX}")
 }
 
 /// The volume a cache file is the seek table of, if it is one.
 pub fn seek_volume(name: &str) -> Option<&str> {
-    name.strip_prefix(PREFIX)
+    name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)
 }
 
 /// An entry header and where it starts in the volume's tar.
@@ -180,5 +181,76 @@ impl SeekTable {
     pub fn start_for(&self, prefix: &[u8]) -> u64 {
         let before = self.marks.partition_point(|m| crate::dupfmt::index::cmp(&m.path.0, prefix).is_lt());
         if before == 0 { 0 } else { self.marks[before - 1].offset }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(key: &[u8; 32]) -> SeekTable {
+        let layout = crate::crypto::Layout {
+            literal: None,
+            compressed: 1 + 900 + 800 + 100,
+            sizes: vec![900, 800, 100],
+            table_key: *key,
+        };
+        let marks = [(0, "."), (1 << 20, "b/x"), (2 << 20, "c")]
+            .iter()
+            .map(|&(offset, p)| Mark { offset, path: PathBytes(p.as_bytes().to_vec()) })
+            .collect();
+        SeekTable::new("ab".repeat(20), &layout, (2 << 20) + 5000, marks)
+    }
+
+    #[test]
+    fn starts_at_the_last_mark_before_the_path() {
+        let t = table(&[1; 32]);
+        assert!(t.check().is_ok());
+        assert_eq!(t.start_for(b"a"), 0);
+        // The mark of the path itself is not before it (a multivol file's
+        // later chunks are marked with its path).
+        assert_eq!(t.start_for(b"b/x"), 0);
+        assert_eq!(t.start_for(b"b/y"), 1 << 20);
+        assert_eq!(t.start_for(b"b"), 0);
+        assert_eq!(t.start_for(b"d"), 2 << 20);
+        assert_eq!(t.start_for(b"."), 0);
+    }
+
+    #[test]
+    fn the_mac_covers_every_field() {
+        let key = [7; 32];
+        let t = table(&key);
+        assert!(t.is_sealed_with(&key));
+        assert!(!t.is_sealed_with(&[8; 32]));
+        let round: SeekTable = serde_json::from_slice(&t.to_json()).unwrap();
+        assert!(round.is_sealed_with(&key), "the stored form keeps the MAC");
+        let edits: [&dyn Fn(&mut SeekTable); 6] = [
+            &|t| t.marks[1].offset += 512,
+            &|t| t.marks[2].path = PathBytes(b"d".to_vec()),
+            &|t| t.sizes[0] += 1,
+            &|t| t.literal += 1,
+            &|t| t.sha1 = "cd".repeat(20),
+            &|t| t.marks.pop().map(|_| ()).unwrap_or(()),
+        ];
+        for edit in edits {
+            let mut e = t.clone();
+            edit(&mut e);
+            assert!(!e.is_sealed_with(&key), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn inconsistent_tables_are_refused() {
+        let key = [1; 32];
+        let mut t = table(&key);
+        t.compressed += 1;
+        assert!(t.check().is_err(), "sizes must add up");
+        let mut t = table(&key);
+        t.marks.swap(1, 2);
+        assert!(t.check().is_err(), "marks in order");
+        let mut t = table(&key);
+        t.sizes.pop();
+        t.compressed -= 100;
+        assert!(t.check().is_err(), "a size for every block");
     }
 }

@@ -404,7 +404,7 @@ pub fn interrupt_after_three_volumes(
     use std::os::unix::process::CommandExt;
     let stalled = format!(
         "set -o pipefail; {producer} | \
-         awk '/^{{\"kind\":\"file\"/{{n++}} n==4{{system(\"sleep 600\")}} {{print; fflush()}}' | {consumer}"
+         awk '/^{{\"kind\":\"file\".*\"role\":\"volume\"/{{n++}} n==4{{system(\"sleep 600\")}} {{print; fflush()}}' | {consumer}"
     );
     let mut child = Command::new("bash")
         .args(["-c", &stalled])
