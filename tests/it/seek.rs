@@ -255,3 +255,28 @@ fn seek_tables_leave_with_their_set() {
     sh_ok(&a.t, &format!("{ENV} dup-sync --archive-dir {} {}", q(&a.cache), q(a.url())));
     assert!(a.tables().is_empty(), "{:?}", a.tables());
 }
+
+/// More entries at the path than one volume's staging keeps (4096): the
+/// volume is read again whole, and the restore is the same.
+#[test]
+fn a_directory_of_many_entries_is_restored_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (src, arch, cache) = (t.join("src"), t.join("arch"), t.join("cache"));
+    fs::create_dir_all(src.join("many")).unwrap();
+    for i in 0..4200 {
+        fs::write(src.join("many").join(format!("e{i:05}")), format!("{i}")).unwrap();
+    }
+    fs::write(src.join("a.bin"), random_bytes(4, 3 << 20)).unwrap();
+    // After them, more of the volume than any reader buffers ahead.
+    fs::write(src.join("z.bin"), random_bytes(5, 3 << 20)).unwrap();
+    let u = format!("file://{}", arch.display());
+    let c = q(&cache);
+    sh_ok(t, &format!("{ENV} dup-scan {} | dup-delta | dup-pack | dup-put --archive-dir {c} {}", q(&src), q(&u)));
+    let dest = t.join("out");
+    let o = sh(t, &format!("{ENV} RUST_LOG=dup=debug dup-get --archive-dir {c} --path many {} {}", q(&u), q(&dest)));
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    assert!(seek_offset(&log).is_some(), "its table was tried first: {log}");
+    crate::common::assert_same_tree(&src.join("many"), &dest);
+}

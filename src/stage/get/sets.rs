@@ -585,6 +585,8 @@ fn open_staged_as(
     rep: &Reporter,
     seek: bool,
 ) -> Result<Option<Entries>> {
+    // `None`: too many entries at the prefix (the volume is read again,
+    // whole).
     let hashed = Arc::new(Mutex::new((v.hash.as_ref().map(|(k, _)| Hasher::new(k)), 0u64)));
     let raw: Box<dyn Read + Send> = Box::new(HashRead { r: archive.storage.reader(&v.name)?, h: hashed.clone() });
     let raw = Shared(Arc::new(Mutex::new(raw)));
@@ -624,6 +626,7 @@ fn open_staged_as(
             }
             return Err(e);
         }
+        Ok(None) => return Ok(None),
         other => other?,
     };
     let (h, total) = std::mem::take(&mut *hashed.lock().map_err(|_| Error::corrupt("hash poisoned"))?);
@@ -632,7 +635,7 @@ fn open_staged_as(
     Ok(staged)
 }
 
-/// Reads drop by drop what is left of `r`.
+/// Reads what is left of `r` (hashed below it), keeping nothing.
 fn drain(r: &Shared) -> io::Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     let mut r = r.clone();
