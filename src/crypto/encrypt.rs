@@ -26,7 +26,8 @@ use crate::error::{Error, Result, content_error};
 use crate::io::parblock::{Blocks, ParBlocks};
 
 /// Where the blocks are in an encrypted file written here (see `seek.rs`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// (No `Debug`: it holds a key.)
+#[derive(Clone, Default)]
 pub struct Layout {
     /// The literal packet's body length; `None` when Sequoia framed it
     /// (a signed file), and nothing can be found by arithmetic.
