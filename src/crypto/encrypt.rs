@@ -80,7 +80,8 @@ impl Write for ParSink {
 /// One block as raw deflate ending on a byte boundary (sync flush), or
 /// ending the stream (`last`). Blocks that do not compress are stored.
 pub(super) fn deflate_block(data: &[u8], last: bool, level: u32) -> Vec<u8> {
-    if !data.is_empty() && !looks_compressible(data) {
+    let level = if data.is_empty() { level } else { sampled_level(data, level) };
+    if level == 0 {
         return stored_blocks(data, last);
     }
     let mut c = Compress::new(Compression::new(level.min(9)), false);
@@ -103,16 +104,17 @@ pub(super) fn deflate_block(data: &[u8], last: bool, level: u32) -> Vec<u8> {
     if out.len() > data.len() + data.len() / 64 + 16 { stored_blocks(data, last) } else { out }
 }
 
-/// Whether samples of the block shrink under quick deflate: already
-/// compressed data (media, archives) is stored at memory speed instead of
-/// costing deflate time for nothing. Level 1 codes with fixed Huffman
-/// tables only, which miss text of high entropy (base64, hex: no repeats,
-/// but fewer than 256 symbols); level 2 builds tables, and counts when it
-/// saves a tenth.
-pub(super) fn looks_compressible(data: &[u8]) -> bool {
+/// The level a block is worth, from samples of it: `level` when they
+/// shrink under quick deflate; 0 (stored, at memory speed) when they do not
+/// (media, archives). Level 1 codes with fixed Huffman tables only, which
+/// miss text of high entropy (base64, hex: no repeats, but fewer than 256
+/// symbols); when level 2, which builds tables, saves a tenth, the block is
+/// compressed at level 2: its gain is the tables', which deeper match
+/// searches would not add to.
+pub(super) fn sampled_level(data: &[u8], level: u32) -> u32 {
     const SAMPLE: usize = 16 << 10;
     if data.len() <= 4 * SAMPLE {
-        return true;
+        return level;
     }
     let step = data.len() / 4;
     let samples: Vec<&[u8]> = (0..4).map(|i| &data[i * step..i * step + SAMPLE]).collect();
@@ -129,7 +131,13 @@ pub(super) fn looks_compressible(data: &[u8]) -> bool {
         outp
     };
     let inp = 4 * SAMPLE;
-    compressed(1) * 100 < inp * 97 || compressed(2) * 100 < inp * 90
+    if compressed(1) * 100 < inp * 97 {
+        level
+    } else if compressed(2) * 100 < inp * 90 {
+        level.min(2)
+    } else {
+        0
+    }
 }
 
 /// Deflate stored blocks (type 00): byte-aligned, at most 65535 bytes each.
@@ -404,14 +412,14 @@ mod tests {
             })
             .collect();
         let text = b"some text that compresses well ".repeat(5000);
-        assert!(!looks_compressible(&random));
-        assert!(looks_compressible(&text));
+        assert_eq!(sampled_level(&random, DEFAULT_LEVEL), 0);
+        assert_eq!(sampled_level(&text, DEFAULT_LEVEL), DEFAULT_LEVEL);
         // Random bytes as base64: no repeats, but 6 bits a byte.
         let b64: Vec<u8> = random
             .iter()
             .map(|b| b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(b & 63) as usize])
             .collect();
-        assert!(looks_compressible(&b64), "high-entropy text is compressed");
+        assert_eq!(sampled_level(&b64, DEFAULT_LEVEL), 2, "high-entropy text is compressed");
         let pieces: [&[u8]; 4] = [&text, &random, b"", &text[..1000]];
         for last_empty in [false, true] {
             let mut stream = Vec::new();

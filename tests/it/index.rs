@@ -17,20 +17,7 @@ fn url(p: &Path) -> String {
 
 /// The index files under a cache (`--archive-dir`) directory.
 fn indexes(cache: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for d in fs::read_dir(cache).unwrap() {
-        let d = d.unwrap().path();
-        if d.is_dir() {
-            for f in fs::read_dir(&d).unwrap() {
-                let f = f.unwrap().path();
-                if f.file_name().unwrap().to_string_lossy().starts_with("dup-index.") {
-                    out.push(f);
-                }
-            }
-        }
-    }
-    out.sort();
-    out
+    crate::common::cache_files(cache, "dup-index.")
 }
 
 /// The cache's signature files.

@@ -82,20 +82,7 @@ impl Archive {
 
     /// The seek tables in the cache.
     fn tables(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for d in fs::read_dir(&self.cache).unwrap() {
-            let d = d.unwrap().path();
-            if d.is_dir() {
-                for f in fs::read_dir(&d).unwrap() {
-                    let f = f.unwrap().path();
-                    if f.file_name().unwrap().to_string_lossy().starts_with("dup-seek.") {
-                        out.push(f);
-                    }
-                }
-            }
-        }
-        out.sort();
-        out
+        crate::common::cache_files(&self.cache, "dup-seek.")
     }
 
     /// The seek table of `volume`.

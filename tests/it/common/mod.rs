@@ -330,6 +330,25 @@ pub fn snapshot(root: &Path) -> Vec<(Vec<u8>, Item)> {
     v
 }
 
+/// The files named `prefix...` in the archives' caches under an
+/// `--archive-dir` directory, sorted.
+pub fn cache_files(archive_dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(archive_dir).unwrap() {
+        let d = d.unwrap().path();
+        if d.is_dir() {
+            for f in std::fs::read_dir(&d).unwrap() {
+                let f = f.unwrap().path();
+                if f.file_name().unwrap().to_string_lossy().starts_with(prefix) {
+                    out.push(f);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Fails unless the trees hold the same items: names, types, content,
 /// permission bits, mtimes (not of the roots, not of symlinks), link targets.
 pub fn assert_same_tree(want: &Path, got: &Path) {
