@@ -12,8 +12,8 @@
 use std::io::{self, Read, Write};
 
 /// Body bytes per partial chunk (2^16: one byte in 65 536 is framing).
-pub const CHUNK: u64 = 1 << 16;
 const CHUNK_LOG2: u8 = 16;
+pub const CHUNK: u64 = 1 << CHUNK_LOG2;
 
 /// The new-format packet tags written here.
 pub const TAG_COMPRESSED: u8 = 8;

@@ -122,16 +122,9 @@ fn quick_check(algo: SymmetricAlgorithm, key: &SessionKey, head: &[u8]) -> bool 
 }
 
 /// Reads and drops `n` bytes.
-fn skip(r: &mut impl Read, mut n: u64) -> io::Result<()> {
-    let mut buf = vec![0u8; (256 << 10).min(n as usize)];
-    while n > 0 {
-        let want = buf.len().min(n as usize);
-        match r.read(&mut buf[..want]) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the encrypted file is truncated")),
-            Ok(got) => n -= got as u64,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+fn skip(r: &mut impl Read, n: u64) -> io::Result<()> {
+    if io::copy(&mut r.take(n), &mut io::sink())? < n {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the encrypted file is truncated"));
     }
     Ok(())
 }

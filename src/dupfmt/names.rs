@@ -110,6 +110,12 @@ impl FileName {
         self.suffix == Suffix::Gzip
     }
 
+    /// The plain manifest of this file's set (as the cache names it).
+    pub fn set_manifest(&self) -> FileName {
+        let kind = if self.kind.is_full() { FileKind::FullManifest } else { FileKind::IncManifest };
+        FileName { kind, suffix: Suffix::None, partial: false, ..*self }
+    }
+
     /// Whether `other` is a file of the same backup set: both of a full or
     /// both of an incremental (signatures included), with the same times.
     pub fn same_set(&self, other: &FileName) -> bool {

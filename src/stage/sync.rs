@@ -12,7 +12,7 @@ use flate2::read::GzEncoder;
 use crate::archive::Archive;
 use crate::cancel::Cancel;
 use crate::dupfmt::manifest::Manifest;
-use crate::dupfmt::names::{FileKind, FileName, Naming, Suffix};
+use crate::dupfmt::names::{FileName, Naming, Suffix};
 use crate::error::{Error, Result};
 use crate::io::cache::{cache_file, cache_name, index, seek};
 use crate::progress::{Event, Progress};
@@ -94,10 +94,7 @@ fn reindex(archive: &Archive, cached: &BTreeMap<String, FileName>, stats: &mut S
         let orphan = match (index::indexed_sig(name), seek::seek_volume(name)) {
             (Some(sig), _) => !cached_name(sig),
             // A volume's table goes with its set's manifest.
-            (_, Some(volume)) => naming.parse(volume).is_none_or(|f| {
-                let kind = if f.kind.is_full() { FileKind::FullManifest } else { FileKind::IncManifest };
-                !cached_name(&naming.format(&FileName { kind, suffix: Suffix::None, partial: false, ..f }))
-            }),
+            (_, Some(volume)) => naming.parse(volume).is_none_or(|f| !cached_name(&naming.format(&f.set_manifest()))),
             _ => false,
         };
         if orphan {
@@ -110,12 +107,11 @@ fn reindex(archive: &Archive, cached: &BTreeMap<String, FileName>, stats: &mut S
             continue;
         }
         cancel.check()?;
-        let kind = if f.kind.is_full() { FileKind::FullManifest } else { FileKind::IncManifest };
-        let manifest_name = naming.format(&FileName { kind, suffix: Suffix::None, partial: false, ..f });
-        let manifest = std::fs::File::open(cache.path(&manifest_name))
+        let set_manifest = f.set_manifest();
+        let manifest = std::fs::File::open(cache.path(&naming.format(&set_manifest)))
             .ok()
             .and_then(|f| Manifest::read(io::BufReader::new(f), false).ok());
-        index::build_for_set(cache, naming, &FileName { kind, ..f }, manifest.as_ref());
+        index::build_for_set(cache, naming, &set_manifest, manifest.as_ref());
         if index::is_sound(cache, name) {
             stats.indexed.push(name.clone());
         }

@@ -20,6 +20,7 @@ use sha2::Sha256;
 
 use super::Cache;
 use crate::error::{Error, Result};
+use crate::joblog::note;
 use crate::record::PathBytes;
 
 const PREFIX: &str = "dup-seek.";
@@ -131,7 +132,7 @@ impl SeekTable {
         let t = match parsed {
             Ok(t) => t,
             Err(e) => {
-                log::warn!("{}: unreadable ({e}); reading {volume} from its start", seek_name(volume));
+                note!(log::Level::Warn, "{}: unreadable ({e}); reading {volume} from its start", seek_name(volume));
                 return None;
             }
         };
@@ -140,7 +141,7 @@ impl SeekTable {
             return None;
         }
         if let Err(e) = t.check() {
-            log::warn!("{}: {}; reading {volume} from its start", seek_name(volume), e.message);
+            note!(log::Level::Warn, "{}: {}; reading {volume} from its start", seek_name(volume), e.message);
             return None;
         }
         Some(t)
