@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use flate2::{Compress, Compression, FlushCompress, Status};
+use flate2::{FlushCompress, Status};
 
 use sequoia_openpgp as openpgp;
 
@@ -23,7 +23,7 @@ use openpgp::types::{CompressionAlgorithm, DataFormat, SymmetricAlgorithm};
 use super::framing::{LITERAL_HEAD, PacketWriter, TAG_COMPRESSED, TAG_LITERAL};
 use super::{Inner, Keys, lock, policy};
 use crate::error::{Error, Result, content_error};
-use crate::io::parblock::{Blocks, ParBlocks};
+use crate::io::parblock::{Blocks, Deflaters, ParBlocks};
 
 /// Where the blocks are in an encrypted file written here (see `seek.rs`).
 /// (No `Debug`: it holds a key.)
@@ -78,30 +78,30 @@ impl Write for ParSink {
 }
 
 /// One block as raw deflate ending on a byte boundary (sync flush), or
-/// ending the stream (`last`). Blocks that do not compress are stored.
-pub(super) fn deflate_block(data: &[u8], last: bool, level: u32) -> Vec<u8> {
-    let level = if data.is_empty() { level } else { sampled_level(data, level) };
+/// ending the stream (`last`), into `out` (emptied first). Blocks that do
+/// not compress are stored.
+pub(super) fn deflate_block(data: &[u8], last: bool, level: u32, z: &Deflaters, mut out: Vec<u8>) -> Vec<u8> {
+    out.clear();
+    let level = if data.is_empty() { level } else { sampled_level(data, level, z) };
     if level == 0 {
-        return stored_blocks(data, last);
+        return stored_blocks(data, last, out);
     }
-    let mut c = Compress::new(Compression::new(level.min(9)), false);
-    let mut out = Vec::with_capacity(data.len() / 2 + 1024);
+    out.reserve(data.len() / 2 + 1024);
     let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
-    loop {
-        let done = c.total_in() as usize;
-        let status = match c.compress_vec(&data[done..], &mut out, flush) {
-            Ok(s) => s,
-            // Cannot happen with valid parameters; storing is always valid.
-            Err(_) => return stored_blocks(data, last),
-        };
-        let all_in = c.total_in() as usize == data.len();
-        // Finished: the stream end, or a sync flush that left room.
-        if all_in && (status == Status::StreamEnd || (!last && out.len() < out.capacity())) {
-            break;
+    let ok = z.with(level, |c| {
+        loop {
+            let done = c.total_in() as usize;
+            // Cannot fail with valid parameters; storing is always valid.
+            let Ok(status) = c.compress_vec(&data[done..], &mut out, flush) else { return false };
+            let all_in = c.total_in() as usize == data.len();
+            // Finished: the stream end, or a sync flush that left room.
+            if all_in && (status == Status::StreamEnd || (!last && out.len() < out.capacity())) {
+                return true;
+            }
+            out.reserve(out.capacity().max(64 << 10));
         }
-        out.reserve(out.capacity().max(64 << 10));
-    }
-    if out.len() > data.len() + data.len() / 64 + 16 { stored_blocks(data, last) } else { out }
+    });
+    if !ok || out.len() > data.len() + data.len() / 64 + 16 { stored_blocks(data, last, out) } else { out }
 }
 
 /// The level a block is worth, from samples of it: `level` when they
@@ -111,22 +111,23 @@ pub(super) fn deflate_block(data: &[u8], last: bool, level: u32) -> Vec<u8> {
 /// symbols); when level 2, which builds tables, saves a tenth, the block is
 /// compressed at level 2: its gain is the tables', which deeper match
 /// searches would not add to.
-pub(super) fn sampled_level(data: &[u8], level: u32) -> u32 {
+pub(super) fn sampled_level(data: &[u8], level: u32, z: &Deflaters) -> u32 {
     const SAMPLE: usize = 16 << 10;
     if data.len() <= 4 * SAMPLE {
         return level;
     }
     let step = data.len() / 4;
-    let samples: Vec<&[u8]> = (0..4).map(|i| &data[i * step..i * step + SAMPLE]).collect();
-    let compressed = |level: u32| {
+    let mut out = Vec::with_capacity(SAMPLE + SAMPLE / 8 + 64);
+    let mut compressed = |level: u32| {
         let mut outp = 0usize;
-        for s in &samples {
-            let mut c = Compress::new(Compression::new(level), false);
-            let mut out = Vec::with_capacity(SAMPLE + SAMPLE / 8 + 64);
-            if c.compress_vec(s, &mut out, FlushCompress::Finish).is_err() {
-                return 0;
+        for s in (0..4).map(|i| &data[i * step..i * step + SAMPLE]) {
+            out.clear();
+            let n = z.with(level, |c| c.compress_vec(s, &mut out, FlushCompress::Finish).map(|_| c.total_in()));
+            match n {
+                Ok(n) if n as usize == s.len() => outp += out.len(),
+                Ok(_) => outp += s.len(),
+                Err(_) => return 0,
             }
-            outp += if c.total_in() as usize == s.len() { out.len() } else { s.len() };
         }
         outp
     };
@@ -140,9 +141,11 @@ pub(super) fn sampled_level(data: &[u8], level: u32) -> u32 {
     }
 }
 
-/// Deflate stored blocks (type 00): byte-aligned, at most 65535 bytes each.
-pub(super) fn stored_blocks(data: &[u8], last: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + data.len() / 65535 * 5 + 10);
+/// Deflate stored blocks (type 00): byte-aligned, at most 65535 bytes
+/// each, into `out` (emptied first).
+pub(super) fn stored_blocks(data: &[u8], last: bool, mut out: Vec<u8>) -> Vec<u8> {
+    out.clear();
+    out.reserve(data.len() + data.len() / 65535 * 5 + 10);
     let n = data.len().div_ceil(65535).max(1);
     for i in 0..n {
         let c = &data[(i * 65535).min(data.len())..((i + 1) * 65535).min(data.len())];
@@ -211,7 +214,10 @@ pub fn encryptor_with_level<'a, W: Write + Send + 'static>(
     let (head_tx, head) = sync_channel(1);
     let (sink, owned) = (SharedSink(out.clone()), keys.clone());
     let par = Arc::new(Mutex::new(ParBlocks::new(
-        Arc::new(move |d: &[u8], last: bool| deflate_block(d, last, level)),
+        {
+            let z = Deflaters::default();
+            Arc::new(move |d: &[u8], last: bool, out: Vec<u8>| deflate_block(d, last, level, &z, out))
+        },
         move |blocks: Blocks| {
             let k = &*owned.0;
             let written = Arc::new(AtomicU64::new(0));
@@ -412,31 +418,40 @@ mod tests {
             })
             .collect();
         let text = b"some text that compresses well ".repeat(5000);
-        assert_eq!(sampled_level(&random, DEFAULT_LEVEL), 0);
-        assert_eq!(sampled_level(&text, DEFAULT_LEVEL), DEFAULT_LEVEL);
+        let z = Deflaters::default();
+        assert_eq!(sampled_level(&random, DEFAULT_LEVEL, &z), 0);
+        assert_eq!(sampled_level(&text, DEFAULT_LEVEL, &z), DEFAULT_LEVEL);
         // Random bytes as base64: no repeats, but 6 bits a byte.
         let b64: Vec<u8> = random
             .iter()
             .map(|b| b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(b & 63) as usize])
             .collect();
-        assert_eq!(sampled_level(&b64, DEFAULT_LEVEL), 2, "high-entropy text is compressed");
+        assert_eq!(sampled_level(&b64, DEFAULT_LEVEL, &z), 2, "high-entropy text is compressed");
         let pieces: [&[u8]; 4] = [&text, &random, b"", &text[..1000]];
         for last_empty in [false, true] {
             let mut stream = Vec::new();
             let mut plain = Vec::new();
             for (i, p) in pieces.iter().enumerate() {
                 let last = i == pieces.len() - 1 && !last_empty;
-                stream.extend(deflate_block(p, last, DEFAULT_LEVEL));
+                stream.extend(deflate_block(p, last, DEFAULT_LEVEL, &z, Vec::new()));
                 plain.extend_from_slice(p);
             }
             if last_empty {
-                stream.extend(deflate_block(b"", true, DEFAULT_LEVEL));
+                stream.extend(deflate_block(b"", true, DEFAULT_LEVEL, &z, vec![7; 9]));
             }
             assert!(inflate(&stream) == plain);
         }
         // Stored: 5 bytes per 64 KiB.
-        assert_eq!(stored_blocks(&random, true).len(), random.len() + 4 * 5);
-        assert!(inflate(&stored_blocks(&random, true)) == random);
-        assert_eq!(inflate(&stored_blocks(b"", true)), b"");
+        assert_eq!(stored_blocks(&random, true, Vec::new()).len(), random.len() + 4 * 5);
+        assert!(inflate(&stored_blocks(&random, true, Vec::new())) == random);
+        assert_eq!(inflate(&stored_blocks(b"", true, vec![1, 2])), b"");
+        // Reused compressors give what new ones give: the same input packs
+        // to the same bytes (resuming depends on it).
+        let mixed = [&text[..], &b64, &random].concat();
+        let fresh = deflate_block(&mixed, false, DEFAULT_LEVEL, &Deflaters::default(), Vec::new());
+        for _ in 0..2 {
+            assert!(deflate_block(&mixed, false, DEFAULT_LEVEL, &z, vec![9; 100]) == fresh);
+            assert!(deflate_block(&b64, true, DEFAULT_LEVEL, &z, Vec::new()) != fresh);
+        }
     }
 }

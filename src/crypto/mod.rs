@@ -24,7 +24,7 @@ mod seek;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sequoia_openpgp as openpgp;
 
@@ -37,6 +37,7 @@ use openpgp::types::{HashAlgorithm, SymmetricAlgorithm};
 use openpgp::{Fingerprint, KeyHandle};
 
 use crate::error::{Error, Kind, Result};
+use crate::io::lock;
 
 pub use self::decrypt::{
     DecryptReader, check_decryptable, check_passphrase_message, decryptor, decryptor_with_buffer, passphrase_encrypted,
@@ -230,10 +231,6 @@ fn read_policy() -> &'static StandardPolicy<'static> {
         }
         p
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn crypto(message: impl Into<String>) -> Error {

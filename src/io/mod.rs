@@ -25,3 +25,9 @@ pub fn limit_heap() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
     }
 }
+
+/// A mutex's guard, also after a panic elsewhere (what it guards stays
+/// consistent: buffers and writers, no invariants across a panic).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

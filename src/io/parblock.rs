@@ -15,10 +15,14 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::Arc;
+use std::ops::Deref;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use flate2::{Compress, Compression};
+
+use super::lock;
 use crate::error::{Error, Result, content_error};
 
 /// Uncompressed bytes per block.
@@ -27,17 +31,88 @@ pub const BLOCK: usize = 1 << 20;
 /// Blocks compressed ahead of the writer (and of the size estimate).
 const WINDOW: usize = 8;
 
-/// A compression job: a block, and whether it is the last one.
-pub type Job = Arc<dyn Fn(&[u8], bool) -> Vec<u8> + Send + Sync>;
+/// Buffers kept for reuse: about what is in flight at once.
+const POOL_MAX: usize = 2 * WINDOW + 2;
+
+/// A compression job: a block, whether it is the last one, and an empty
+/// buffer to put the output in (reused: its capacity is free to take).
+pub type Job = Arc<dyn Fn(&[u8], bool, Vec<u8>) -> Vec<u8> + Send + Sync>;
+
+/// Block buffers, input and output, passed round instead of freed: a
+/// fresh megabyte is a fault per page, and freeing it (the heap gives
+/// large buffers back, see [`crate::io::limit_heap`]) a TLB shootdown per
+/// thread; on the bench's full backup that was a sixth of dup-pack's time.
+#[derive(Clone, Default)]
+struct Pool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Pool {
+    /// An empty buffer, reused when one is free.
+    fn take(&self) -> Vec<u8> {
+        lock(&self.0).pop().unwrap_or_default()
+    }
+    fn give(&self, mut v: Vec<u8>) {
+        v.clear();
+        let mut free = lock(&self.0);
+        if v.capacity() > 0 && free.len() < POOL_MAX {
+            free.push(v);
+        }
+    }
+}
+
+/// Raw deflate compressors kept for reuse, by level: making one zeroes
+/// fresh pages for its tables (a fault per page), and a volume's jobs
+/// would make three per block (two samples, the block).
+#[derive(Default)]
+pub struct Deflaters(Mutex<Vec<(u32, Compress)>>);
+
+impl Deflaters {
+    /// Runs `f` with a compressor at `level`, reset (as a new one).
+    pub fn with<R>(&self, level: u32, f: impl FnOnce(&mut Compress) -> R) -> R {
+        let level = level.min(9);
+        let found = {
+            let mut free = lock(&self.0);
+            free.iter().position(|(l, _)| *l == level).map(|i| free.swap_remove(i).1)
+        };
+        let mut c = match found {
+            Some(mut c) => {
+                c.reset();
+                c
+            }
+            None => Compress::new(Compression::new(level), false),
+        };
+        let r = f(&mut c);
+        let mut free = lock(&self.0);
+        if free.len() < POOL_MAX {
+            free.push((level, c));
+        }
+        r
+    }
+}
+
+/// A compressed block; its buffer goes back to the pool when dropped.
+pub struct Block(Vec<u8>, Pool);
+
+impl Deref for Block {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        self.1.give(std::mem::take(&mut self.0));
+    }
+}
 
 /// The compressed blocks, in order, as the writer thread gets them.
-pub struct Blocks(Receiver<Receiver<Vec<u8>>>);
+pub struct Blocks(Receiver<Receiver<Vec<u8>>>, Pool);
 
 impl Iterator for Blocks {
-    type Item = Result<Vec<u8>>;
-    fn next(&mut self) -> Option<Result<Vec<u8>>> {
+    type Item = Result<Block>;
+    fn next(&mut self) -> Option<Result<Block>> {
         let block = self.0.recv().ok()?;
-        Some(block.recv().map_err(|_| Error::other("a compression job failed")))
+        Some(block.recv().map(|b| Block(b, self.1.clone())).map_err(|_| Error::other("a compression job failed")))
     }
 }
 
@@ -54,6 +129,7 @@ impl Blocks {
 /// A writer that compresses in parallel; see the module docs.
 pub struct ParBlocks<T: Send + 'static> {
     job: Job,
+    pool: Pool,
     pending: Vec<u8>,
     /// Each block's output, in order, for the writer thread.
     to_writer: Option<SyncSender<Receiver<Vec<u8>>>>,
@@ -76,9 +152,12 @@ impl<T: Send + 'static> ParBlocks<T> {
         F: FnOnce(Blocks) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = sync_channel::<Receiver<Vec<u8>>>(WINDOW);
-        let writer = std::thread::spawn(move || writer(Blocks(rx)));
+        let pool = Pool::default();
+        let blocks = Blocks(rx, pool.clone());
+        let writer = std::thread::spawn(move || writer(blocks));
         ParBlocks {
             job,
+            pool,
             pending: Vec::with_capacity(BLOCK),
             to_writer: Some(tx),
             sizes: VecDeque::new(),
@@ -109,13 +188,15 @@ impl<T: Send + 'static> ParBlocks<T> {
     }
 
     fn submit(&mut self, last: bool) -> io::Result<()> {
-        let block = std::mem::replace(&mut self.pending, Vec::with_capacity(if last { 0 } else { BLOCK }));
+        let next = if last { Vec::new() } else { self.pool.take() };
+        let block = std::mem::replace(&mut self.pending, next);
         let (data_tx, data_rx) = sync_channel(1);
         let (size_tx, size_rx) = sync_channel(1);
         let n = block.len();
-        let job = self.job.clone();
+        let (job, pool) = (self.job.clone(), self.pool.clone());
         let run = move || {
-            let out = job(&block, last);
+            let out = job(&block, last, pool.take());
+            pool.give(block);
             let _ = size_tx.send(out.len());
             let _ = data_tx.send(out);
         };
@@ -189,6 +270,7 @@ impl<T: Send + 'static> Write for ParBlocks<T> {
             return Err(io::Error::other("write after the end"));
         }
         let n = buf.len().min(BLOCK - self.pending.len());
+        self.pending.reserve_exact(BLOCK - self.pending.len());
         self.pending.extend_from_slice(&buf[..n]);
         self.bytes_in += n as u64;
         if self.pending.len() == BLOCK
@@ -228,8 +310,8 @@ mod tests {
     }
 
     /// A "compression" that keeps every other byte and marks the last block.
-    fn halve(b: &[u8], last: bool) -> Vec<u8> {
-        let mut v: Vec<u8> = b.iter().step_by(2).copied().collect();
+    fn halve(b: &[u8], last: bool, mut v: Vec<u8>) -> Vec<u8> {
+        v.extend(b.iter().step_by(2));
         if last {
             v.push(b'$');
         }
@@ -248,7 +330,7 @@ mod tests {
         let out = p.wait().unwrap();
         let mut want = Vec::new();
         for (i, b) in input.chunks(BLOCK).enumerate() {
-            want.extend(halve(b, i == input.len() / BLOCK));
+            want.extend(halve(b, i == input.len() / BLOCK, Vec::new()));
         }
         assert_eq!(out, want);
         // After the window fills, the ratio is known: half.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};
 use std::sync::Arc;
 
-use flate2::{Compression, GzBuilder};
+use flate2::{Compression, Crc, FlushCompress, GzBuilder, Status};
 use sha2::{Digest as _, Sha256};
 
 pub use crate::crypto::DEFAULT_LEVEL;
@@ -24,7 +24,7 @@ use crate::error::{Error, Result, content_error};
 use crate::io::cache::Cache;
 use crate::io::cache::journal;
 use crate::io::cache::seek::{self, Mark, SeekTable};
-use crate::io::parblock::{Blocks, Job, ParBlocks};
+use crate::io::parblock::{Blocks, Deflaters, Job, ParBlocks};
 use crate::io::spool::{HashingSpool, Spool};
 use crate::io::storage::Storage;
 use crate::joblog::note;
@@ -163,16 +163,42 @@ type Sink = HashingSpool;
 
 /// A block as a gzip member: members concatenate into what gzip readers,
 /// duplicity included, read as one stream. As CPython's gzip: no name, OS
-/// 255, the level asked for; the time is the backup's, so the same backup packs to the
-/// same bytes (see put.rs on resuming).
-fn gzip_member(data: &[u8], mtime: u32, level: u32) -> Vec<u8> {
-    let mut g = GzBuilder::new()
-        .mtime(mtime)
-        .operating_system(255)
-        .write(Vec::with_capacity(data.len() / 2 + 64), Compression::new(level.min(9)));
-    // Writing into a Vec cannot fail.
-    let _ = g.write_all(data);
-    g.finish().unwrap_or_default()
+/// 255, the level asked for; the time is the backup's, so the same backup
+/// packs to the same bytes (see put.rs on resuming). A compressor from
+/// `z`; into `out`.
+fn gzip_member(data: &[u8], mtime: u32, level: u32, z: &Deflaters, mut out: Vec<u8>) -> Vec<u8> {
+    let level = level.min(9);
+    out.clear();
+    out.reserve(data.len() / 2 + 64);
+    let xfl = match level {
+        9 => 2,
+        0 | 1 => 4,
+        _ => 0,
+    };
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0]);
+    out.extend_from_slice(&mtime.to_le_bytes());
+    out.extend_from_slice(&[xfl, 255]);
+    let done = z.with(level, |c| {
+        loop {
+            let at = c.total_in() as usize;
+            match c.compress_vec(&data[at..], &mut out, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) => return true,
+                Ok(_) => out.reserve(out.capacity().max(64 << 10)),
+                Err(_) => return false,
+            }
+        }
+    });
+    if !done {
+        // Cannot happen with valid parameters; flate2's own writer then.
+        let mut g = GzBuilder::new().mtime(mtime).operating_system(255).write(Vec::new(), Compression::new(level));
+        let _ = g.write_all(data);
+        return g.finish().unwrap_or_default();
+    }
+    let mut crc = Crc::new();
+    crc.update(data);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
 }
 
 /// A volume (or signature tar) being written: plain, gzip, or OpenPGP
@@ -195,9 +221,10 @@ impl<'k> Enc<'k> {
             return Ok(Enc::Plain(Sink::new()));
         }
         let mtime = u32::try_from(mtime).unwrap_or(0);
-        let job: Job = Arc::new(move |data: &[u8], last: bool| {
+        let z = Deflaters::default();
+        let job: Job = Arc::new(move |data: &[u8], last: bool, out: Vec<u8>| {
             // The writer's end always gets a block; an empty one adds nothing.
-            if last && data.is_empty() { Vec::new() } else { gzip_member(data, mtime, level) }
+            if last && data.is_empty() { Vec::new() } else { gzip_member(data, mtime, level, &z, out) }
         });
         Ok(Enc::Gzip(ParBlocks::new(job, move |blocks: Blocks| {
             let mut sink = Sink::new();
@@ -206,7 +233,8 @@ impl<'k> Enc<'k> {
             // gzip stream, as duplicity writes, not an empty file that no
             // gzip reader takes.
             if sink.spool.is_empty() {
-                sink.write_all(&gzip_member(&[], mtime, level)).map_err(|e| Error::io("writing a volume", e))?;
+                sink.write_all(&gzip_member(&[], mtime, level, &Deflaters::default(), Vec::new()))
+                    .map_err(|e| Error::io("writing a volume", e))?;
             }
             Ok(sink)
         })))
@@ -725,6 +753,27 @@ impl<W: Write> Pack<'_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_members_read_back_and_reused_compressors_change_nothing() {
+        let text = b"a line of text, and another line of text\n".repeat(3000);
+        let noise: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let z = Deflaters::default();
+        for level in [0, 1, 4, 6, 9] {
+            for data in [&text[..], &noise, b""] {
+                let fresh = gzip_member(data, 1_700_000_000, level, &Deflaters::default(), Vec::new());
+                let got = gzip_member(data, 1_700_000_000, level, &z, vec![3; 7]);
+                assert!(got == fresh, "level {level}");
+                let mut d = flate2::read::GzDecoder::new(&got[..]);
+                let mut plain = Vec::new();
+                d.read_to_end(&mut plain).unwrap();
+                assert!(plain == data, "level {level}");
+                let h = d.header().unwrap();
+                assert_eq!((h.mtime(), h.operating_system(), h.filename()), (1_700_000_000, 255, None));
+                assert_eq!(got[8], [4, 4, 0, 0, 2][[0, 1, 4, 6, 9].iter().position(|&l| l == level).unwrap()]);
+            }
+        }
+    }
 
     fn noted(name: String, sha1: char, plain: Option<char>) -> Resumed {
         let file = Naming::default().parse(&name).expect("a volume's name");
