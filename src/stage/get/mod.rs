@@ -32,6 +32,7 @@ use crate::dupfmt::names::{FileKind, FileName, Suffix};
 use crate::dupfmt::rsync;
 use crate::dupfmt::tar::EntryType;
 use crate::error::{Error, Kind, Result, content_error};
+use crate::io::cache::seek::seek_name;
 use crate::joblog::note;
 use crate::progress::{Event, Progress};
 use crate::record::{Encoding, Entry, FileType, PathBytes};
@@ -627,15 +628,20 @@ fn indexed_absent(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> bool {
     }
 }
 
-/// For one path of an encrypted set: the backend's manifest, read through
-/// its integrity check, whose volume hashes can then vouch for the volumes
+/// For an encrypted set: the backend's manifest, read through its
+/// integrity check, whose volume hashes can then vouch for the volumes
 /// (see [`sets::VolPlan::vouched`]); the cache's plain copy cannot. `None`
 /// when it does not apply or cannot be read (the volumes are then checked
-/// by their own MDC).
+/// by their own MDC). A whole restore gains only with the volumes' seek
+/// tables (read without the MDC), so it asks only when the cache has one.
 fn vouching_manifest(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Option<Manifest> {
     let name = set.manifest.as_deref()?;
     let sealed = archive.naming.parse(name).is_some_and(|f| f.encrypted());
-    if prefix == index::ROOT || set.partial || !sealed || archive.keys.as_ref().is_none_or(|k| k.signs()) {
+    if set.partial || !sealed || archive.keys.as_ref().is_none_or(|k| k.signs()) {
+        return None;
+    }
+    let tabled = || set.volumes.values().any(|v| archive.cache.path(&seek_name(v)).is_file());
+    if prefix == index::ROOT && !tabled() {
         return None;
     }
     backend_manifest(archive, name, false)
@@ -778,9 +784,11 @@ fn resolve(
     Ok(true)
 }
 
-/// Copies `r` to `w` in whole pieces; used for content.
+/// Copies `r` to `w` in whole pieces; used for content. The buffer starts
+/// small and grows while reads fill it: most files are small, and a
+/// buffer of 256 KiB each is a mapping made and unmapped per file.
 pub(crate) fn copy(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<u64> {
-    let mut buf = vec![0u8; 256 << 10];
+    let mut buf = vec![0u8; 16 << 10];
     let mut n = 0u64;
     loop {
         let got = match r.read(&mut buf) {
@@ -791,6 +799,9 @@ pub(crate) fn copy(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<u64> {
         };
         w.write_all(&buf[..got])?;
         n += got as u64;
+        if got == buf.len() && buf.len() < 256 << 10 {
+            buf.resize(buf.len() * 4, 0);
+        }
     }
 }
 
