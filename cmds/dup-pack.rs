@@ -53,7 +53,7 @@ struct Args {
     /// read the passphrase from this file descriptor
     #[argh(option)]
     passphrase_fd: Option<i32>,
-    /// deflate level, 0-9, of gzip and of the compression inside OpenPGP (default 4)
+    /// deflate level, 0-9, of gzip and of the compression inside OpenPGP (default 5)
     #[argh(option, default = "pack::DEFAULT_LEVEL")]
     compress_level: u32,
     /// continue the unfinished set an interrupted run of this backup left at this URL (its time; volumes packed again to the same content are not sent again), per dup-put's journal in the cache
