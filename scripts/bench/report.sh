@@ -4,16 +4,18 @@ set -uo pipefail
 export LC_ALL=C
 RUN=${1:?usage: report.sh RUN_DIR}
 TSV=$RUN/results.tsv
-ver() { "$@" 2>&1 | head -1; }
+ver() { command -v "$1" >/dev/null && "$@" 2>&1 | head -1 || echo "$1: not installed"; }
 
 TOOLS_RUN=$(cat "$RUN/tools.txt" 2>/dev/null || awk -F'\t' 'NR>1 && $2!="floor"{print $2}' "$TSV" | sort -u | tr '\n' ' ')
 has_tool() { case " $TOOLS_RUN " in *" $1 "*) return 0 ;; esac; return 1; }
+# dup-pack's default deflate level, as the snapshot's --help says.
+DUP_LEVEL=$("$RUN/dup-bin/dup-pack" --help 2>/dev/null | sed -n 's/.*OpenPGP (default \([0-9]\)).*/\1/p' | head -1)
 echo "# Backup tool anchors$(has_tool dup && echo ' and dup')"
 echo
 echo "Run \`$(basename "$RUN")\` of \`$(cat "$RUN/args.txt" 2>/dev/null || echo anchors.sh)\`; raw data: \`results.tsv\` (copied next to this report as \`.tsv\`) and \`logs/\` (each step's command, stdout, stderr, time -v) in that run dir."
 echo
 if has_tool dup; then
-  echo "> **dup runs encrypted** (its default, as duplicity's: OpenPGP volumes with PASSPHRASE, deflate level 4 inside, its default), as duplicity, restic and borg do.$(has_tool dup-noenc && echo ' **dup-noenc** is dup with `dup-pack --no-encryption` (gzip volumes), the like-for-like row for duplicity-noenc.')"
+  echo "> **dup runs encrypted** (its default, as duplicity's: OpenPGP volumes with PASSPHRASE, deflate level ${DUP_LEVEL:-?} inside, its default), as duplicity, restic and borg do.$(has_tool dup-noenc && echo ' **dup-noenc** is dup with `dup-pack --no-encryption` (gzip volumes), the like-for-like row for duplicity-noenc.')"
   echo
 fi
 echo "## Machine and method"
@@ -57,7 +59,7 @@ python3 "$(dirname "$0")/report_tables.py" "$TSV"
 echo
 echo "## Exact commands (last corpus run; \`$(dirname "$RUN")/corpus\` is the backed-up tree, the same path for every tool)"
 echo
-echo "Encryption: duplicity symmetric gpg (PASSPHRASE env), restic password (RESTIC_PASSWORD env, repo format from \`restic init\` default), borg \`repokey-blake2\` (BORG_PASSPHRASE env). dup: OpenPGP symmetric (PASSPHRASE env; SKESK v4 + SEIPD/MDC, AES-256, deflate level 4 inside, its default). **None** for duplicity-noenc (\`--no-encryption\`) and dup-noenc (\`dup-pack --no-encryption\`). Env: GNUPGHOME, BORG_BASE_DIR, TMPDIR under the workdir. dup's binaries run from a copy in the run dir (\`\$DUPB\`, first on PATH inside the step)."
+echo "Encryption: duplicity symmetric gpg (PASSPHRASE env), restic password (RESTIC_PASSWORD env, repo format from \`restic init\` default), borg \`repokey-blake2\` (BORG_PASSPHRASE env). dup: OpenPGP symmetric (PASSPHRASE env; SKESK v4 + SEIPD/MDC, AES-256, deflate level ${DUP_LEVEL:-?} inside, its default). **None** for duplicity-noenc (\`--no-encryption\`) and dup-noenc (\`dup-pack --no-encryption\`). Env: GNUPGHOME, BORG_BASE_DIR, TMPDIR under the workdir. dup's binaries run from a copy in the run dir (\`\$DUPB\`, first on PATH inside the step)."
 echo
 echo '```'
 last=$(awk -F'\t' 'NR>1{print $1}' "$TSV" | tail -1)
