@@ -307,9 +307,8 @@ struct Packed {
     layout: Option<crypto::Layout>,
 }
 
-/// `plain` encrypted with `keys`.
-fn encrypt(keys: &Keys, plain: &mut Spool, level: u32) -> Result<Packed> {
-    let mut w = Enc::new(true, level, Some(keys), 0)?;
+/// `plain` encrypted by `w` (an encrypting [`Enc`]).
+fn encrypt(mut w: Enc, plain: &mut Spool) -> Result<Packed> {
     io::copy(&mut plain.reader().map_err(|e| Error::io("reading back", e))?, &mut w)
         .map_err(|e| content_error("encrypting", e))?;
     w.finish()
@@ -709,6 +708,14 @@ impl<W: Write> Pack<'_, W> {
     }
 
     fn finish(mut self) -> Result<(W, Stats)> {
+        // The signature tar's and the manifest's encryptors first: each
+        // derives the passphrase's key (tens of ms of SHA-256) on a thread
+        // of its own, while the last volume finishes.
+        let level = self.opts.compress_level;
+        let sealers = match &self.opts.keys {
+            Some(k) => Some((Enc::new(true, level, Some(k), 0)?, Enc::new(true, level, Some(k), 0)?)),
+            None => None,
+        };
         self.seal_volume()?;
         self.publish()?;
         let sig = std::mem::replace(&mut self.sig, dtar::Writer::new(Enc::Plain(Sink::new())));
@@ -720,12 +727,12 @@ impl<W: Write> Pack<'_, W> {
         let list = self.filelist.reader().map_err(|e| Error::io("reading the spooled file list", e));
         list.and_then(|mut r| io::copy(&mut r, &mut m).map_err(|e| Error::io("writing the manifest", e)))?;
         let man_kind = self.kind(None);
-        match &self.opts.keys {
+        match sealers {
             None => {
                 self.emit_packed(&self.name(sig_kind, self.suffix), FileRole::Signature, sig)?;
                 self.emit(&self.name(man_kind, Suffix::None), FileRole::Manifest, m, None)?;
             }
-            Some(keys) => {
+            Some((sig_enc, man_enc)) => {
                 // The cache keeps plaintext (gzipped signatures): sent first,
                 // as `cache` files, then the encrypted forms for the backend.
                 let mut plain = sig.sink.spool;
@@ -733,9 +740,9 @@ impl<W: Write> Pack<'_, W> {
                 io::copy(&mut plain.reader().map_err(|e| Error::io("the signature tar", e))?, &mut gz)
                     .map_err(|e| Error::io("compressing the signature tar", e))?;
                 self.emit(&self.name(sig_kind, Suffix::Gzip), FileRole::Cache, gz.finish()?.sink.spool, None)?;
-                let sig_gpg = encrypt(keys, &mut plain, self.opts.compress_level)?;
+                let sig_gpg = encrypt(sig_enc, &mut plain)?;
                 self.emit_packed(&self.name(sig_kind, Suffix::Gpg), FileRole::Signature, sig_gpg)?;
-                let man_gpg = encrypt(keys, &mut m, self.opts.compress_level)?;
+                let man_gpg = encrypt(man_enc, &mut m)?;
                 self.emit(&self.name(man_kind, Suffix::None), FileRole::Cache, m, None)?;
                 self.emit(&self.name(man_kind, Suffix::Gpg), FileRole::Manifest, man_gpg.sink.spool, None)?;
             }
