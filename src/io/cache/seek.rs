@@ -12,7 +12,7 @@
 //! that were not in the volume. Volumes written by duplicity, by an older
 //! dup, or on another machine have no table and are read from the start.
 
-use std::io::Read;
+use std::io::{BufReader, Read};
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -128,7 +128,7 @@ impl SeekTable {
     /// is logged, and the volume read from its start).
     pub fn load(cache: &Cache, volume: &str, sha1: &str) -> Option<SeekTable> {
         let f = cache.open_file(&seek_name(volume)).ok()?;
-        let parsed: std::result::Result<SeekTable, _> = serde_json::from_reader(f.take(MAX_LEN));
+        let parsed: std::result::Result<SeekTable, _> = serde_json::from_reader(BufReader::new(f.take(MAX_LEN)));
         let t = match parsed {
             Ok(t) => t,
             Err(e) => {
@@ -145,6 +145,18 @@ impl SeekTable {
             return None;
         }
         Some(t)
+    }
+
+    /// The plaintext bytes the cache's table of `volume` says the volume
+    /// holds, unchecked: enough to weigh whether reading by tables is worth
+    /// a manifest's key derivation, nothing to read by.
+    pub fn stated_size(cache: &Cache, volume: &str) -> Option<u64> {
+        #[derive(Deserialize)]
+        struct Stated {
+            literal: u64,
+        }
+        let f = cache.open_file(&seek_name(volume)).ok()?;
+        serde_json::from_reader::<_, Stated>(BufReader::new(f.take(MAX_LEN))).ok().map(|s| s.literal)
     }
 
     /// What the reader relies on: the framing it knows, sizes adding up,

@@ -32,7 +32,7 @@ use crate::dupfmt::names::{FileKind, FileName, Suffix};
 use crate::dupfmt::rsync;
 use crate::dupfmt::tar::EntryType;
 use crate::error::{Error, Kind, Result, content_error};
-use crate::io::cache::seek::seek_name;
+use crate::io::cache::seek::SeekTable;
 use crate::joblog::note;
 use crate::progress::{Event, Progress};
 use crate::record::{Encoding, Entry, FileType, PathBytes};
@@ -628,20 +628,26 @@ fn indexed_absent(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> bool {
     }
 }
 
+/// The plaintext a whole restore reads by seek tables for the backend's
+/// manifest to be worth fetching: its key derivation (~70 ms here) costs
+/// what the MDC's SHA-1 with collision detection does on ~25 MB.
+const VOUCH_WHOLE: u64 = 32 << 20;
+
 /// For an encrypted set: the backend's manifest, read through its
 /// integrity check, whose volume hashes can then vouch for the volumes
 /// (see [`sets::VolPlan::vouched`]); the cache's plain copy cannot. `None`
 /// when it does not apply or cannot be read (the volumes are then checked
 /// by their own MDC). A whole restore gains only with the volumes' seek
-/// tables (read without the MDC), so it asks only when the cache has one.
+/// tables (read without the MDC), so it asks only when the cache's tables
+/// say the set holds [`VOUCH_WHOLE`] or more.
 fn vouching_manifest(archive: &Archive, set: &BackupSet, prefix: &[u8]) -> Option<Manifest> {
     let name = set.manifest.as_deref()?;
     let sealed = archive.naming.parse(name).is_some_and(|f| f.encrypted());
     if set.partial || !sealed || archive.keys.as_ref().is_none_or(|k| k.signs()) {
         return None;
     }
-    let tabled = || set.volumes.values().any(|v| archive.cache.path(&seek_name(v)).is_file());
-    if prefix == index::ROOT && !tabled() {
+    let tabled = || set.volumes.values().filter_map(|v| SeekTable::stated_size(&archive.cache, v)).sum::<u64>();
+    if prefix == index::ROOT && tabled() < VOUCH_WHOLE {
         return None;
     }
     backend_manifest(archive, name, false)
