@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use flate2::{FlushCompress, Status};
+use flate2::FlushCompress;
 
 use sequoia_openpgp as openpgp;
 
@@ -89,20 +89,8 @@ pub(super) fn deflate_block(data: &[u8], last: bool, level: u32, z: &Deflaters, 
         return stored_blocks(data, last, out);
     }
     out.reserve(data.len() / 2 + 1024);
-    let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
-    let ok = z.with(level, |c| {
-        loop {
-            let done = c.total_in() as usize;
-            // Cannot fail with valid parameters; storing is always valid.
-            let Ok(status) = c.compress_vec(&data[done..], &mut out, flush) else { return false };
-            let all_in = c.total_in() as usize == data.len();
-            // Finished: the stream end, or a sync flush that left room.
-            if all_in && (status == Status::StreamEnd || (!last && out.len() < out.capacity())) {
-                return true;
-            }
-            out.reserve(out.capacity().max(64 << 10));
-        }
-    });
+    // Storing is always valid.
+    let ok = z.deflate(level, data, last, &mut out);
     if !ok || out.len() > data.len() + data.len() / 64 + 16 { stored_blocks(data, last, out) } else { out }
 }
 

@@ -20,7 +20,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use flate2::{Compress, Compression};
+use flate2::{Compress, Compression, FlushCompress, Status};
 
 use super::lock;
 use crate::error::{Error, Result, content_error};
@@ -86,6 +86,26 @@ impl Deflaters {
             free.push((level, c));
         }
         r
+    }
+
+    /// Appends `data` to `out` as raw deflate at `level`: ending the
+    /// stream when `last`, else on a byte boundary (a sync flush), so
+    /// blocks concatenate. `false`: zlib refused (not with valid
+    /// parameters); `out` then holds part of it.
+    pub fn deflate(&self, level: u32, data: &[u8], last: bool, out: &mut Vec<u8>) -> bool {
+        let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
+        self.with(level, |c| {
+            loop {
+                let done = c.total_in() as usize;
+                let Ok(status) = c.compress_vec(&data[done..], out, flush) else { return false };
+                let all_in = c.total_in() as usize == data.len();
+                // Finished: the stream end, or a sync flush that left room.
+                if all_in && (status == Status::StreamEnd || (!last && out.len() < out.capacity())) {
+                    return true;
+                }
+                out.reserve(out.capacity().max(64 << 10));
+            }
+        })
     }
 }
 

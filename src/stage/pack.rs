@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};
 use std::sync::Arc;
 
-use flate2::{Compression, Crc, FlushCompress, GzBuilder, Status};
+use flate2::{Compression, Crc, GzBuilder};
 use sha2::{Digest as _, Sha256};
 
 pub use crate::crypto::DEFAULT_LEVEL;
@@ -178,17 +178,7 @@ fn gzip_member(data: &[u8], mtime: u32, level: u32, z: &Deflaters, mut out: Vec<
     out.extend_from_slice(&[0x1f, 0x8b, 8, 0]);
     out.extend_from_slice(&mtime.to_le_bytes());
     out.extend_from_slice(&[xfl, 255]);
-    let done = z.with(level, |c| {
-        loop {
-            let at = c.total_in() as usize;
-            match c.compress_vec(&data[at..], &mut out, FlushCompress::Finish) {
-                Ok(Status::StreamEnd) => return true,
-                Ok(_) => out.reserve(out.capacity().max(64 << 10)),
-                Err(_) => return false,
-            }
-        }
-    });
-    if !done {
+    if !z.deflate(level, data, true, &mut out) {
         // Cannot happen with valid parameters; flate2's own writer then.
         let mut g = GzBuilder::new().mtime(mtime).operating_system(255).write(Vec::new(), Compression::new(level));
         let _ = g.write_all(data);
