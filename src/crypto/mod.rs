@@ -47,7 +47,7 @@ use self::encrypt::encryption_subkeys;
 pub use self::encrypt::{DEFAULT_LEVEL, EncryptWriter, Layout, encryptor, encryptor_with_level};
 use self::gpg::Gpg;
 use self::passphrase::{ask_new, main_passphrase, prompt_tty};
-pub use self::seek::open_at;
+pub use self::seek::{open_at, open_whole};
 
 /// Plaintext the decryptor holds back until it has checked what follows.
 /// Sequoia's default (25 MiB) would verify the signature of a file up to

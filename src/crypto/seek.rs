@@ -23,6 +23,7 @@ use super::Keys;
 use super::framing::{Framed, LITERAL_HEAD, Unframe};
 use crate::error::{Error, Result};
 use crate::io::cache::seek::SeekTable;
+use crate::io::parblock::ParInflate;
 
 /// The largest cipher block plus the two check bytes of the prefix.
 const PREFIX_MAX: usize = 16 + 2;
@@ -40,6 +41,29 @@ pub fn open_at<'a, R: Read + Send + Sync + 'a>(
     raw: R,
     table: &SeekTable,
     tar_offset: u64,
+) -> Result<Option<Box<dyn Read + Send + 'a>>> {
+    open_from(keys, name, raw, table, tar_offset, false)
+}
+
+/// The whole tar of the encrypted volume `name`, as [`open_at`] reads it,
+/// with its blocks inflated in parallel ([`ParInflate`]), some ahead of
+/// the reader.
+pub fn open_whole<'a, R: Read + Send + Sync + 'a>(
+    keys: &Keys,
+    name: &str,
+    raw: R,
+    table: &SeekTable,
+) -> Result<Option<Box<dyn Read + Send + 'a>>> {
+    open_from(keys, name, raw, table, 0, true)
+}
+
+fn open_from<'a, R: Read + Send + Sync + 'a>(
+    keys: &Keys,
+    name: &str,
+    raw: R,
+    table: &SeekTable,
+    tar_offset: u64,
+    parallel: bool,
 ) -> Result<Option<Box<dyn Read + Send + 'a>>> {
     let corrupt = |what: String| Error::corrupt(format!("{name}: {what}"));
     let failed = |e: io::Error| crate::error::carried(e).unwrap_or_else(|e| corrupt(e.to_string()));
@@ -91,7 +115,12 @@ pub fn open_at<'a, R: Read + Send + Sync + 'a>(
     let mut plain = Decryptor::new(algo, BlockCipherMode::CFB, UnpaddingMode::None, &key, Some(&iv), src)
         .map_err(|e| corrupt(format!("{e}")))?;
     skip(&mut plain, target - aligned).map_err(failed)?;
-    let mut inflated = flate2::read::DeflateDecoder::new(Unframe::new(plain, zip, 1 + deflate_at));
+    let deflated = Unframe::new(plain, zip, 1 + deflate_at);
+    let mut inflated: Box<dyn Read + Send> = if parallel {
+        Box::new(ParInflate::new(deflated, &table.sizes[k..], table.block))
+    } else {
+        Box::new(flate2::read::DeflateDecoder::new(deflated))
+    };
     skip(&mut inflated, inner - k as u64 * table.block).map_err(failed)?;
     Ok(Some(Box::new(Unframe::new(inflated, lit, body_t))))
 }

@@ -1,4 +1,5 @@
-//! Block-parallel compression into an ordered writer.
+//! Block-parallel compression into an ordered writer, and block-parallel
+//! decompression of what it wrote ([`ParInflate`]).
 //!
 //! Input is cut into 1 MiB blocks; each is compressed on the rayon pool by a
 //! job of the caller's choosing (gzip members, raw deflate ending on a byte
@@ -14,13 +15,13 @@
 //! into the same volumes on every run and machine.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::ops::Deref;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use flate2::{Compress, Compression, FlushCompress, Status};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use super::lock;
 use crate::error::{Error, Result, content_error};
@@ -319,6 +320,122 @@ impl<T: Send + 'static> Drop for ParBlocks<T> {
     }
 }
 
+/// Inflates a raw deflate stream made of independent blocks (each from a
+/// reset compressor, as [`Deflaters::deflate`] writes them) whose
+/// compressed sizes are known: up to [`WINDOW`] blocks (two per pool
+/// thread) are inflated at once on the rayon pool and read in order. Every block but the last must give
+/// `block` bytes, and the last must end the stream.
+pub struct ParInflate<R> {
+    src: R,
+    sizes: VecDeque<u64>,
+    block: usize,
+    inflight: VecDeque<Receiver<io::Result<Vec<u8>>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    pool: Pool,
+    inflaters: Arc<Mutex<Vec<Decompress>>>,
+}
+
+impl<R: Read> ParInflate<R> {
+    pub fn new(src: R, sizes: &[u64], block: u64) -> ParInflate<R> {
+        ParInflate {
+            src,
+            sizes: sizes.iter().copied().collect(),
+            block: block as usize,
+            inflight: VecDeque::new(),
+            cur: Vec::new(),
+            pos: 0,
+            pool: Pool::default(),
+            inflaters: Arc::default(),
+        }
+    }
+
+    /// Reads the next blocks and starts their jobs.
+    fn fill(&mut self) -> io::Result<()> {
+        // Enough to keep the pool busy, and no more (each is 2 MiB or so in flight).
+        let ahead = (2 * rayon::current_num_threads()).clamp(2, WINDOW);
+        while self.inflight.len() < ahead {
+            let Some(n) = self.sizes.pop_front() else { return Ok(()) };
+            let last = self.sizes.is_empty();
+            let mut input = self.pool.take();
+            (&mut self.src).take(n).read_to_end(&mut input)?;
+            if (input.len() as u64) < n {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the compressed data is truncated"));
+            }
+            let (tx, rx) = sync_channel(1);
+            let (pool, inflaters, block) = (self.pool.clone(), self.inflaters.clone(), self.block);
+            let run = move || {
+                let mut d = lock(&inflaters).pop().unwrap_or_else(|| Decompress::new(false));
+                let mut out = pool.take();
+                let r = inflate_block(&mut d, &input, last, block, &mut out).map(|()| out);
+                lock(&inflaters).push(d);
+                pool.give(input);
+                let _ = tx.send(r);
+            };
+            if rayon::current_thread_index().is_some() {
+                run();
+            } else {
+                rayon::spawn(run);
+            }
+            self.inflight.push_back(rx);
+        }
+        Ok(())
+    }
+}
+
+/// Inflates one block into `out` (empty); see [`ParInflate`].
+fn inflate_block(d: &mut Decompress, input: &[u8], last: bool, block: usize, out: &mut Vec<u8>) -> io::Result<()> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("compressed block {what}"));
+    d.reset(false);
+    out.reserve(if last { 64 << 10 } else { block + 1 });
+    loop {
+        let done = d.total_in() as usize;
+        let status = d.decompress_vec(&input[done..], out, FlushDecompress::None).map_err(|e| bad(&e.to_string()))?;
+        if status == Status::StreamEnd {
+            if !last || (d.total_in() as usize) < input.len() {
+                return Err(bad("ends the stream too early"));
+            }
+            return Ok(());
+        }
+        if d.total_in() as usize == input.len() && out.len() < out.capacity() {
+            // All in, and room left: the block's output is complete.
+            if last {
+                return Err(bad("is cut short (the stream's end is missing)"));
+            }
+            if out.len() != block {
+                return Err(bad("has the wrong length"));
+            }
+            return Ok(());
+        }
+        if out.len() == out.capacity() {
+            if !last && out.len() > block {
+                return Err(bad("has the wrong length"));
+            }
+            out.reserve(64 << 10);
+        } else if d.total_in() as usize == done {
+            return Err(bad("makes no progress"));
+        }
+    }
+}
+
+impl<R: Read> Read for ParInflate<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.pos < self.cur.len() {
+                let n = buf.len().min(self.cur.len() - self.pos);
+                buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            self.fill()?;
+            let Some(rx) = self.inflight.pop_front() else { return Ok(0) };
+            let out = rx.recv().map_err(|_| io::Error::other("an inflate job failed"))??;
+            self.pool.give(std::mem::replace(&mut self.cur, out));
+            self.pos = 0;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +495,55 @@ mod tests {
     fn empty_input_still_gets_a_last_block() {
         let p = ParBlocks::new(Arc::new(halve), collect);
         assert_eq!(p.wait().unwrap(), b"$");
+    }
+
+    /// Blocks as a volume's jobs write them, and their compressed sizes.
+    fn deflated(input: &[u8]) -> (Vec<u8>, Vec<u64>) {
+        let d = Deflaters::default();
+        let (mut all, mut sizes) = (Vec::new(), Vec::new());
+        let n = input.len().div_ceil(BLOCK).max(1);
+        for i in 0..n {
+            let block = &input[(i * BLOCK).min(input.len())..((i + 1) * BLOCK).min(input.len())];
+            let mut out = Vec::new();
+            assert!(d.deflate(5, block, i + 1 == n, &mut out));
+            sizes.push(out.len() as u64);
+            all.extend(out);
+        }
+        (all, sizes)
+    }
+
+    fn inflate_all(data: &[u8], sizes: &[u64]) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        ParInflate::new(data, sizes, BLOCK as u64).read_to_end(&mut v)?;
+        Ok(v)
+    }
+
+    #[test]
+    fn par_inflate_gives_back_what_the_blocks_hold() {
+        for len in [0, 1000, BLOCK, BLOCK * 11 + 4567] {
+            let input: Vec<u8> = (0..len).map(|i| (((i * 31) % 251) ^ (i >> 12)) as u8).collect();
+            let (data, sizes) = deflated(&input);
+            assert_eq!(inflate_all(&data, &sizes).unwrap(), input, "{len}");
+        }
+    }
+
+    #[test]
+    fn par_inflate_refuses_damage_truncation_and_wrong_sizes() {
+        let input: Vec<u8> = (0..BLOCK * 5 + 99).map(|i| (i % 7 * (i >> 10)) as u8).collect();
+        let (data, sizes) = deflated(&input);
+        // Cut short.
+        assert!(inflate_all(&data[..data.len() - 10], &sizes).is_err());
+        // The last block's end missing (sizes that stop early).
+        assert!(inflate_all(&data, &sizes[..3]).is_err());
+        // Sizes that cut blocks in the wrong places.
+        let mut shifted = sizes.clone();
+        shifted[1] += 5;
+        shifted[2] -= 5;
+        assert!(inflate_all(&data, &shifted).is_err());
+        // A damaged byte gives an error or different bytes, never the input.
+        let mut bad = data.clone();
+        bad[sizes[0] as usize + 40] ^= 0x55;
+        assert!(inflate_all(&bad, &sizes).map_or(true, |v| v != input));
     }
 
     struct Failing;

@@ -128,6 +128,12 @@ impl Storage {
         }))
     }
 
+    /// Whether the archive is a local directory (`file://`): reading a
+    /// file costs no round trips, so nothing is gained by fetching ahead.
+    pub fn is_local(&self) -> bool {
+        self.target.scheme == "fs"
+    }
+
     /// The URL, without its password.
     pub fn url(&self) -> &str {
         &self.url

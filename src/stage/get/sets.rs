@@ -101,7 +101,7 @@ pub(crate) struct SetStream<'a> {
 
 impl<'a> SetStream<'a> {
     pub fn new(archive: &'a Archive, volumes: Vec<VolPlan>, prefix: &[u8], streamed: bool) -> Self {
-        SetStream {
+        let mut s = SetStream {
             archive,
             volumes: volumes.into(),
             tar: None,
@@ -115,7 +115,21 @@ impl<'a> SetStream<'a> {
             data_open: false,
             streamed,
             prefetch: None,
-        }
+        };
+        // The sets' first volumes are fetched side by side from the start.
+        s.prefetch = s.ahead(true);
+        s
+    }
+
+    /// Starts downloading the next volume of a whole restore while the
+    /// current one is read. Not one that will be read straight from the
+    /// backend (see [`open_direct`]): a set's first (nothing to overlap
+    /// its download with), or any from a local directory.
+    fn ahead(&self, first: bool) -> Option<Prefetch> {
+        let v = self.volumes.front().filter(|_| self.prefix == index::ROOT)?;
+        let direct =
+            self.streamed && (first || self.archive.storage.is_local()) && whole_table(self.archive, v).is_some();
+        if direct { None } else { Prefetch::start(self.archive, v) }
     }
 
     /// Reads up to the next entry within the prefix (unless there is a head).
@@ -234,12 +248,10 @@ impl<'a> SetStream<'a> {
                 };
                 let prefetched = self.prefetch.take();
                 match open_volume(self.archive, &v, &self.prefix, rep, self.streamed, prefetched) {
-                    Ok((stream, checked, spill)) => {
-                        if self.prefix == index::ROOT {
-                            self.prefetch = self.volumes.front().and_then(|n| Prefetch::start(self.archive, n));
-                        }
+                    Ok(Opened { entries: stream, checked, spill, direct }) => {
+                        self.prefetch = self.ahead(false);
                         let id = rep.volume_opened(checked);
-                        self.tar = Some(Volume { stream, name: v.name, range: v.range, id, spill });
+                        self.tar = Some(Volume { stream, name: v.name, range: v.range, id, spill, direct });
                     }
                     Err(e) if e.kind == Kind::Unwritable => {
                         // The staging disk is full: not the volume's fault.
@@ -281,7 +293,7 @@ impl<'a> SetStream<'a> {
                 // (gzip checksums, at most 1 MiB; an OpenPGP volume's MDC
                 // and signature come with its end).
                 Ok(None) => {
-                    rep.volume_verified(vol.id);
+                    vol.ended(rep);
                     self.tar = None;
                 }
                 Err(e) => {
@@ -296,6 +308,10 @@ impl<'a> SetStream<'a> {
     /// Reports a volume that could not be read and forgets its state. The
     /// message names the volume once: most errors begin with its name.
     fn lost(&mut self, rep: &Reporter, volume: &str, e: &Error) {
+        // Damage in a volume read by its seek table shows as anything
+        // (bad tar headers, say): its hash says what it is.
+        let hash_err = self.tar.as_ref().and_then(|v| v.direct.as_ref()).and_then(|d| d.check().err());
+        let e = hash_err.as_ref().unwrap_or(e);
         let msg = match e.message.strip_prefix(volume).and_then(|m| m.strip_prefix(": ")) {
             Some(rest) => format!("skipping the damaged volume {volume}: {rest}"),
             None if e.message.contains(volume) => format!("skipping a damaged volume: {}", e.message),
@@ -321,7 +337,7 @@ impl SetStream<'_> {
                 match vol.stream.next_item() {
                     Ok(Some(_)) => {}
                     Ok(None) => {
-                        rep.volume_verified(vol.id);
+                        vol.ended(rep);
                         break;
                     }
                     Err(e) => {
@@ -457,6 +473,33 @@ struct Volume {
     id: VolId,
     /// A streamed OpenPGP volume's plaintext (see [`Spill`]).
     spill: Option<Spill>,
+    /// Read straight from the backend: its end check (see [`open_direct`]).
+    direct: Option<EndCheck>,
+}
+
+impl Volume {
+    /// The volume was read to its end, and its end checked.
+    fn ended(&self, rep: &Reporter) {
+        if let Some(end) = &self.direct {
+            rep.fetched(&self.name, end.bytes());
+        }
+        rep.volume_verified(self.id);
+    }
+}
+
+/// A volume opened for reading.
+struct Opened {
+    entries: Entries,
+    /// Verified whole before anything is read from it.
+    checked: bool,
+    spill: Option<Spill>,
+    direct: Option<EndCheck>,
+}
+
+impl Opened {
+    fn checked(entries: Entries) -> Opened {
+        Opened { entries, checked: true, spill: None, direct: None }
+    }
 }
 
 /// The plaintext of a volume read as it decrypts, which can be switched to
@@ -697,10 +740,13 @@ fn stage_entries(
     Ok(Some(Entries::Staged(Staged { items, data, at: 0, end: 0 })))
 }
 
+/// A hash of what was read, and its length.
+type Hashed = Arc<Mutex<(Option<Hasher>, u64)>>;
+
 /// Counts and hashes what is read through it.
 struct HashRead<R> {
     r: R,
-    h: Arc<Mutex<(Option<Hasher>, u64)>>,
+    h: Hashed,
 }
 
 impl<R: Read> Read for HashRead<R> {
@@ -718,18 +764,21 @@ impl<R: Read> Read for HashRead<R> {
 /// Checks a volume's hash against the manifest's (a warning when it has
 /// none, or one of a kind not known).
 fn check_hash(v: &VolPlan, hasher: Option<Hasher>) -> Result<()> {
-    match (&v.hash, hasher) {
+    check_hash_of(&v.name, v.hash.as_ref(), hasher)
+}
+
+fn check_hash_of(name: &str, want: Option<&(String, String)>, hasher: Option<Hasher>) -> Result<()> {
+    match (want, hasher) {
         (Some((kind, want)), Some(h)) => match h.hex() {
             Some(got) if &got == want => {}
             Some(got) => {
                 return Err(Error::corrupt(format!(
-                    "{}: {kind} is {got} but the manifest says {want}: the volume is damaged",
-                    v.name
+                    "{name}: {kind} is {got} but the manifest says {want}: the volume is damaged"
                 )));
             }
-            None => note!(log::Level::Warn, "{}: cannot check a {kind} hash; reading it unchecked", v.name),
+            None => note!(log::Level::Warn, "{name}: cannot check a {kind} hash; reading it unchecked"),
         },
-        _ => note!(log::Level::Warn, "{}: the manifest has no hash for it; reading it unchecked", v.name),
+        _ => note!(log::Level::Warn, "{name}: the manifest has no hash for it; reading it unchecked"),
     }
     Ok(())
 }
@@ -745,7 +794,7 @@ fn open_volume(
     rep: &Reporter,
     streamed: bool,
     prefetched: Option<Prefetch>,
-) -> Result<(Entries, bool, Option<Spill>)> {
+) -> Result<Opened> {
     if v.missing {
         return Err(Error::corrupt(format!("{} is listed in the manifest but missing on the backend", v.name)));
     }
@@ -753,11 +802,21 @@ fn open_volume(
         && v.encrypted
         && let Some(staged) = open_staged(archive, v, prefix, rep)?
     {
-        return Ok((staged, true, None));
+        return Ok(Opened::checked(staged));
     }
+    let mut table = whole_table(archive, v);
     let fetched = match prefetched {
         Some(p) if p.name == v.name => p.wait(),
-        _ => download(&v.name, archive.storage.reader(&v.name)?, v.hash.as_ref().map(|(k, _)| Hasher::new(k))),
+        _ => {
+            if streamed && let Some(t) = &table {
+                if let Some(direct) = open_direct(archive, v, t)? {
+                    return Ok(direct);
+                }
+                not_sealed(&v.name);
+                table = None;
+            }
+            download(&v.name, archive.storage.reader(&v.name)?, v.hash.as_ref().map(|(k, _)| Hasher::new(k)))
+        }
     };
     let (mut file, hasher, total) = fetched?;
     check_hash(v, hasher)?;
@@ -769,18 +828,14 @@ fn open_volume(
     // it: the volume is what was written, and its MDC would tell nothing
     // more (see `open_staged`). With its seek table the tar is read without
     // computing it, and nothing waits for the volume's end.
-    if let Some(t) = whole_table(archive, v) {
+    if let Some(t) = table {
         let copy = file.try_clone().map_err(|e| Error::io(format!("{}: temporary copy", v.name), e))?;
         let copy = BufReader::with_capacity(256 << 10, copy);
-        if let Some(r) = crypto::open_at(archive.keys_for(&v.name)?, &v.name, copy, &t, 0)? {
+        if let Some(r) = crypto::open_whole(archive.keys_for(&v.name)?, &v.name, copy, &t)? {
             log::debug!("{}: read by its seek table (its hash is vouched for)", v.name);
-            return Ok((Entries::Tar(TarStream::new(r, &v.name)), true, None));
+            return Ok(Opened::checked(Entries::Tar(TarStream::new(r, &v.name))));
         }
-        note!(
-            log::Level::Warn,
-            "{}: its seek table in the cache was not made with its key (edited?); checking it by its MDC",
-            v.name
-        );
+        not_sealed(&v.name);
         rewind(&mut file)?;
     }
     let r = BufReader::with_capacity(256 << 10, file);
@@ -801,9 +856,99 @@ fn open_volume(
     }
     if v.encrypted && streamed {
         let spill = Spill(Arc::new(Mutex::new((input, None))));
-        return Ok((Entries::Tar(TarStream::new(spill.clone(), &v.name)), false, Some(spill)));
+        let entries = Entries::Tar(TarStream::new(spill.clone(), &v.name));
+        return Ok(Opened { entries, checked: false, spill: Some(spill), direct: None });
     }
-    Ok((Entries::Tar(TarStream::new(input, &v.name)), true, None))
+    Ok(Opened::checked(Entries::Tar(TarStream::new(input, &v.name))))
+}
+
+/// Reads a volume whose hash is vouched for straight from the backend by
+/// its seek table: no temporary copy to make and hash before the first
+/// byte is used, no MDC to compute. The ciphertext is hashed as it comes
+/// and checked when the plaintext ends, which is then the volume's end
+/// check: what is restored from it waits for it, as from a volume read as
+/// it decrypts (see `dest`). `None`: the table was not made with its key.
+fn open_direct(archive: &Archive, v: &VolPlan, t: &SeekTable) -> Result<Option<Opened>> {
+    let hashed: Hashed = Arc::new(Mutex::new((v.hash.as_ref().map(|(k, _)| Hasher::new(k)), 0)));
+    let raw: Box<dyn Read + Send> = Box::new(HashRead { r: archive.storage.reader(&v.name)?, h: hashed.clone() });
+    let raw = Shared(Arc::new(Mutex::new(raw)));
+    let copy = BufReader::with_capacity(256 << 10, raw.clone());
+    let Some(plain) = crypto::open_whole(archive.keys_for(&v.name)?, &v.name, copy, t)? else {
+        return Ok(None);
+    };
+    log::debug!("{}: read by its seek table as it is fetched, its hash checked at its end", v.name);
+    let end = EndCheck(Arc::new(Mutex::new(EndState {
+        raw,
+        hashed,
+        name: v.name.clone(),
+        want: v.hash.clone(),
+        verdict: None,
+    })));
+    let spill = Spill(Arc::new(Mutex::new((Box::new(HashAtEnd { plain, end: end.clone() }), None))));
+    let entries = Entries::Tar(TarStream::new(spill.clone(), &v.name));
+    Ok(Some(Opened { entries, checked: false, spill: Some(spill), direct: Some(end) }))
+}
+
+/// The end check of a volume read by [`open_direct`]: the rest of its
+/// ciphertext read and its hash compared, once (its outcome is kept).
+#[derive(Clone)]
+struct EndCheck(Arc<Mutex<EndState>>);
+
+struct EndState {
+    raw: Shared,
+    hashed: Hashed,
+    name: String,
+    want: Option<(String, String)>,
+    verdict: Option<std::result::Result<(), String>>,
+}
+
+impl EndCheck {
+    fn check(&self) -> Result<()> {
+        let mut s = self.0.lock().map_err(|_| Error::other("volume check poisoned"))?;
+        if s.verdict.is_none() {
+            let drained = drain(&s.raw).map_err(|e| format!("{}: reading: {e}", s.name));
+            let h = s.hashed.lock().map_err(|_| Error::other("hash poisoned"))?.0.take();
+            s.verdict = Some(drained.and_then(|()| check_hash_of(&s.name, s.want.as_ref(), h).map_err(|e| e.message)));
+        }
+        match &s.verdict {
+            Some(Err(m)) => Err(Error::corrupt(m.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// The volume's bytes read so far.
+    fn bytes(&self) -> u64 {
+        self.0.lock().ok().and_then(|s| s.hashed.lock().ok().map(|h| h.1)).unwrap_or(0)
+    }
+}
+
+/// The plaintext of a volume read by [`open_direct`]; its end is the
+/// volume's [`EndCheck`].
+struct HashAtEnd {
+    plain: Box<dyn Read + Send>,
+    end: EndCheck,
+}
+
+impl Read for HashAtEnd {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.plain.read(buf) {
+            Ok(0) if !buf.is_empty() => self.end.check().map(|()| 0).map_err(io::Error::other),
+            Ok(n) => Ok(n),
+            // A seek table's reader checks nothing: damage is told by the
+            // hash when it can be.
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => {
+                Err(self.end.check().err().map(io::Error::other).unwrap_or(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn not_sealed(name: &str) {
+    note!(
+        log::Level::Warn,
+        "{name}: its seek table in the cache was not made with its key (edited?); checking it by its MDC"
+    );
 }
 
 /// The seek table to read a whole encrypted volume by, when its hash is
