@@ -20,7 +20,7 @@ use openpgp::types::SymmetricAlgorithm;
 use openpgp::{Fingerprint, KeyHandle};
 
 use super::encrypt::{encryptor, io_passthrough};
-use super::{DECRYPT_BUFFER, Inner, Keys, MIN_DECRYPT_BUFFER, crypto, label, lock, read_policy};
+use super::{DECRYPT_BUFFER, Inner, Keys, MIN_DECRYPT_BUFFER, OPENED_MAX, crypto, label, lock, read_policy};
 use crate::error::{Error, Kind, Result};
 
 /// Passphrase-encrypted session key packets tried per file (gpg,
@@ -289,9 +289,26 @@ impl Helper {
                 // Each costs a key derivation of up to 65 MiB of hashing: a
                 // file of many would take minutes.
                 for s in skesks.iter().take(MAX_SKESKS) {
-                    if let Ok((algo, sk)) = s.decrypt(&pw)
+                    let id = openpgp::serialize::MarshalInto::to_vec(s).ok();
+                    let known = id
+                        .as_ref()
+                        .and_then(|id| lock(&self.keys.0.opened).iter().find(|(k, _)| k == id).map(|(_, o)| o.clone()));
+                    let opened = match known {
+                        Some(o) => Ok(o),
+                        None => s.decrypt(&pw),
+                    };
+                    if let Ok((algo, sk)) = opened
                         && decrypt(algo, &sk)
                     {
+                        if let Some(id) = id {
+                            let mut kept = lock(&self.keys.0.opened);
+                            if !kept.iter().any(|(k, _)| *k == id) {
+                                if kept.len() >= OPENED_MAX {
+                                    kept.remove(0);
+                                }
+                                kept.push((id, (algo, sk)));
+                            }
+                        }
                         return Ok(true);
                     }
                 }

@@ -184,11 +184,21 @@ struct Inner {
     unlocked: Mutex<Vec<(Fingerprint, KeyPair)>>,
     /// The main passphrase: symmetric, or for the decryption key.
     passphrase: Mutex<Option<Password>>,
+    /// Session keys the passphrase opened, by their key packet: a file
+    /// opened twice in a job (checked early, then read) costs one key
+    /// derivation. The last [`OPENED_MAX`] only.
+    opened: Mutex<Vec<(Vec<u8>, Opened)>>,
     sign_passphrase: Option<Password>,
     gpg: Option<Gpg>,
     prompt: bool,
     symmetric: bool,
 }
+
+/// What a passphrase key packet gave: its algorithm and session key.
+type Opened = (Option<SymmetricAlgorithm>, openpgp::crypto::SessionKey);
+
+/// Session keys kept in [`Inner::opened`].
+const OPENED_MAX: usize = 8;
 
 struct SignKey {
     /// The certificate (public parts) signatures must come from.
@@ -273,6 +283,7 @@ impl Keys {
             queried: Mutex::new(Vec::new()),
             unlocked: Mutex::new(Vec::new()),
             passphrase: Mutex::new(passphrase),
+            opened: Mutex::new(Vec::new()),
             sign_passphrase: env.sign_passphrase.clone().map(Password::from),
             gpg,
             prompt: opts.prompt,
@@ -319,6 +330,7 @@ impl Keys {
             queried: Mutex::new(Vec::new()),
             unlocked: Mutex::new(Vec::new()),
             passphrase: Mutex::new(Some(Password::from(passphrase.into()))),
+            opened: Mutex::new(Vec::new()),
             sign_passphrase: None,
             gpg: None,
             prompt: false,
@@ -708,5 +720,36 @@ mod tests {
         assert_eq!(gpg_spec("t@example.org"), "<t@example.org>");
         assert_eq!(gpg_spec("Test User"), "Test User");
         assert_eq!(gpg_spec("<t@example.org>"), "<t@example.org>");
+    }
+
+    fn sealed(keys: &Keys, text: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = encryptor(keys, Vec::new()).unwrap();
+        w.write_all(text).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn open(keys: &Keys, cipher: &[u8]) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let mut v = Vec::new();
+        decryptor(keys, "f.gpg", cipher)?.read_to_end(&mut v).map_err(|e| Error::other(e.to_string()))?;
+        Ok(v)
+    }
+
+    /// A file opened twice in a job is opened by the session key its first
+    /// opening found (no second key derivation): shown by changing the
+    /// passphrase in between. Other files still need the right passphrase.
+    #[test]
+    fn session_keys_are_kept_for_the_files_they_opened() {
+        let keys = Keys::with_passphrase("right");
+        let (a, b) = (sealed(&keys, b"first file"), sealed(&keys, b"second file"));
+        assert_eq!(open(&keys, &a).unwrap(), b"first file");
+        *lock(&keys.0.passphrase) = Some(Password::from("wrong"));
+        assert_eq!(open(&keys, &a).unwrap(), b"first file");
+        let e = open(&keys, &b).unwrap_err();
+        assert_eq!(e.kind, Kind::Crypto, "{}", e.message);
+        // Another job's keys share nothing.
+        assert_eq!(open(&Keys::with_passphrase("wrong"), &a).unwrap_err().kind, Kind::Crypto);
+        assert_eq!(open(&Keys::with_passphrase("right"), &b).unwrap(), b"second file");
     }
 }
