@@ -4,7 +4,7 @@
 //! bounded channel in batches (one hand-over per [`BATCH`] bytes or
 //! [`BATCH_MSGS`] messages, not three per entry: most entries are small,
 //! and a thread wake-up each cost more than the entry), so memory stays at
-//! three batches per stream.
+//! three batches per stream (more when asked to read further ahead).
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -43,7 +43,13 @@ pub struct TarStream {
 impl TarStream {
     /// Starts reading `r` (a decompressed tar); `name` labels errors.
     pub fn new(r: impl Read + Send + 'static, name: &str) -> TarStream {
-        let (tx, rx) = sync_channel(1);
+        Self::with_ahead(r, name, 1)
+    }
+
+    /// [`TarStream::new`], reading up to `ahead` batches ahead of the
+    /// consumer (more memory, fewer stalls when both sides are busy).
+    pub fn with_ahead(r: impl Read + Send + 'static, name: &str, ahead: usize) -> TarStream {
+        let (tx, rx) = sync_channel(ahead.max(1));
         let label = name.to_string();
         let thread = std::thread::Builder::new()
             .name("dup-tar".into())

@@ -19,11 +19,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::writer::{self, Done, Job, Writers};
 use super::{Content, Reporter, Target, Trust, VolId, show};
 use crate::dupfmt::index;
 use crate::error::{Error, Kind, Result};
@@ -36,7 +38,7 @@ use crate::record::{Entry, FileType};
 struct Level {
     /// Its name in its parent (empty for the destination itself).
     name: Vec<u8>,
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
     meta: Option<Entry>,
     /// The volumes its entry was read from, when one is not verified yet.
     deps: Vec<VolId>,
@@ -89,7 +91,16 @@ pub(crate) struct DirTarget {
     settled_at: u64,
     /// Directories open for committing `pending` (names below the destination).
     cursor: Vec<(Vec<u8>, OwnedFd)>,
+    /// Small files being written on other threads.
+    writers: Writers,
+    /// Directories whose metadata waits for the files being written.
+    deferred: Vec<(Arc<OwnedFd>, Entry)>,
+    /// A full or read-only file system, found by a writer thread.
+    fatal: Option<Error>,
 }
+
+/// Directories whose metadata may wait for the writer threads.
+const MAX_DEFERRED: usize = 64;
 
 impl DirTarget {
     /// Checks the destination: it must be absent or an empty directory
@@ -136,6 +147,9 @@ impl DirTarget {
             pending: VecDeque::new(),
             settled_at: 0,
             cursor: Vec::new(),
+            writers: Writers::new(),
+            deferred: Vec::new(),
+            fatal: None,
         })
     }
 
@@ -171,16 +185,81 @@ impl DirTarget {
                 self.pending.push_back(Pending { path, deps: lvl.deps.into(), what: Waiting::DirMeta(Box::new(meta)) });
                 continue;
             }
-            if let Some(meta) = &lvl.meta
-                && let Err(e) = apply_fd(lvl.fd.as_raw_fd(), meta, self.owners.as_mut())
-            {
-                let what = format!("{}: setting the directory's metadata", self.local_index(&meta.path).display());
-                let e = Error::io(what, e);
-                if e.kind == Kind::Unwritable {
-                    return Err(e);
+            if let Some(meta) = lvl.meta {
+                if self.writers.busy() {
+                    // Its files may still be being written (their times would change its mtime).
+                    self.deferred.push((lvl.fd, meta));
+                    if self.deferred.len() >= MAX_DEFERRED {
+                        self.wait_writers(rep)?;
+                    }
+                    continue;
                 }
-                rep.item_problem(&meta.path, &e);
+                self.dir_meta(lvl.fd.as_raw_fd(), &meta, rep)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Gives a directory its metadata.
+    fn dir_meta(&mut self, fd: RawFd, meta: &Entry, rep: &Reporter) -> Result<()> {
+        if let Err(e) = apply_fd(fd, meta, self.owners.as_mut()) {
+            let what = format!("{}: setting the directory's metadata", self.local_index(&meta.path).display());
+            let e = Error::io(what, e);
+            if e.kind == Kind::Unwritable {
+                return Err(e);
+            }
+            rep.item_problem(&meta.path, &e);
+        }
+        Ok(())
+    }
+
+    /// Counts or reports what the writer threads finished.
+    fn take_done(&mut self, done: Vec<Done>, rep: &Reporter) {
+        for d in done {
+            match d.result {
+                Ok(n) if d.installed => rep.item(&d.index, n),
+                Ok(_) => {}
+                Err(e) => {
+                    if !d.installed {
+                        // It was to wait for its volumes: it no longer does.
+                        let at = self.pending.iter().rposition(|p| {
+                            matches!(&p.what, Waiting::Item { tmp, .. } if *tmp == d.tmp) && p.path == d.index
+                        });
+                        if let Some(i) = at {
+                            self.pending.remove(i);
+                        }
+                    }
+                    let shown = self.local_index(&d.index).display().to_string();
+                    if e.kind == Kind::Unwritable {
+                        let e = if e.message.starts_with(&shown) { e } else { e.context(shown) };
+                        self.fatal.get_or_insert(e);
+                    } else {
+                        rep.item_problem(&d.index, &e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes what the writer threads finished so far.
+    fn poll_writers(&mut self, rep: &Reporter) -> Result<()> {
+        let mut done = Vec::new();
+        self.writers.collect(&mut |d| done.push(d));
+        self.take_done(done, rep);
+        self.fatal.take().map_or(Ok(()), Err)
+    }
+
+    /// Waits for the writer threads, then gives the directories that
+    /// waited for them their metadata.
+    fn wait_writers(&mut self, rep: &Reporter) -> Result<()> {
+        let mut done = Vec::new();
+        self.writers.wait(&mut |d| done.push(d));
+        self.take_done(done, rep);
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
+        for (fd, meta) in std::mem::take(&mut self.deferred) {
+            self.dir_meta(fd.as_raw_fd(), &meta, rep)?;
         }
         Ok(())
     }
@@ -196,7 +275,7 @@ impl DirTarget {
         let name = self.dest_name.clone();
         let fd = self.make_dir(parent, &name, self.follow_dest, &[])?;
         self.root = Some(fd.try_clone().map_err(|e| Error::io(self.dest.display(), e))?);
-        self.stack.push(Level { name: Vec::new(), fd, meta, deps });
+        self.stack.push(Level { name: Vec::new(), fd: Arc::new(fd), meta, deps });
         Ok(())
     }
 
@@ -249,7 +328,13 @@ impl DirTarget {
         for i in self.stack.len() - 1..parent.len() {
             let c = cstring(parent[i])?;
             let top = self.stack.last().expect("the destination is open").fd.as_raw_fd();
-            let fd = match open_dir(top, &c, false) {
+            let mut opened = open_dir(top, &c, false);
+            if opened.as_ref().is_err_and(|e| e.raw_os_error() == Some(libc::ENOENT)) && self.writers.busy() {
+                // What is there may be a file still being written.
+                self.wait_writers(rep)?;
+                opened = open_dir(top, &c, false);
+            }
+            let fd = match opened {
                 Ok(fd) => {
                     sweep_stale(fd.as_raw_fd(), &self.local(&parent[..=i]));
                     fd
@@ -272,7 +357,7 @@ impl DirTarget {
                 }
                 Err(e) => return Err(Error::io(self.local(&parent[..=i]).display(), e)),
             };
-            self.stack.push(Level { name: parent[i].to_vec(), fd, meta: None, deps: Vec::new() });
+            self.stack.push(Level { name: parent[i].to_vec(), fd: Arc::new(fd), meta: None, deps: Vec::new() });
         }
         Ok(Some(self.stack.last().expect("the destination is open").fd.as_raw_fd()))
     }
@@ -316,6 +401,10 @@ impl DirTarget {
         let tmp = match entry.ftype {
             FileType::File => {
                 let mut content = content.ok_or_else(|| Error::other("a regular file without content"))?;
+                let small = content.diffs.is_empty() && content.base_size.is_some_and(|n| n <= writer::SMALL);
+                if small && !rel.is_empty() {
+                    return self.hand_over(name, entry, content, rel, rep);
+                }
                 let ((file, tmp), size) =
                     content.apply(|| self.create_tmp(dir), |(f, _)| f, |(_, n)| unlink(dir, &n))?;
                 bytes = size;
@@ -360,6 +449,52 @@ impl DirTarget {
         Ok(Some(bytes))
     }
 
+    /// Reads a small file's content and hands it to the writer threads;
+    /// it is counted when they are done with it (or, when it waits for its
+    /// volumes, when it is put in place).
+    fn hand_over(
+        &mut self,
+        name: &CStr,
+        entry: &Entry,
+        mut content: Content,
+        rel: &[&[u8]],
+        rep: &Reporter,
+    ) -> Result<Option<u64>> {
+        let mut data = Vec::with_capacity(content.base_size.unwrap_or(0) as usize);
+        (&mut content.base)
+            .take(writer::SMALL + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| crate::error::content_error("reading the backup", e))?;
+        let tmp = self.tmp_name();
+        let deps = rep.unverified_deps();
+        let index = join(rel);
+        let job = Job {
+            dir: self.stack.last().expect("the parents are open").fd.clone(),
+            tmp: tmp.clone(),
+            install: deps.is_empty().then(|| (name.to_owned(), self.force)),
+            path: self.local(rel),
+            index: index.clone(),
+            owner: self.owners.as_mut().map(|o| o.ids(entry)),
+            mode: entry.mode,
+            mtime: entry.mtime,
+            data,
+        };
+        let bytes = job.data.len() as u64;
+        if !deps.is_empty() {
+            self.pending.push_back(Pending { path: index, deps: deps.into(), what: Waiting::Item { tmp, bytes } });
+            rep.set_waiting(self.pending.len());
+        }
+        let mut done = Vec::new();
+        let refused = self.writers.submit(job, &mut |d| done.push(d));
+        self.take_done(done, rep);
+        if let Some(job) = refused {
+            // No writer thread: write it here.
+            let d = writer::run(job);
+            self.take_done(vec![d], rep);
+        }
+        self.fatal.take().map_or(Ok(None), Err)
+    }
+
     /// The directory at `comps` below the destination, opened one
     /// component at a time as [`DirTarget::open_parents`] does.
     fn dir_at(&mut self, comps: &[&[u8]]) -> Result<RawFd> {
@@ -394,6 +529,8 @@ impl DirTarget {
             return Ok(());
         }
         self.settled_at = rep.generation();
+        // What waits may still be being written.
+        self.wait_writers(rep)?;
         // Directories may have been replaced (--force) since the last time.
         self.cursor.clear();
         let mut kept: VecDeque<Pending> = VecDeque::new();
@@ -477,30 +614,7 @@ impl DirTarget {
     /// Renames `tmp` to `name`; replaces what is there only with --force (or
     /// an empty directory that is the destination itself).
     fn install(&mut self, dir: RawFd, tmp: &CStr, name: &CStr, rel: &[&[u8]]) -> Result<()> {
-        let path = self.local(rel);
-        let what = |e: io::Error| Error::io(path.display(), e);
-        let first = rename(dir, tmp, name, !self.force);
-        let Err(e) = first else { return Ok(()) };
-        let exists = matches!(
-            e.raw_os_error(),
-            Some(libc::EEXIST) | Some(libc::EISDIR) | Some(libc::ENOTEMPTY) | Some(libc::ENOTDIR)
-        );
-        if !exists {
-            return Err(what(e));
-        }
-        if self.force {
-            remove_at(dir, name, &path).map_err(what)?;
-        } else if rel.is_empty() {
-            // The destination: an empty directory may be replaced by the item.
-            // SAFETY: valid descriptor and NUL-terminated name.
-            if unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) } != 0 {
-                return Err(what(io::Error::last_os_error()));
-            }
-        } else {
-            return Err(Error::other(format!("{} already exists; not replaced", path.display()))
-                .hint("pass --force to replace what is in the way"));
-        }
-        rename(dir, tmp, name, false).map_err(what)
+        install_at(dir, tmp, name, &self.local(rel), self.force, rel.is_empty())
     }
 
     /// Restores one item; `None` when it was refused (and reported).
@@ -544,7 +658,8 @@ impl DirTarget {
         let name = cstring(last)?;
         if entry.ftype == FileType::Dir {
             let fd = self.make_dir(dir, &name, false, &comps)?;
-            self.stack.push(Level { name: last.to_vec(), fd, meta: Some(entry.clone()), deps: rep.unverified_deps() });
+            let deps = rep.unverified_deps();
+            self.stack.push(Level { name: last.to_vec(), fd: Arc::new(fd), meta: Some(entry.clone()), deps });
             return Ok(Some(0));
         }
         self.place(dir, &name, &entry, content, &comps, rep)
@@ -553,6 +668,7 @@ impl DirTarget {
 
 impl Target for DirTarget {
     fn item(&mut self, entry: Entry, content: Option<Content<'_>>, rep: &Reporter) -> Result<()> {
+        self.poll_writers(rep)?;
         self.settle(rep, false)?;
         let path = entry.path.0.clone();
         match self.item_inner(entry, content, rep) {
@@ -577,6 +693,7 @@ impl Target for DirTarget {
             );
         }
         self.close_to(0, rep)?;
+        self.wait_writers(rep)?;
         self.settle(rep, true)
     }
 }
@@ -584,6 +701,7 @@ impl Target for DirTarget {
 impl Drop for DirTarget {
     /// A run that stopped early leaves nothing under a temporary name.
     fn drop(&mut self) {
+        self.writers.wait(&mut |_| {});
         self.cursor.clear();
         while let Some(p) = self.pending.pop_front() {
             self.discard(p);
@@ -667,7 +785,36 @@ fn stale_pid(name: &[u8]) -> Option<i32> {
     pid.parse().ok().filter(|&p: &i32| p > 0)
 }
 
-fn unlink(dir: RawFd, name: &CStr) {
+/// Renames `tmp` to `name` in `dir`; replaces what is there only when
+/// `force` (or, for the destination itself, an empty directory). `path`
+/// is the place, for messages.
+pub(super) fn install_at(dir: RawFd, tmp: &CStr, name: &CStr, path: &Path, force: bool, is_dest: bool) -> Result<()> {
+    let what = |e: io::Error| Error::io(path.display(), e);
+    let first = rename(dir, tmp, name, !force);
+    let Err(e) = first else { return Ok(()) };
+    let exists = matches!(
+        e.raw_os_error(),
+        Some(libc::EEXIST) | Some(libc::EISDIR) | Some(libc::ENOTEMPTY) | Some(libc::ENOTDIR)
+    );
+    if !exists {
+        return Err(what(e));
+    }
+    if force {
+        remove_at(dir, name, path).map_err(what)?;
+    } else if is_dest {
+        // The destination: an empty directory may be replaced by the item.
+        // SAFETY: valid descriptor and NUL-terminated name.
+        if unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) } != 0 {
+            return Err(what(io::Error::last_os_error()));
+        }
+    } else {
+        return Err(Error::other(format!("{} already exists; not replaced", path.display()))
+            .hint("pass --force to replace what is in the way"));
+    }
+    rename(dir, tmp, name, false).map_err(what)
+}
+
+pub(super) fn unlink(dir: RawFd, name: &CStr) {
     // SAFETY: valid descriptor and NUL-terminated name.
     unsafe { libc::unlinkat(dir, name.as_ptr(), 0) };
 }
@@ -749,14 +896,18 @@ fn check(r: libc::c_int) -> io::Result<()> {
 
 /// Owner (as root), mode and mtime of an open file or directory.
 fn apply_fd(fd: RawFd, e: &Entry, owners: Option<&mut Owners>) -> io::Result<()> {
-    if let Some(o) = owners {
-        let (uid, gid) = o.ids(e);
+    apply_ids(fd, owners.map(|o| o.ids(e)), e.mode, e.mtime)
+}
+
+/// Owner (when given), mode and mtime of an open file or directory.
+pub(super) fn apply_ids(fd: RawFd, owner: Option<(u32, u32)>, mode: u32, mtime: i64) -> io::Result<()> {
+    if let Some((uid, gid)) = owner {
         // SAFETY: fchown on a descriptor we own.
         check(unsafe { libc::fchown(fd, uid, gid) })?;
     }
     // SAFETY: plain system calls on a descriptor we own.
-    check(unsafe { libc::fchmod(fd, (e.mode & 0o7777) as libc::mode_t) })?;
-    let ts = times(e.mtime);
+    check(unsafe { libc::fchmod(fd, (mode & 0o7777) as libc::mode_t) })?;
+    let ts = times(mtime);
     check(unsafe { libc::futimens(fd, ts.as_ptr()) })
 }
 

@@ -17,6 +17,7 @@ mod dest;
 mod sets;
 mod stream;
 mod verify;
+mod writer;
 
 use std::cell::RefCell;
 use std::fs::File;
