@@ -338,6 +338,10 @@ struct Pack<'a, W: Write> {
     marked_block: Option<u64>,
     sealed: Option<Sealed<'a>>,
     sig: dtar::Writer<Enc<'a>>,
+    /// The signature tar's and the manifest's encryptors (encrypted sets),
+    /// made at the start: each derives the passphrase's key (tens of ms of
+    /// SHA-256) on a thread of its own while the packer waits for input.
+    sealers: Option<(Enc<'a>, Enc<'a>)>,
     manifest: Vec<u8>,
     /// The manifest's `Filelist` lines so far (spooled: one per changed
     /// file), and how many.
@@ -443,6 +447,13 @@ impl<'a, W: Write> Pack<'a, W> {
             // Encrypted archives keep the signature tar plain until the end: the
             // cache gets it gzipped, the backend encrypted.
             sig: dtar::Writer::new(Enc::new(opts.compress && opts.keys.is_none(), opts.compress_level, None, t2)?),
+            sealers: match &opts.keys {
+                Some(k) => Some((
+                    Enc::new(true, opts.compress_level, Some(k), 0)?,
+                    Enc::new(true, opts.compress_level, Some(k), 0)?,
+                )),
+                None => None,
+            },
             manifest: manifest::header_bytes(&opts.hostname, localdir),
             filelist: Spool::new(),
             listed: 0,
@@ -698,14 +709,7 @@ impl<W: Write> Pack<'_, W> {
     }
 
     fn finish(mut self) -> Result<(W, Stats)> {
-        // The signature tar's and the manifest's encryptors first: each
-        // derives the passphrase's key (tens of ms of SHA-256) on a thread
-        // of its own, while the last volume finishes.
-        let level = self.opts.compress_level;
-        let sealers = match &self.opts.keys {
-            Some(k) => Some((Enc::new(true, level, Some(k), 0)?, Enc::new(true, level, Some(k), 0)?)),
-            None => None,
-        };
+        let sealers = self.sealers.take();
         self.seal_volume()?;
         self.publish()?;
         let sig = std::mem::replace(&mut self.sig, dtar::Writer::new(Enc::Plain(Sink::new())));
