@@ -84,13 +84,13 @@ pub(crate) struct DirTarget {
     /// Files whose setuid/setgid bits were not restored (not root).
     setid_dropped: u64,
     /// The destination directory, once open (for what waits in `pending`).
-    root: Option<OwnedFd>,
+    root: Option<Arc<OwnedFd>>,
     /// What waits for its volumes, in the order restored.
     pending: VecDeque<Pending>,
     /// [`Reporter::generation`] when `pending` was last gone through.
     settled_at: u64,
     /// Directories open for committing `pending` (names below the destination).
-    cursor: Vec<(Vec<u8>, OwnedFd)>,
+    cursor: Vec<(Vec<u8>, Arc<OwnedFd>)>,
     /// Small files being written on other threads.
     writers: Writers,
     /// Directories whose metadata waits for the files being written.
@@ -274,7 +274,7 @@ impl DirTarget {
         let parent = self.parent_fd()?;
         let name = self.dest_name.clone();
         let fd = self.make_dir(parent, &name, self.follow_dest, &[])?;
-        self.root = Some(fd.try_clone().map_err(|e| Error::io(self.dest.display(), e))?);
+        self.root = Some(Arc::new(fd.try_clone().map_err(|e| Error::io(self.dest.display(), e))?));
         self.stack.push(Level { name: Vec::new(), fd: Arc::new(fd), meta, deps });
         Ok(())
     }
@@ -477,40 +477,39 @@ impl DirTarget {
             owner: self.owners.as_mut().map(|o| o.ids(entry)),
             mode: entry.mode,
             mtime: entry.mtime,
-            data,
+            bytes: data.len() as u64,
+            data: Some(data),
         };
-        let bytes = job.data.len() as u64;
         if !deps.is_empty() {
+            let bytes = job.bytes;
             self.pending.push_back(Pending { path: index, deps: deps.into(), what: Waiting::Item { tmp, bytes } });
             rep.set_waiting(self.pending.len());
         }
-        let mut done = Vec::new();
-        let refused = self.writers.submit(job, &mut |d| done.push(d));
-        self.take_done(done, rep);
-        if let Some(job) = refused {
-            // No writer thread: write it here.
-            let d = writer::run(job);
-            self.take_done(vec![d], rep);
-        }
-        self.fatal.take().map_or(Ok(None), Err)
+        self.submit(job, rep).map(|()| None)
     }
 
     /// The directory at `comps` below the destination, opened one
     /// component at a time as [`DirTarget::open_parents`] does.
     fn dir_at(&mut self, comps: &[&[u8]]) -> Result<RawFd> {
-        let root = self.root.as_ref().ok_or_else(|| Error::other("the destination is not open"))?.as_raw_fd();
+        // The cursor (or the root) keeps the descriptor open.
+        self.dir_arc(comps).map(|fd| fd.as_raw_fd())
+    }
+
+    /// [`DirTarget::dir_at`], shared.
+    fn dir_arc(&mut self, comps: &[&[u8]]) -> Result<Arc<OwnedFd>> {
+        let root = self.root.clone().ok_or_else(|| Error::other("the destination is not open"))?;
         let mut keep = 0;
         while keep < self.cursor.len() && keep < comps.len() && self.cursor[keep].0 == comps[keep] {
             keep += 1;
         }
         self.cursor.truncate(keep);
         for (i, c) in comps.iter().enumerate().skip(keep) {
-            let top = self.cursor.last().map_or(root, |(_, fd)| fd.as_raw_fd());
+            let top = self.cursor.last().map_or(root.as_raw_fd(), |(_, fd)| fd.as_raw_fd());
             let fd =
                 open_dir(top, &cstring(c)?, false).map_err(|e| Error::io(self.local(&comps[..=i]).display(), e))?;
-            self.cursor.push((c.to_vec(), fd));
+            self.cursor.push((c.to_vec(), Arc::new(fd)));
         }
-        Ok(self.cursor.last().map_or(root, |(_, fd)| fd.as_raw_fd()))
+        Ok(self.cursor.last().map_or(root, |(_, fd)| fd.clone()))
     }
 
     /// The directory holding `comps` and its name there.
@@ -534,6 +533,8 @@ impl DirTarget {
         // Directories may have been replaced (--force) since the last time.
         self.cursor.clear();
         let mut kept: VecDeque<Pending> = VecDeque::new();
+        // Verified directories' metadata, given once their files are renamed.
+        let mut dirs = Vec::new();
         while let Some(p) = self.pending.pop_front() {
             let trust = match rep.trust(&p.deps) {
                 Trust::Pending if all => Trust::Lost,
@@ -548,22 +549,73 @@ impl DirTarget {
                             format!("{}: not restored: its volume was not read to its end", show(&p.path)),
                         );
                     }
+                    if matches!(p.what, Waiting::DirMeta(_)) {
+                        // Removed when empty: nothing of it may be being renamed.
+                        self.wait_writers(rep)?;
+                    }
                     self.discard(p);
                 }
                 Trust::Verified => {
                     let inside = kept.back().is_some_and(|k| index::is_within(&k.path, &p.path));
-                    if matches!(p.what, Waiting::DirMeta(_)) && inside {
-                        kept.push_back(p);
-                    } else {
-                        self.commit(p, rep)?;
+                    match p.what {
+                        Waiting::DirMeta(_) if inside => kept.push_back(p),
+                        Waiting::DirMeta(_) => dirs.push(p),
+                        Waiting::Item { .. } if p.path != index::ROOT => self.hand_rename(p, rep)?,
+                        Waiting::Item { .. } => self.commit(p, rep)?,
                     }
                 }
             }
+        }
+        self.wait_writers(rep)?;
+        for p in dirs {
+            self.commit(p, rep)?;
         }
         self.pending = kept;
         self.cursor.clear();
         rep.set_waiting(self.pending.len());
         Ok(())
+    }
+
+    /// Hands a verified item to the writer threads to be renamed into place.
+    fn hand_rename(&mut self, p: Pending, rep: &Reporter) -> Result<()> {
+        let Pending { path, what: Waiting::Item { tmp, bytes }, .. } = p else {
+            return Err(Error::other("not an item"));
+        };
+        let rel: Vec<&[u8]> = index::components(&path).collect();
+        let (last, parent) = rel.split_last().expect("not the root");
+        let dir = match self.dir_arc(parent) {
+            Ok(d) => d,
+            Err(e) if e.kind == Kind::Unwritable => return Err(e),
+            Err(e) => {
+                rep.item_problem(&path, &e);
+                return Ok(());
+            }
+        };
+        let job = Job {
+            dir,
+            tmp,
+            install: Some((cstring(last)?, self.force)),
+            path: self.local(&rel),
+            index: path.clone(),
+            data: None,
+            bytes,
+            owner: None,
+            mode: 0,
+            mtime: 0,
+        };
+        self.submit(job, rep)
+    }
+
+    /// Hands a job to the writer threads (or runs it here without them).
+    fn submit(&mut self, job: Job, rep: &Reporter) -> Result<()> {
+        let mut done = Vec::new();
+        let refused = self.writers.submit(job, &mut |d| done.push(d));
+        self.take_done(done, rep);
+        if let Some(job) = refused {
+            let d = writer::run(job);
+            self.take_done(vec![d], rep);
+        }
+        self.fatal.take().map_or(Ok(()), Err)
     }
 
     /// Puts a verified item in place (or gives a directory its metadata).

@@ -6,7 +6,8 @@
 //! and, when its volumes are verified, the final name to rename it to. A
 //! writer thread creates the file (`O_CREAT | O_EXCL | O_NOFOLLOW` in its
 //! open directory), writes it, sets its owner, mode and time, and renames
-//! it into place when asked. What it did comes back as a [`Done`], which
+//! it into place when asked; it also renames files that waited for their
+//! volumes once those are verified. What it did comes back as a [`Done`], which
 //! the restore's thread counts or reports. Whatever depends on the files
 //! being there (a directory's metadata, committing what waited for its
 //! volumes, removing what a damaged volume gave) waits for the jobs
@@ -41,7 +42,11 @@ pub(super) struct Job {
     pub path: PathBuf,
     /// Its index below the destination (for reporting).
     pub index: Vec<u8>,
-    pub data: Vec<u8>,
+    /// The content to write; `None`: the file is there under `tmp`,
+    /// only to be renamed (its volumes are now verified).
+    pub data: Option<Vec<u8>>,
+    /// The content's size.
+    pub bytes: u64,
     /// Owner (when restoring ownership), mode, mtime.
     pub owner: Option<(u32, u32)>,
     pub mode: u32,
@@ -171,15 +176,16 @@ pub(super) fn run(job: Job) -> Done {
 
 fn write(job: &Job) -> Result<u64> {
     let dir = job.dir.as_raw_fd();
-    let file = create(dir, &job.tmp).map_err(|e| Error::io("creating a temporary file", e))?;
-    (&file).write_all(&job.data).map_err(|e| Error::io("writing the restored file", e))?;
-    super::dest::apply_ids(file.as_raw_fd(), job.owner, job.mode, job.mtime)
-        .map_err(|e| Error::io("setting metadata", e))?;
-    drop(file);
+    if let Some(data) = &job.data {
+        let file = create(dir, &job.tmp).map_err(|e| Error::io("creating a temporary file", e))?;
+        (&file).write_all(data).map_err(|e| Error::io("writing the restored file", e))?;
+        super::dest::apply_ids(file.as_raw_fd(), job.owner, job.mode, job.mtime)
+            .map_err(|e| Error::io("setting metadata", e))?;
+    }
     if let Some((name, force)) = &job.install {
         super::dest::install_at(dir, &job.tmp, name, &job.path, *force, false)?;
     }
-    Ok(job.data.len() as u64)
+    Ok(job.bytes)
 }
 
 /// Creates `name` in `dir`: a name of this process's, so one already there
