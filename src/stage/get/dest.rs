@@ -7,8 +7,9 @@
 //! stored before. Items are created under a fresh temporary name
 //! (`O_CREAT | O_EXCL | O_NOFOLLOW` for files), given their content and
 //! metadata, then renamed into place; without `--force` the rename never
-//! replaces anything (`RENAME_NOREPLACE`). Directories get their mode,
-//! owner and times when their contents are done.
+//! replaces anything (`RENAME_NOREPLACE`). Small files are written and
+//! renamed by writer threads ([`super::writer`]). Directories get their
+//! mode, owner and times when their contents are done.
 //!
 //! An OpenPGP volume is restored as it is decrypted, but its integrity
 //! check (MDC) and signature come at its end: what is read from it stays

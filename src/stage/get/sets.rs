@@ -1,7 +1,9 @@
 //! One backup set as a stream of entries: its volumes fetched one at a time
 //! (each downloaded to a temporary file and checked against the manifest's
-//! hash before it is read), decompressed, and parsed by a [`TarStream`];
-//! multivol chunks are joined across volume boundaries (§3.5).
+//! hash before it is read; in a whole restore, one the backend's manifest
+//! vouches for is read by its seek table as it is fetched, its hash checked
+//! at its end: see [`open_direct`]), decompressed, and parsed by a
+//! [`TarStream`]; multivol chunks are joined across volume boundaries (§3.5).
 //!
 //! A volume that is missing, damaged or unreadable is reported and skipped,
 //! together with the part of a multivol file that crossed into it; entries
