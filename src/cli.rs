@@ -79,6 +79,7 @@ pub fn args<T: argh::FromArgs>(name: &str) -> T {
 /// output): exit 130, saying that the next run resumes.
 pub fn main(name: &str, run: impl FnOnce() -> Result<Status>) -> ! {
     crate::io::limit_heap();
+    crate::io::widen_pipes();
     init_logging(name);
     let code = match run() {
         Ok(Status::Ok) => 0,
