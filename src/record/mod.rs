@@ -253,7 +253,7 @@ pub enum Record {
         role: FileRole,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         delete: bool,
-        /// An encrypted file's plaintext SHA-256 (hex): what a resumed
+        /// An encrypted file's plaintext BLAKE3 (hex): what a resumed
         /// backup compares, the ciphertext differing on every run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         plain: Option<String>,

@@ -1,6 +1,7 @@
 //! dup-put's resume journal in the archive's cache: each file stored for a
 //! set not yet published, one line `SHA1 SIZE NAME [PLAIN]` (PLAIN: an
-//! encrypted file's plaintext SHA-256). dup-put skips what it notes and the
+//! encrypted file's plaintext BLAKE3; a journal of an older dup holds a
+//! SHA-256 there, which matches nothing, so its files are sent again). dup-put skips what it notes and the
 //! backend still has; dup-pack's `--resume` reads it to continue a set.
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use crate::error::{Error, Result};
 
 /// The resume journal's name in the archive's cache: one line per file
 /// stored, `SHA1 SIZE NAME [PLAIN]` (PLAIN: an encrypted file's plaintext
-/// SHA-256, from its `file` record).
+/// BLAKE3, from its `file` record).
 pub const JOURNAL: &str = "dup-put.journal";
 
 /// A file the journal notes as stored for a set not yet published.

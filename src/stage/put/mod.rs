@@ -9,7 +9,7 @@
 //! manifest gives for it.
 //!
 //! Resume: each file stored for a set not yet published is noted with its
-//! size and SHA1 (and an encrypted file's plaintext SHA-256) in a journal
+//! size and SHA1 (and an encrypted file's plaintext BLAKE3) in a journal
 //! in the archive's cache ([journal](crate::io::cache::journal); removed
 //! when it lists nothing). A volume or signature whose name is on the
 //! backend with the size and SHA1 the journal gives, both equal to this
