@@ -18,6 +18,8 @@ pub const CHUNK: u64 = 1 << CHUNK_LOG2;
 /// The new-format packet tags written here.
 pub const TAG_COMPRESSED: u8 = 8;
 pub const TAG_LITERAL: u8 = 11;
+pub const TAG_SEIP: u8 = 18;
+pub const TAG_MDC: u8 = 19;
 
 /// A literal packet's body before the data: binary, no file name, date 0
 /// (as Sequoia's literal writer writes it).
