@@ -39,8 +39,13 @@ impl Settings {
 }
 
 /// Bytes per request part: S3 multipart parts (and GCS's, Azure's blocks),
-/// and reads from the source.
-pub(super) const S3_PART: usize = 8 << 20;
+/// and reads from the source. S3's smallest part (rclone's default too): an
+/// upload holds its part being filled and those in flight, so with 8 MiB
+/// parts dup-put's 4 uploads at once peaked at 94 MiB; with 5 MiB, 4
+/// uploads of 4 parts in flight in all stay near 50 MiB.
+pub(super) const S3_PART: usize = 5 << 20;
+/// The most parts an S3 multipart upload may have.
+const MAX_PARTS: u64 = 10_000;
 pub(super) const WRITE_CHUNK: usize = 1 << 20;
 /// S3 parts in flight at once.
 pub(super) const S3_CONCURRENT: usize = 4;
@@ -50,6 +55,14 @@ pub(super) const MIN_RATE: u64 = 64 << 10;
 /// Whether `t` is an object store taking uploads in parts (S3, GCS, Azure).
 pub(super) fn object_store(t: &Target) -> bool {
     matches!(t.scheme.as_str(), "s3" | "gcs" | "azblob")
+}
+
+/// The part size of an object store upload of `len` bytes: [`S3_PART`], or
+/// more when `len` needs more than [`MAX_PARTS`] of those (a volume over
+/// 48 GiB); unknown sizes get [`S3_PART`].
+pub(super) fn part_size(len: Option<u64>) -> usize {
+    let need = len.map_or(0, |n| n.div_ceil(MAX_PARTS)).next_multiple_of(1 << 20);
+    usize::try_from(need).unwrap_or(usize::MAX).max(S3_PART)
 }
 
 /// The most bytes one request carries (a multipart part, a read chunk).
@@ -361,6 +374,19 @@ fn http_context() -> opendal::Result<opendal::OperationContext> {
 mod tests {
     use super::*;
     use crate::error::Kind;
+
+    /// S3's smallest part while 10 000 of them hold the object, then larger
+    /// whole MiB.
+    #[test]
+    fn part_sizes_fit_s3_limits() {
+        assert_eq!(part_size(None), 5 << 20);
+        assert_eq!(part_size(Some(200 << 20)), 5 << 20);
+        assert_eq!(part_size(Some(MAX_PARTS * (5 << 20))), 5 << 20);
+        for len in [MAX_PARTS * (5 << 20) + 1, 100 << 30, 5 << 40] {
+            let p = part_size(Some(len)) as u64;
+            assert!(len.div_ceil(p) <= MAX_PARTS && p % (1 << 20) == 0 && p > 5 << 20, "{len}: {p}");
+        }
+    }
 
     #[test]
     fn settings() {

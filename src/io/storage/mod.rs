@@ -25,7 +25,7 @@ use opendal::{Buffer, ErrorKind};
 
 pub use self::check::{CHECK_TIMEOUT, Check, CheckStatus, MarksBackup, test_connection, test_connection_with};
 use self::check::{backend_error, hint, is_missing_bucket, open_error};
-use self::layers::{S3_CONCURRENT, S3_PART, Settings, build, io_timeout, object_store, piece};
+use self::layers::{S3_CONCURRENT, S3_PART, Settings, WRITE_CHUNK, build, io_timeout, object_store, part_size, piece};
 use self::mmap::mapped_buffer;
 use self::sftp::sftp_home;
 pub use self::url::{BACKENDS, Backend, Target, parse_url, parse_url_with, redact, schemes};
@@ -177,7 +177,7 @@ impl Storage {
     /// complete); returns the bytes written. Nothing is left on failure.
     pub fn put(&self, name: &str, data: impl Read) -> Result<u64> {
         self.put_via(name, |tmp, what| {
-            if self.multi_write { self.put_stream(tmp, data, what) } else { self.put_once(tmp, data, what) }
+            if self.multi_write { self.put_stream(tmp, data, None, what) } else { self.put_once(tmp, data, what) }
         })
     }
 
@@ -187,7 +187,7 @@ impl Storage {
         self.put_via(name, |tmp, what| {
             let n = spool.len();
             let r = spool.into_reader().map_err(|e| Error::io("reading the spooled upload", e))?;
-            if self.multi_write { self.put_stream(tmp, r, what) } else { self.send_once(tmp, r, n, what) }
+            if self.multi_write { self.put_stream(tmp, r, Some(n), what) } else { self.send_once(tmp, r, n, what) }
         })
     }
 
@@ -212,16 +212,28 @@ impl Storage {
         result
     }
 
-    /// Streams `data` in chunks (S3/GCS multipart, Azure blocks, fs, sftp);
-    /// aborts on error.
-    fn put_stream(&self, path: &str, mut data: impl Read, what: &str) -> Result<u64> {
+    /// Streams `data` (`len` bytes, when known) in chunks (S3/GCS multipart,
+    /// Azure blocks, fs, sftp); aborts on error.
+    fn put_stream(&self, path: &str, mut data: impl Read, len: Option<u64>, what: &str) -> Result<u64> {
+        let part = part_size(len);
         let opts = if object_store(&self.target) {
-            WriteOptions { chunk: Some(S3_PART), concurrent: self.part_concurrency, ..Default::default() }
+            WriteOptions { chunk: Some(part), concurrent: self.part_concurrency, ..Default::default() }
         } else {
             WriteOptions::default()
         };
-        let piece = piece(&self.target);
-        let mut w = self.rt.block_on(self.op.writer_options(path, opts)).map_err(|e| self.error(what, e))?;
+        // Parts larger than usual get time for their size.
+        let op = if object_store(&self.target) && part > S3_PART {
+            let _guard = self.rt.enter();
+            build(&self.target, &self.settings, &self.url, io_timeout(&self.settings, part as u64))
+                .map_err(|e| self.error(what, e))?
+        } else {
+            self.op.clone()
+        };
+        // Handed over in 1 MiB pieces, which the writer gathers into parts
+        // without copying: a part-sized piece would be a third part's worth
+        // of memory per upload, read while one waits and one is sent.
+        let piece = WRITE_CHUNK;
+        let mut w = self.rt.block_on(op.writer_options(path, opts)).map_err(|e| self.error(what, e))?;
         let mut n = 0u64;
         let copied = loop {
             let mut buf = Vec::with_capacity(piece);
