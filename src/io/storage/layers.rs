@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(part_size(Some(MAX_PARTS * (5 << 20))), 5 << 20);
         for len in [MAX_PARTS * (5 << 20) + 1, 100 << 30, 5 << 40] {
             let p = part_size(Some(len)) as u64;
-            assert!(len.div_ceil(p) <= MAX_PARTS && p % (1 << 20) == 0 && p > 5 << 20, "{len}: {p}");
+            assert!(len.div_ceil(p) <= MAX_PARTS && p.is_multiple_of(1 << 20) && p > 5 << 20, "{len}: {p}");
         }
     }
 
