@@ -308,14 +308,13 @@ struct Seipd<W: Write> {
 
 impl<W: Write> Seipd<W> {
     fn new(w: W, algo: SymmetricAlgorithm, key: &SessionKey) -> io::Result<Self> {
-        let other = |e: openpgp::anyhow::Error| io::Error::other(e.to_string());
         let mut body = PacketWriter::new(w, TAG_SEIP)?;
         body.write_all(&[1])?;
         let cfb =
-            symmetric::Encryptor::new(algo, BlockCipherMode::CFB, PaddingMode::None, key, None, body).map_err(other)?;
+            symmetric::Encryptor::new(algo, BlockCipherMode::CFB, PaddingMode::None, key, None, body).map_err(to_io)?;
         let mut s = Seipd { cfb, mdc: sha1::Sha1::new() };
-        let mut prefix = vec![0u8; algo.block_size().map_err(other)?];
-        crypto::random(&mut prefix).map_err(other)?;
+        let mut prefix = vec![0u8; algo.block_size().map_err(to_io)?];
+        crypto::random(&mut prefix).map_err(to_io)?;
         let n = prefix.len();
         s.write_all(&prefix)?;
         s.write_all(&prefix[n - 2..])?;
@@ -329,8 +328,14 @@ impl<W: Write> Seipd<W> {
         let digest = self.mdc.finalize();
         self.cfb.write_all(&header)?;
         self.cfb.write_all(&digest)?;
-        self.cfb.finalize().map_err(|e| io::Error::other(e.to_string()))?.finish()
+        self.cfb.finalize().map_err(to_io)?.finish()
     }
+}
+
+/// Sequoia's error as an I/O error: the I/O error it carries (ours, from the
+/// sink, with its kind), or its message.
+fn to_io(e: openpgp::anyhow::Error) -> io::Error {
+    e.downcast::<io::Error>().unwrap_or_else(|e| io::Error::other(e.to_string()))
 }
 
 impl<W: Write> Write for Seipd<W> {
@@ -461,6 +466,43 @@ mod tests {
         let mut out = Vec::new();
         flate2::read::DeflateDecoder::new(data).read_to_end(&mut out).unwrap();
         out
+    }
+
+    /// Takes `left` bytes, then fails as a full disk does.
+    struct Full {
+        left: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                return Err(io::Error::from(io::ErrorKind::StorageFull));
+            }
+            let n = buf.len().min(self.left);
+            self.left -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The sink's error comes out of the SEIPD writer as it was, whichever
+    /// write meets it (a full chunk, the MDC, the last chunk), not as a
+    /// message: its kind decides the exit code.
+    #[test]
+    fn seipd_passes_the_sinks_error_through() {
+        let key = SessionKey::new(32).unwrap();
+        let chunk = crate::crypto::framing::CHUNK as usize;
+        for n in chunk - 60..chunk + 20 {
+            let run = || -> io::Result<Full> {
+                let mut w = Seipd::new(Full { left: 10 }, SymmetricAlgorithm::AES256, &key)?;
+                w.write_all(&vec![7u8; n])?;
+                w.finish()
+            };
+            let e = run().err().unwrap_or_else(|| panic!("{n}: no error"));
+            assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{n}: {e}");
+        }
     }
 
     #[test]
