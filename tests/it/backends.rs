@@ -354,7 +354,8 @@ s.serve_forever()
 /// One case a line: `check STATUS URL [archive] [KEY=VALUE...]` (the
 /// connection test's answer; KEY=VALUE override the environment, an empty
 /// value removes the variable), `empty URL` (nothing stored there),
-/// `bigput URL` (a 3 MiB file stored, listed, read back and deleted),
+/// `bigput URL` (a 10 MiB + 12345-byte file stored, listed, read back and
+/// deleted: three multipart parts on S3, the last one short),
 /// `home URL` (a relative SFTP URL resolves to the login directory).
 #[test]
 fn child_cases() {
@@ -399,7 +400,7 @@ fn child_cases() {
             }
             ["bigput", url] => {
                 let s = Storage::open(url).unwrap();
-                let data = random_bytes(5, 3 << 20);
+                let data = random_bytes(5, (10 << 20) + 12345);
                 assert_eq!(s.put("big.bin", &data[..]).unwrap(), data.len() as u64);
                 assert_eq!(s.list().unwrap(), vec![("big.bin".to_string(), data.len() as u64)], "{line}");
                 let mut back = Vec::new();
