@@ -131,8 +131,8 @@ pub fn sigtar(data: &[u8]) {
     let _ = for_each_entry(data, |item, r| {
         let (kind, _) = decode(&item)?;
         if kind == EntryType::Signature {
-            let sig = Signature::read(r.take(OUTPUT_LIMIT))?;
-            rsync::delta(&sig, &BASIS[..], Limited(0))?;
+            let mut sig = Signature::read(r.take(OUTPUT_LIMIT))?;
+            rsync::delta(&mut sig, &BASIS[..], Limited(0))?;
         }
         Ok(())
     });

@@ -12,7 +12,8 @@
 //!   loaded signature. The matcher is our own (librsync's algorithm, including
 //!   matching the basis's short last block at the end of the new file), run
 //!   over a sliding buffer of at most 8 MiB (or 4 blocks), so nothing is lost
-//!   at buffer edges. The signature itself is held in memory (see
+//!   at buffer edges. The signature is held in memory up to a window of
+//!   blocks, larger ones spilled and indexed a window at a time (see
 //!   [`Signature`]).
 //! * [`patch`]: applies any librsync delta, reading COPY ranges from the basis
 //!   with seek + read in 256 KiB pieces.
@@ -61,6 +62,10 @@ const CHAR_OFFSET: u32 = 31;
 /// Keep at most this many different blocks per weak sum in the index, so a
 /// basis full of weak-sum collisions cannot make matching quadratic.
 const MAX_SAME_WEAK: u32 = 64;
+/// Blocks of a basis signature indexed at once: a larger signature (a file
+/// over 2 GiB at duplicity's 2 KiB blocks) is spilled to a temporary file
+/// and indexed a window of this many blocks at a time (~24 MiB).
+const INDEX_WINDOW: usize = 1 << 20;
 /// Phrase in every error about a signature kind we cannot use; see
 /// [`is_unsupported_signature`].
 const UNSUPPORTED: &str = "cannot be used for a delta";
@@ -275,16 +280,26 @@ const EMPTY: u32 = u32::MAX;
 /// A loaded librsync MD4 signature (magic 0x72730136, any strong length from
 /// 1 to 16), indexed for computing deltas.
 ///
-/// **Memory**: like librsync, the whole signature of one file is held in
-/// memory while its delta is computed: 4 + strong_len bytes per block (12 for
-/// duplicity's signatures) plus a hash index of 12 to 24 bytes per block, so
-/// 24 to 36 bytes per block in all: about 12–18 MiB for a 1 GiB file at
-/// duplicity's 2048-byte blocks, 1.2–1.8 GiB for a 100 GiB file (see
-/// [`memory`](Signature::memory)). Only the signature is held; the new file
-/// is streamed.
+/// **Memory**: 4 + strong_len bytes per block (12 for duplicity's
+/// signatures) plus a hash index of 12 to 24 bytes per block, for at most
+/// [`INDEX_WINDOW`] blocks (~24 MiB; a 2 GiB file at duplicity's 2 KiB
+/// blocks). A larger signature is spilled to an unlinked temporary file and
+/// indexed a window at a time, the window following the new file's position
+/// (see [`Signature::follow`]): data that moved by less than about half a
+/// window (a GiB at 2 KiB blocks) is still found, data that moved further is
+/// sent as literal, where librsync holds the whole signature (1.2–1.8 GiB for
+/// a 100 GiB file). The new file is streamed.
 pub struct Signature {
     block_len: u32,
     strong_len: usize,
+    /// Blocks in the signature, and the first one `weak` and `strong` hold.
+    total: u64,
+    base: u64,
+    /// The last block's sums (the end of the file, matched by its tail).
+    last: Option<(u32, Vec<u8>)>,
+    /// All the entries, when they are more than a window.
+    spilled: Option<std::fs::File>,
+    window: usize,
     weak: Vec<u32>,
     strong: Vec<u8>,
     /// Open addressing, linear probing, load factor at most 1/2: block
@@ -304,7 +319,12 @@ impl Signature {
     /// 0x72730146 / 0x72730147) and blocks over 16 MiB give an error for
     /// which [`is_unsupported_signature`] is true; anything else malformed
     /// (unknown magic, bad header, truncated) is `Kind::Corrupt`.
-    pub fn read(mut r: impl Read) -> Result<Signature> {
+    pub fn read(r: impl Read) -> Result<Signature> {
+        Self::read_windowed(r, INDEX_WINDOW)
+    }
+
+    /// [`Signature::read`], indexing at most `window` blocks at once.
+    fn read_windowed(mut r: impl Read, window: usize) -> Result<Signature> {
         let mut header = [0u8; SIG_HEADER_LEN];
         let got = read_full(&mut r, &mut header).map_err(|e| Error::io("reading signature", e))?;
         if got < SIG_HEADER_LEN {
@@ -346,40 +366,121 @@ impl Signature {
         let entry = 4 + strong_len;
         let mut weak = Vec::new();
         let mut strong = Vec::new();
+        let window = window.max(1);
         let mut chunk = vec![0u8; entry * 4096];
+        let mut spilled = None;
         loop {
             let got = read_full(&mut r, &mut chunk).map_err(|e| Error::io("reading signature", e))?;
+            if got % entry != 0 {
+                return Err(Error::corrupt(format!(
+                    "signature truncated: last block entry is {} of {entry} bytes",
+                    got % entry
+                )));
+            }
+            if weak.len() + got / entry > window {
+                spilled = Some(spill(&weak, &strong, strong_len, &chunk[..got], &mut r)?);
+                (weak, strong) = (Vec::new(), Vec::new());
+                break;
+            }
             for e in chunk[..got].chunks(entry) {
-                if e.len() < entry {
-                    return Err(Error::corrupt(format!(
-                        "signature truncated: last block entry is {} of {entry} bytes",
-                        e.len()
-                    )));
-                }
                 weak.push(u32::from_be_bytes([e[0], e[1], e[2], e[3]]));
                 strong.extend_from_slice(&e[4..]);
-            }
-            if weak.len() >= EMPTY as usize {
-                return Err(Error::other(format!("signature with {} blocks {UNSUPPORTED}", weak.len())));
             }
             if got < chunk.len() {
                 break;
             }
         }
-        weak.shrink_to_fit();
-        strong.shrink_to_fit();
-        let mut sig =
-            Signature { block_len, strong_len, weak, strong, table: Vec::new(), shift: 0, filter: Vec::new() };
-        sig.build_index();
+        let mut sig = Signature {
+            block_len,
+            strong_len,
+            total: weak.len() as u64,
+            base: 0,
+            last: None,
+            spilled: None,
+            window,
+            weak,
+            strong,
+            table: Vec::new(),
+            shift: 0,
+            filter: Vec::new(),
+        };
+        if let Some(f) = spilled {
+            let len = f.metadata().map_err(|e| Error::io("a spilled signature", e))?.len();
+            if len % entry as u64 != 0 {
+                return Err(Error::corrupt(format!(
+                    "signature truncated: last block entry is {} of {entry} bytes",
+                    len % entry as u64
+                )));
+            }
+            sig.total = len / entry as u64;
+            sig.spilled = Some(f);
+            let mut e = vec![0u8; entry];
+            sig.read_entries(sig.total - 1, &mut e)?;
+            sig.last = Some((u32::from_be_bytes([e[0], e[1], e[2], e[3]]), e[4..].to_vec()));
+            sig.load(0)?;
+        } else {
+            sig.weak.shrink_to_fit();
+            sig.strong.shrink_to_fit();
+            sig.last = sig.weak.last().map(|&w| (w, sig.strong_at(sig.weak.len() - 1).to_vec()));
+            sig.build_index();
+        }
         Ok(sig)
+    }
+
+    /// Fills `buf` (whole entries) from the spilled entries, from block `first`.
+    fn read_entries(&self, first: u64, buf: &mut [u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let f = self.spilled.as_ref().expect("a spilled signature");
+        f.read_exact_at(buf, first * (4 + self.strong_len) as u64)
+            .map_err(|e| Error::io("reading back a spilled signature", e))
+    }
+
+    /// Indexes the window of blocks from `base` (spilled signatures).
+    fn load(&mut self, base: u64) -> Result<()> {
+        let entry = 4 + self.strong_len;
+        let n = (self.total - base).min(self.window as u64) as usize;
+        self.weak.clear();
+        self.strong.clear();
+        self.weak.reserve_exact(n);
+        self.strong.reserve_exact(n * self.strong_len);
+        let mut buf = vec![0u8; 4096 * entry];
+        let mut at = base;
+        while at < base + n as u64 {
+            let k = (base + n as u64 - at).min(4096) as usize;
+            self.read_entries(at, &mut buf[..k * entry])?;
+            for e in buf[..k * entry].chunks_exact(entry) {
+                self.weak.push(u32::from_be_bytes([e[0], e[1], e[2], e[3]]));
+                self.strong.extend_from_slice(&e[4..]);
+            }
+            at += k as u64;
+        }
+        self.base = base;
+        self.build_index();
+        Ok(())
+    }
+
+    /// Moves the window of a spilled signature, when blocks up to `end`
+    /// (the end of the data read) are past it, to be centred on block `at`
+    /// (where matching is). A window holds more than twice the matcher's
+    /// buffer, so everything read stays inside it.
+    fn follow(&mut self, at: u64, end: u64) -> Result<()> {
+        if self.spilled.is_none() || end < self.base + self.weak.len() as u64 {
+            return Ok(());
+        }
+        let top = self.total.saturating_sub(self.window as u64);
+        let base = at.saturating_sub(self.window as u64 / 2).min(top);
+        let want = (self.total - base).min(self.window as u64) as usize;
+        if base != self.base || self.weak.len() < want { self.load(base) } else { Ok(()) }
     }
 
     fn build_index(&mut self) {
         let n = self.weak.len();
         let size = (2 * n).next_power_of_two().max(16);
         self.shift = 64 - size.trailing_zeros();
-        self.table = vec![EMPTY; size];
-        self.filter = vec![0; size / 4];
+        self.table.clear();
+        self.table.resize(size, EMPTY);
+        self.filter.clear();
+        self.filter.resize(size / 4, 0);
         let mask = size - 1;
         for i in 0..n {
             let w = self.weak[i];
@@ -444,18 +545,18 @@ impl Signature {
     /// Number of blocks (the signed file had between (blocks−1)×block_len+1
     /// and blocks×block_len bytes).
     pub fn blocks(&self) -> u64 {
-        self.weak.len() as u64
+        self.total
     }
 
     /// Bytes of memory this signature holds.
     pub fn memory(&self) -> usize {
-        self.weak.capacity() * 4 + self.strong.capacity() + self.table.len() * 4 + self.filter.len() * 8
+        self.weak.capacity() * 4 + self.strong.capacity() + self.table.capacity() * 4 + self.filter.capacity() * 8
     }
 
     /// The block whose sums match `window` (whose rolling sum is `weak`);
     /// among identical blocks the first, as librsync picks.
     #[inline]
-    fn find(&self, weak: u32, window: &[u8]) -> Option<u32> {
+    fn find(&self, weak: u32, window: &[u8]) -> Option<u64> {
         let mut sum: Option<[u8; MD4_LEN]> = None;
         self.probe(weak, |strong| {
             let sum = sum.get_or_insert_with(|| {
@@ -468,14 +569,14 @@ impl Signature {
     }
 
     /// The block with sums `weak` and `strong`.
-    fn find_sum(&self, weak: u32, strong: &[u8]) -> Option<u32> {
+    fn find_sum(&self, weak: u32, strong: &[u8]) -> Option<u64> {
         self.probe(weak, |s| s == strong)
     }
 
     /// The first indexed block with this weak sum whose strong sum passes
-    /// `same`.
+    /// `same` (its number in the whole signature).
     #[inline]
-    fn probe(&self, weak: u32, mut same: impl FnMut(&[u8]) -> bool) -> Option<u32> {
+    fn probe(&self, weak: u32, mut same: impl FnMut(&[u8]) -> bool) -> Option<u64> {
         let mask = self.table.len() - 1;
         let mut h = self.slot_of(weak);
         loop {
@@ -484,7 +585,7 @@ impl Signature {
                 return None;
             }
             if self.weak[s as usize] == weak && same(self.strong_at(s as usize)) {
-                return Some(s);
+                return Some(self.base + u64::from(s));
             }
             h = (h + 1) & mask;
         }
@@ -494,13 +595,11 @@ impl Signature {
     /// suffix equal to the basis's last block: librsync's end-of-file
     /// shrinking window, which only the short last block can match.
     fn tail_match(&self, tail: &[u8]) -> Option<usize> {
-        let last = self.weak.len().checked_sub(1)?;
-        let target = self.weak[last];
+        let (target, last) = self.last.as_ref()?;
         let (mut s1, mut s2) = rollsum(tail);
         let mut len = tail.len() as u32;
         for start in 0..tail.len() {
-            if weak_of(s1, s2) == target
-                && strong_sum(&tail[start..], self.strong_len).0[..self.strong_len] == *self.strong_at(last)
+            if weak_of(s1, s2) == *target && strong_sum(&tail[start..], self.strong_len).0[..self.strong_len] == **last
             {
                 return Some(start);
             }
@@ -511,6 +610,23 @@ impl Signature {
         }
         None
     }
+}
+
+/// The signature entries read so far (decoded, then a `chunk` as read) and
+/// the rest of `r`, in an unlinked temporary file.
+fn spill(weak: &[u32], strong: &[u8], strong_len: usize, chunk: &[u8], r: &mut impl Read) -> Result<std::fs::File> {
+    let f = crate::io::spool::temp_file().map_err(|e| Error::io("spilling a large signature", e))?;
+    let mut w = BufWriter::with_capacity(256 << 10, f);
+    let mut put = || -> io::Result<()> {
+        for (i, wk) in weak.iter().enumerate() {
+            w.write_all(&wk.to_be_bytes())?;
+            w.write_all(&strong[i * strong_len..(i + 1) * strong_len])?;
+        }
+        w.write_all(chunk)
+    };
+    put().map_err(|e| Error::io("spilling a large signature", e))?;
+    io::copy(r, &mut w).map_err(|e| Error::io("reading signature", e))?;
+    w.into_inner().map_err(|e| Error::io("spilling a large signature", e.into_error()))
 }
 
 /// Reads until `buf` is full or the end of input; returns the bytes read.
@@ -638,22 +754,26 @@ fn int_width(v: u64) -> usize {
 /// file `sig` was made from into the content of `new`.
 ///
 /// `new` is read once, through a buffer of at most 8 MiB (or 4 blocks);
-/// nothing else grows with the file size except the signature itself (see
-/// [`Signature`]). The buffer slides, so matches are found anywhere,
-/// including across buffer refills: nothing is lost at buffer edges.
+/// the signature's index is bounded too (see [`Signature`]). The buffer
+/// slides, so matches are found anywhere, including across buffer refills:
+/// nothing is lost at buffer edges.
 ///
-/// The output is librsync 2.x's, byte for byte, as duplicity writes it (the
+/// Up to [`INDEX_WINDOW`] basis blocks (a 2 GiB file at 2 KiB blocks), the
+/// output is librsync 2.x's, byte for byte, as duplicity writes it (the
 /// same matches, the first of identical basis blocks, the short last block
 /// matched at the end, literal runs cut every 32 KiB, or 64 KiB when the
 /// basis is empty). One known exception: a basis with more than 64 different
-/// blocks sharing one rolling sum keeps only 64 of them in the index.
-pub fn delta(sig: &Signature, new: impl Read, out: impl Write) -> Result<DeltaStats> {
-    let max_lit = if sig.weak.is_empty() { EMPTY_BASIS_LITERAL } else { MAX_LITERAL };
+/// blocks sharing one rolling sum keeps only 64 of them in the index. Beyond
+/// that size, matches are looked for in the window of basis blocks around
+/// the new file's position, so a delta can hold more literal than
+/// librsync's; it is still a librsync delta any patcher applies.
+pub fn delta(sig: &mut Signature, new: impl Read, out: impl Write) -> Result<DeltaStats> {
+    let max_lit = if sig.total == 0 { EMPTY_BASIS_LITERAL } else { MAX_LITERAL };
     delta_with(sig, new, out, DELTA_BUF, max_lit)
 }
 
 fn delta_with(
-    sig: &Signature,
+    sig: &mut Signature,
     mut new: impl Read,
     out: impl Write,
     max_buf: usize,
@@ -665,6 +785,8 @@ fn delta_with(
     let bl = sig.block_len as usize;
     // Room for a pending literal (< max_lit), the window and new data.
     let cap = max_buf.max(4 * bl).max(4 * max_lit);
+    // A window of a spilled signature covers more than twice the buffer.
+    sig.window = sig.window.max(2 * (cap / bl + MAX_BATCH + 2));
     let mut w =
         Window { buf: vec![0u8; DELTA_BUF_START.min(cap)], cap, lit: 0, pos: 0, filled: 0, eof: false, new_len: 0 };
     // The rolling sum of the window, when it is being rolled.
@@ -676,7 +798,7 @@ fn delta_with(
             w.refill(&mut new, &mut em, max_lit)?;
             continue;
         }
-        if sig.weak.is_empty() {
+        if sig.total == 0 {
             // Nothing to match: all literal.
             w.pos = w.filled;
             if w.eof {
@@ -687,6 +809,8 @@ fn delta_with(
         if w.filled - w.pos < bl {
             break; // end of input, less than a block left
         }
+        let blm = u64::from(sig.block_len);
+        sig.follow((w.new_len - (w.filled - w.pos) as u64) / blm, w.new_len / blm + 1)?;
         let (s1, s2) = match sum {
             Some(s) => s,
             None => match w.match_blocks(sig, &mut em, &mut batch)? {
@@ -753,10 +877,10 @@ impl Window {
 
     /// Emits the pending literal and a copy of basis block `idx`; the window
     /// moves past the matched block.
-    fn matched<W: Write>(&mut self, sig: &Signature, em: &mut Emitter<W>, idx: u32) -> Result<()> {
+    fn matched<W: Write>(&mut self, sig: &Signature, em: &mut Emitter<W>, idx: u64) -> Result<()> {
         let bl = sig.block_len as usize;
         em.literal(&self.buf[self.lit..self.pos])?;
-        em.copy(u64::from(idx) * u64::from(sig.block_len), bl as u64)?;
+        em.copy(idx * u64::from(sig.block_len), bl as u64)?;
         self.pos += bl;
         self.lit = self.pos;
         Ok(())
@@ -834,8 +958,7 @@ impl Window {
         match sig.tail_match(&self.buf[pos..filled]) {
             Some(start) => {
                 em.literal(&self.buf[lit..pos + start])?;
-                let last = sig.weak.len() as u64 - 1;
-                em.copy(last * u64::from(sig.block_len), (filled - pos - start) as u64)?;
+                em.copy((sig.total - 1) * u64::from(sig.block_len), (filled - pos - start) as u64)?;
             }
             None => em.literal(&self.buf[lit..filled])?,
         }
@@ -1101,13 +1224,62 @@ mod tests {
         w.finish().unwrap()
     }
 
+    /// A signature larger than the index window is spilled and indexed a
+    /// window at a time, following the new file: the delta still patches to
+    /// the new file, data in place or moved a little is copied, and only data
+    /// moved further than half a window is sent as literal.
+    #[test]
+    fn large_signatures_are_indexed_a_window_at_a_time() {
+        let mut rng = Rng(11);
+        let bl = 512usize;
+        let basis: Vec<u8> = (0..4000 * bl).map(|_| rng.next() as u8).collect();
+        let sig_bytes = whole_sig(&basis, bl as u32);
+        // Edited in place every 300 blocks, 100 bytes inserted in the middle,
+        // and the first 100 blocks again at the end (3900 blocks away).
+        let mut new = basis.clone();
+        for b in (0..4000).step_by(300) {
+            new[b * bl + 7] ^= 0x55;
+        }
+        new.splice(2000 * bl..2000 * bl, (0..100).map(|i| i as u8));
+        new.extend_from_slice(&basis[..100 * bl]);
+
+        let mut windowed = Signature::read_windowed(&sig_bytes[..], 64).unwrap();
+        assert!(windowed.spilled.is_some());
+        assert_eq!(windowed.blocks(), 4000);
+        assert_eq!(windowed.weak.len(), 64);
+        let mut d = Vec::new();
+        let ws = delta_with(&mut windowed, &new[..], &mut d, 0, MAX_LITERAL).unwrap();
+        assert!(apply(&basis, &d).unwrap() == new, "the windowed delta patches to the new file");
+        // The window grew to cover the matcher's buffer (2 x (128 KiB / 512 + 258)).
+        assert_eq!(windowed.window, 2 * (4 * MAX_LITERAL / bl + MAX_BATCH + 2));
+        assert!(windowed.weak.len() <= windowed.window);
+
+        let mut whole = Signature::read(&sig_bytes[..]).unwrap();
+        assert!(whole.spilled.is_none());
+        let mut d2 = Vec::new();
+        let hs = delta_with(&mut whole, &new[..], &mut d2, 0, MAX_LITERAL).unwrap();
+        assert!(apply(&basis, &d2).unwrap() == new);
+        // Edits cost a block each either way; the far move only windowed.
+        let edits = (14 * bl + 100) as u64;
+        assert!(hs.literal_len <= edits + 2 * bl as u64, "{hs:?}");
+        assert!(
+            ws.literal_len >= 100 * bl as u64 && ws.literal_len <= edits + 100 * bl as u64 + 2 * bl as u64,
+            "{ws:?}"
+        );
+
+        // A spilled signature cut inside its last entry is refused.
+        let cut = &sig_bytes[..sig_bytes.len() - 3];
+        let e = Signature::read_windowed(cut, 64).err().expect("a truncated signature");
+        assert_eq!(e.kind, Kind::Corrupt, "{}", e.message);
+    }
+
     fn whole_sig(data: &[u8], bl: u32) -> Vec<u8> {
         let opts = SignatureOptions { block_size: bl, crypto_hash_size: STRONG_LEN };
         fast_rsync::Signature::calculate(data, opts).into_serialized()
     }
 
     fn make_delta(basis: &[u8], new: &[u8], bl: u32, max_buf: usize, rng: &mut Rng) -> (Vec<u8>, DeltaStats) {
-        let sig = Signature::read(&whole_sig(basis, bl)[..]).unwrap();
+        let mut sig = Signature::read(&whole_sig(basis, bl)[..]).unwrap();
         let mut out = Vec::new();
         let reader = Pieces { data: new, rng: Rng(rng.next()), max: 1 + rng.below(5000) };
         let max_lit = match max_buf {
@@ -1115,7 +1287,7 @@ mod tests {
             _ if sig.blocks() == 0 => EMPTY_BASIS_LITERAL,
             _ => MAX_LITERAL,
         };
-        let stats = delta_with(&sig, reader, &mut out, max_buf, max_lit).unwrap();
+        let stats = delta_with(&mut sig, reader, &mut out, max_buf, max_lit).unwrap();
         assert_eq!(stats.new_len, new.len() as u64);
         assert_eq!(stats.delta_len, out.len() as u64);
         assert_eq!(stats.copy_len + stats.literal_len, new.len() as u64);
@@ -1340,8 +1512,8 @@ mod tests {
             for _ in 0..rng.below(2000) {
                 bytes.push((rng.next() % 3) as u8);
             }
-            if let Ok(sig) = Signature::read(&bytes[..]) {
-                delta(&sig, &new[..], io::sink()).unwrap();
+            if let Ok(mut sig) = Signature::read(&bytes[..]) {
+                delta(&mut sig, &new[..], io::sink()).unwrap();
             }
         }
     }
@@ -1358,8 +1530,8 @@ mod tests {
     fn io_errors_are_not_corruption() {
         let e = patch(Cursor::new(b""), Failing, io::sink()).unwrap_err();
         assert_eq!(e.kind, Kind::Other, "{e}");
-        let sig = Signature::read(&whole_sig(b"abc", 512)[..]).unwrap();
-        let e = delta(&sig, Failing, io::sink()).unwrap_err();
+        let mut sig = Signature::read(&whole_sig(b"abc", 512)[..]).unwrap();
+        let e = delta(&mut sig, Failing, io::sink()).unwrap_err();
         assert!(e.message.contains("disk on fire"), "{e}");
         let e = Signature::read(Failing).err().unwrap();
         assert_eq!(e.kind, Kind::Other, "{e}");
@@ -1479,9 +1651,9 @@ mod tests {
             // rdiff's signature through our delta, applied by rdiff.
             let sig_bytes = std::fs::read(name("sig")).unwrap();
             assert_eq!(sig_of(basis, bl, 4096, &mut rng), sig_bytes, "case {i}: signature");
-            let sig = Signature::read(&sig_bytes[..]).unwrap();
+            let mut sig = Signature::read(&sig_bytes[..]).unwrap();
             let mut ours = Vec::new();
-            let stats = delta(&sig, &new[..], &mut ours).unwrap();
+            let stats = delta(&mut sig, &new[..], &mut ours).unwrap();
             std::fs::write(name("delta"), &ours).unwrap();
             rdiff(&["patch"], &[&name("old"), &name("delta"), &name("out")]);
             assert_eq!(std::fs::read(name("out")).unwrap(), *new, "case {i}: rdiff patch of our delta");
@@ -1557,7 +1729,7 @@ mod tests {
             let sig = w.finish().unwrap();
             assert!(sig == std::fs::read(p("sig")).unwrap(), "case {i}: signature differs");
             let mut ours = Vec::new();
-            delta(&Signature::read(&sig[..]).unwrap(), &new[..], &mut ours).unwrap();
+            delta(&mut Signature::read(&sig[..]).unwrap(), &new[..], &mut ours).unwrap();
             let theirs = std::fs::read(p("delta")).unwrap();
             assert!(ours == theirs, "case {i}: delta differs ({} vs {} bytes)", ours.len(), theirs.len());
         }
@@ -1712,14 +1884,14 @@ mod tests {
         const LEN: u64 = 64 << 20;
         let mut sig = Vec::new();
         io::copy(&mut Gen::new(1, 0, LEN), &mut SigWriter::new(&mut sig, 2048)).unwrap();
-        let sig = Signature::read(&sig[..]).unwrap();
+        let mut sig = Signature::read(&sig[..]).unwrap();
         let new = Gen::new(1, 0, 20 << 20)
             .chain(Gen::new(2, 0, 1000))
             .chain(Gen::new(1, (20 << 20) + 500, LEN))
             .chain(Gen::new(3, 0, 1 << 20));
         let mut want = Sha1Writer(sha1::Sha1::new());
         let mut d = Vec::new();
-        let stats = delta(&sig, TeeReader::new(new, &mut want), &mut d).unwrap();
+        let stats = delta(&mut sig, TeeReader::new(new, &mut want), &mut d).unwrap();
         assert_eq!(stats.new_len, LEN - 500 + 1000 + (1 << 20));
         assert!(stats.literal_len < (1 << 20) + 5000, "{stats:?}");
         grown("delta of 64 MiB");
@@ -1756,7 +1928,7 @@ mod tests {
         let sig_bytes = w.finish().unwrap();
         report("signature (SigWriter)", len, t);
         let t = Instant::now();
-        let sig = Signature::read(&sig_bytes[..]).unwrap();
+        let mut sig = Signature::read(&sig_bytes[..]).unwrap();
         println!("Signature::read + index: {:.3} s, {} KiB", t.elapsed().as_secs_f64(), sig.memory() >> 10);
 
         // One modified byte and a 100-byte insert per MiB.
@@ -1773,12 +1945,12 @@ mod tests {
             [("delta, identical", &basis), ("delta, small edits", &edited), ("delta, unrelated data", &unrelated)]
         {
             let t = Instant::now();
-            let stats = delta(&sig, &new[..], Count(0)).unwrap();
+            let stats = delta(&mut sig, &new[..], Count(0)).unwrap();
             report(what, new.len(), t);
             println!("    {stats:?}");
         }
         let mut small = Vec::new();
-        delta(&sig, &edited[..], &mut small).unwrap();
+        delta(&mut sig, &edited[..], &mut small).unwrap();
         let t = Instant::now();
         let n = patch(Cursor::new(&basis[..]), &small[..], Count(0)).unwrap();
         report("patch (small edits, in memory)", n as usize, t);

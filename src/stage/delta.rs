@@ -282,7 +282,7 @@ impl<W: Write> Run<'_, W> {
             let sig = rsync::Signature::read(r.content());
             basis.advance()?;
             match sig {
-                Ok(sig) => self.diff(entry, &sig, content),
+                Ok(mut sig) => self.diff(entry, &mut sig, content),
                 Err(e) if rsync::is_unsupported_signature(&e) => {
                     note!(log::Level::Info, "{}: {}; storing the whole file", entry.path, e.message);
                     self.snapshot(entry, content)
@@ -375,7 +375,12 @@ impl<W: Write> Run<'_, W> {
 
     /// A regular file stored as a delta against its old signature, then its
     /// new signature.
-    fn diff<R: BufRead>(&mut self, mut e: Entry, sig: &rsync::Signature, stream: Option<&mut Reader<R>>) -> Result<()> {
+    fn diff<R: BufRead>(
+        &mut self,
+        mut e: Entry,
+        sig: &mut rsync::Signature,
+        stream: Option<&mut Reader<R>>,
+    ) -> Result<()> {
         let source: Box<dyn Read + '_> = match stream {
             Some(r) => Box::new(r.content()),
             None => match open_file(&self.file_path(&e)?) {
