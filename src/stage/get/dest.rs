@@ -610,12 +610,8 @@ impl DirTarget {
     /// Hands a job to the writer threads (or runs it here without them).
     fn submit(&mut self, job: Job, rep: &Reporter) -> Result<()> {
         let mut done = Vec::new();
-        let refused = self.writers.submit(job, &mut |d| done.push(d));
+        self.writers.submit(job, &mut |d| done.push(d));
         self.take_done(done, rep);
-        if let Some(job) = refused {
-            let d = writer::run(job);
-            self.take_done(vec![d], rep);
-        }
         self.fatal.take().map_or(Ok(()), Err)
     }
 

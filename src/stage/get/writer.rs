@@ -8,7 +8,9 @@
 //! open directory), writes it, sets its owner, mode and time, and renames
 //! it into place when asked; it also renames files that waited for their
 //! volumes once those are verified. What it did comes back as a [`Done`], which
-//! the restore's thread counts or reports. Whatever depends on the files
+//! the restore's thread counts or reports. Jobs go over in batches of up to
+//! [`BATCH`] (one thread woken per batch), or at once when the threads have
+//! nothing else to do. Whatever depends on the files
 //! being there (a directory's metadata, committing what waited for its
 //! volumes, removing what a damaged volume gave) waits for the jobs
 //! first ([`Writers::wait`]).
@@ -28,8 +30,13 @@ use crate::error::{Error, Result};
 /// written by the restore's thread as they are read.
 pub(super) const SMALL: u64 = 256 << 10;
 
-/// Jobs queued for the threads (at most `SMALL` each).
-const QUEUE: usize = 32;
+/// Batches queued for the threads.
+const QUEUE: usize = 4;
+
+/// Jobs handed over at once (a thread woken per batch, not per file), or
+/// fewer holding this much content.
+const BATCH: usize = 16;
+const BATCH_BYTES: u64 = 512 << 10;
 
 /// A file to write.
 pub(super) struct Job {
@@ -63,31 +70,36 @@ pub(super) struct Done {
 }
 
 pub(super) struct Writers {
-    jobs: Option<SyncSender<Job>>,
+    jobs: Option<SyncSender<Vec<Job>>>,
     done: Receiver<Done>,
     threads: Vec<JoinHandle<()>>,
+    /// Jobs not yet handed over, and their content's size.
+    batch: Vec<Job>,
+    batch_bytes: u64,
     /// Jobs handed over and not yet collected.
-    outstanding: usize,
+    in_flight: usize,
 }
 
 impl Writers {
     pub fn new() -> Writers {
         let n = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4);
-        let (jobs, rx) = sync_channel::<Job>(QUEUE);
+        let (jobs, rx) = sync_channel::<Vec<Job>>(QUEUE);
         let rx = Arc::new(std::sync::Mutex::new(rx));
-        let (done_tx, done) = sync_channel::<Done>(QUEUE + n);
+        let (done_tx, done) = sync_channel::<Done>((QUEUE + n) * BATCH);
         let mut threads = Vec::new();
         for _ in 0..n {
             let (rx, done_tx) = (rx.clone(), done_tx.clone());
             let t = std::thread::Builder::new().name("dup-write".into()).spawn(move || {
                 loop {
-                    let job = match rx.lock() {
+                    let jobs = match rx.lock() {
                         Ok(r) => r.recv(),
                         Err(_) => return,
                     };
-                    let Ok(job) = job else { return };
-                    if done_tx.send(run(job)).is_err() {
-                        return;
+                    let Ok(jobs) = jobs else { return };
+                    for job in jobs {
+                        if done_tx.send(run(job)).is_err() {
+                            return;
+                        }
                     }
                 }
             });
@@ -95,67 +107,99 @@ impl Writers {
                 threads.push(t);
             }
         }
-        Writers { jobs: (!threads.is_empty()).then_some(jobs), done, threads, outstanding: 0 }
+        let jobs = (!threads.is_empty()).then_some(jobs);
+        Writers { jobs, done, threads, batch: Vec::new(), batch_bytes: 0, in_flight: 0 }
     }
 
-    /// Hands a job over; gives it back when no thread takes jobs. Takes
-    /// what is done meanwhile, to `each`.
-    pub fn submit(&mut self, job: Job, each: &mut dyn FnMut(Done)) -> Option<Job> {
-        let Some(tx) = &self.jobs else { return Some(job) };
-        let mut job = job;
-        loop {
-            match tx.try_send(job) {
-                Ok(()) => break,
-                Err(std::sync::mpsc::TrySendError::Full(j)) => {
+    /// Takes a job: into the batch for the threads, handed over when full
+    /// or when they have nothing else to do; run here when no thread takes
+    /// jobs. What is done meanwhile goes to `each`.
+    pub fn submit(&mut self, job: Job, each: &mut dyn FnMut(Done)) {
+        if self.jobs.is_none() {
+            return each(run(job));
+        }
+        self.batch_bytes += job.bytes;
+        self.batch.push(job);
+        if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
+            self.flush(each);
+        }
+        self.collect(each);
+    }
+
+    /// Hands the batch over (or runs it here when the threads are gone).
+    fn flush(&mut self, each: &mut dyn FnMut(Done)) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let n = batch.len();
+        while let Some(tx) = &self.jobs {
+            match tx.try_send(batch) {
+                Ok(()) => {
+                    self.in_flight += n;
+                    return;
+                }
+                Err(std::sync::mpsc::TrySendError::Full(b)) => {
                     // The queue is full: take a finished job's report (so
                     // the threads never block on theirs), then try again.
-                    job = j;
+                    batch = b;
                     match self.done.recv() {
                         Ok(d) => {
-                            self.outstanding -= 1;
+                            self.in_flight -= 1;
                             each(d);
                         }
-                        Err(_) => return Some(job),
+                        Err(_) => self.jobs = None,
                     }
                 }
-                Err(std::sync::mpsc::TrySendError::Disconnected(j)) => return Some(j),
+                Err(std::sync::mpsc::TrySendError::Disconnected(b)) => {
+                    batch = b;
+                    self.jobs = None;
+                }
             }
         }
-        self.outstanding += 1;
-        self.collect(each);
-        None
-    }
-
-    /// Takes what is done, without waiting.
-    pub fn collect(&mut self, each: &mut dyn FnMut(Done)) {
-        while let Ok(d) = self.done.try_recv() {
-            self.outstanding -= 1;
-            each(d);
+        for job in batch {
+            each(run(job));
         }
     }
 
-    /// Waits for every job handed over.
+    /// Takes what is done, without waiting; hands the batch over when the
+    /// threads have run out of work.
+    pub fn collect(&mut self, each: &mut dyn FnMut(Done)) {
+        while let Ok(d) = self.done.try_recv() {
+            self.in_flight -= 1;
+            each(d);
+        }
+        if self.in_flight == 0 {
+            self.flush(each);
+        }
+    }
+
+    /// Waits for every job taken.
     pub fn wait(&mut self, each: &mut dyn FnMut(Done)) {
-        while self.outstanding > 0 {
+        self.flush(each);
+        while self.in_flight > 0 {
             match self.done.recv() {
                 Ok(d) => {
-                    self.outstanding -= 1;
+                    self.in_flight -= 1;
                     each(d);
                 }
                 Err(_) => {
-                    self.outstanding = 0;
+                    self.in_flight = 0;
                 }
             }
         }
     }
 
     pub fn busy(&self) -> bool {
-        self.outstanding > 0
+        self.in_flight > 0 || !self.batch.is_empty()
     }
 }
 
 impl Drop for Writers {
     fn drop(&mut self) {
+        // Jobs taken are done, as they were when handed over one by one.
+        self.flush(&mut |_| {});
         self.jobs = None;
         // Unblock threads waiting to report, then let them end.
         while self.done.recv().is_ok() {}
@@ -207,4 +251,65 @@ fn create(dir: i32, name: &CString) -> io::Result<File> {
         unsafe { libc::unlinkat(dir, name.as_ptr(), 0) };
     }
     Err(io::Error::from_raw_os_error(libc::EEXIST))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jobs(dir: &std::path::Path, n: usize) -> Vec<Job> {
+        let fd: OwnedFd = File::open(dir).unwrap().into();
+        let fd = Arc::new(fd);
+        (0..n)
+            .map(|i| Job {
+                dir: fd.clone(),
+                tmp: CString::new(format!(".tmp{i}")).unwrap(),
+                install: Some((CString::new(format!("f{i}")).unwrap(), false)),
+                path: dir.join(format!("f{i}")),
+                index: format!("f{i}").into_bytes(),
+                bytes: i as u64,
+                data: Some(vec![b'x'; i]),
+                owner: None,
+                mode: 0o640,
+                mtime: 1_000_000_000 + i as i64,
+            })
+            .collect()
+    }
+
+    /// Jobs go over in batches: every one taken is reported done once by
+    /// `wait`, and `busy` counts a batch not yet handed over.
+    #[test]
+    fn batched_jobs_are_all_written_and_reported() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = Writers::new();
+        let mut done = Vec::new();
+        for job in jobs(t.path(), 3 * BATCH + 5) {
+            w.submit(job, &mut |d| done.push(d));
+            assert!(w.busy() || done.len() == 3 * BATCH + 5);
+        }
+        w.wait(&mut |d| done.push(d));
+        assert!(!w.busy());
+        assert_eq!(done.len(), 3 * BATCH + 5);
+        assert!(done.iter().all(|d| d.installed && d.result.is_ok()));
+        for i in 0..3 * BATCH + 5 {
+            let m = std::fs::metadata(t.path().join(format!("f{i}"))).unwrap();
+            assert_eq!(m.len(), i as u64);
+        }
+        assert!(!t.path().join(".tmp0").exists());
+    }
+
+    /// Dropped without waiting (an error path), the jobs taken are still
+    /// written, as when each was handed over at once.
+    #[test]
+    fn jobs_taken_are_written_when_the_writers_are_dropped() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = Writers::new();
+        for job in jobs(t.path(), 3) {
+            w.submit(job, &mut |_| {});
+        }
+        drop(w);
+        for i in 0..3 {
+            assert!(t.path().join(format!("f{i}")).exists(), "f{i}");
+        }
+    }
 }
