@@ -371,21 +371,13 @@ impl Signature {
         let mut spilled = None;
         loop {
             let got = read_full(&mut r, &mut chunk).map_err(|e| Error::io("reading signature", e))?;
-            if got % entry != 0 {
-                return Err(Error::corrupt(format!(
-                    "signature truncated: last block entry is {} of {entry} bytes",
-                    got % entry
-                )));
-            }
+            whole_entries(got as u64, entry)?;
             if weak.len() + got / entry > window {
                 spilled = Some(spill(&weak, &strong, strong_len, &chunk[..got], &mut r)?);
                 (weak, strong) = (Vec::new(), Vec::new());
                 break;
             }
-            for e in chunk[..got].chunks(entry) {
-                weak.push(u32::from_be_bytes([e[0], e[1], e[2], e[3]]));
-                strong.extend_from_slice(&e[4..]);
-            }
+            push_entries(&chunk[..got], entry, &mut weak, &mut strong);
             if got < chunk.len() {
                 break;
             }
@@ -406,17 +398,11 @@ impl Signature {
         };
         if let Some(f) = spilled {
             let len = f.metadata().map_err(|e| Error::io("a spilled signature", e))?.len();
-            if len % entry as u64 != 0 {
-                return Err(Error::corrupt(format!(
-                    "signature truncated: last block entry is {} of {entry} bytes",
-                    len % entry as u64
-                )));
-            }
-            sig.total = len / entry as u64;
+            sig.total = whole_entries(len, entry)?;
             sig.spilled = Some(f);
-            let mut e = vec![0u8; entry];
-            sig.read_entries(sig.total - 1, &mut e)?;
-            sig.last = Some((u32::from_be_bytes([e[0], e[1], e[2], e[3]]), e[4..].to_vec()));
+            // The last block's sums, as a window of one, then the first window.
+            sig.load(sig.total - 1)?;
+            sig.last = sig.weak.first().map(|&w| (w, sig.strong_at(0).to_vec()));
             sig.load(0)?;
         } else {
             sig.weak.shrink_to_fit();
@@ -448,10 +434,7 @@ impl Signature {
         while at < base + n as u64 {
             let k = (base + n as u64 - at).min(4096) as usize;
             self.read_entries(at, &mut buf[..k * entry])?;
-            for e in buf[..k * entry].chunks_exact(entry) {
-                self.weak.push(u32::from_be_bytes([e[0], e[1], e[2], e[3]]));
-                self.strong.extend_from_slice(&e[4..]);
-            }
+            push_entries(&buf[..k * entry], entry, &mut self.weak, &mut self.strong);
             at += k as u64;
         }
         self.base = base;
@@ -459,12 +442,17 @@ impl Signature {
         Ok(())
     }
 
-    /// Moves the window of a spilled signature, when blocks up to `end`
-    /// (the end of the data read) are past it, to be centred on block `at`
-    /// (where matching is). A window holds more than twice the matcher's
-    /// buffer, so everything read stays inside it.
+    /// Moves the window of a spilled signature, when the blocks up to byte
+    /// `end` of the new file (the end of the data read) are past it, to be
+    /// centred on the block of byte `at` (where matching is). A window holds
+    /// more than twice the matcher's buffer, so everything read stays inside.
     fn follow(&mut self, at: u64, end: u64) -> Result<()> {
-        if self.spilled.is_none() || end < self.base + self.weak.len() as u64 {
+        if self.spilled.is_none() {
+            return Ok(());
+        }
+        let bl = u64::from(self.block_len);
+        let (at, end) = (at / bl, end / bl + 1);
+        if end < self.base + self.weak.len() as u64 {
             return Ok(());
         }
         let top = self.total.saturating_sub(self.window as u64);
@@ -609,6 +597,25 @@ impl Signature {
             len -= 1;
         }
         None
+    }
+}
+
+/// The number of `entry`-byte entries in `len` bytes; a partial one means
+/// the signature was cut short.
+fn whole_entries(len: u64, entry: usize) -> Result<u64> {
+    let rest = len % entry as u64;
+    if rest != 0 {
+        return Err(Error::corrupt(format!("signature truncated: last block entry is {rest} of {entry} bytes")));
+    }
+    Ok(len / entry as u64)
+}
+
+/// Decodes whole signature entries (weak sum, then strong sum) onto `weak`
+/// and `strong`.
+fn push_entries(bytes: &[u8], entry: usize, weak: &mut Vec<u32>, strong: &mut Vec<u8>) {
+    for e in bytes.chunks_exact(entry) {
+        weak.push(u32::from_be_bytes([e[0], e[1], e[2], e[3]]));
+        strong.extend_from_slice(&e[4..]);
     }
 }
 
@@ -809,8 +816,7 @@ fn delta_with(
         if w.filled - w.pos < bl {
             break; // end of input, less than a block left
         }
-        let blm = u64::from(sig.block_len);
-        sig.follow((w.new_len - (w.filled - w.pos) as u64) / blm, w.new_len / blm + 1)?;
+        sig.follow(w.new_len - (w.filled - w.pos) as u64, w.new_len)?;
         let (s1, s2) = match sum {
             Some(s) => s,
             None => match w.match_blocks(sig, &mut em, &mut batch)? {
